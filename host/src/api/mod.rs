@@ -1,0 +1,241 @@
+//! The HTTP API (axum).
+//!
+//! `POST /e/{event_key}` speaks Inngest's event format, so Inngest's own
+//! clients can send events here; `/v1/...` manages apps, functions, events
+//! and runs. Every error is JSON: `{"error": "...", "status": N}`.
+
+mod error;
+pub mod views;
+
+pub use error::ApiError;
+
+use crate::events::{EventError, parse_events};
+use crate::journal::RunFilter;
+use crate::model::{DEFAULT_TENANT, RunKey, RunStatus};
+use crate::runtime::{CancelError, DeployError, Stepwise};
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use std::sync::Arc;
+use views::{LogView, RunDetail, RunView, StepView};
+
+/// Largest events request (up to 5,000 events of which each ≤ 512 KiB is
+/// checked separately).
+const MAX_EVENTS_BODY: usize = 16 * 1024 * 1024;
+
+type Host = State<Arc<Stepwise>>;
+type ApiResult<T> = Result<T, ApiError>;
+
+/// The API's routes over a running host.
+pub fn router(host: Arc<Stepwise>) -> Router {
+    let component_limit = host.config.limits.max_component_bytes;
+    Router::new()
+        .route("/health", get(health))
+        .route("/e/{event_key}", post(send_with_key))
+        .route("/v1/events", get(list_events).post(send_event))
+        .route("/v1/apps", get(list_apps))
+        .route(
+            "/v1/apps/{app}",
+            put(deploy).layer(DefaultBodyLimit::max(component_limit + 1)),
+        )
+        .route("/v1/functions", get(list_functions))
+        .route("/v1/runs", get(list_runs))
+        .route("/v1/runs/{id}", get(get_run))
+        .route("/v1/runs/{id}/cancel", post(cancel_run))
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(MAX_EVENTS_BODY))
+        .with_state(host)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::not_found("no such endpoint; see the README for the API")
+}
+
+async fn health(State(host): Host) -> Json<Value> {
+    Json(json!({
+        "status": "ok",
+        "active_runs": host.scheduler.active_runs(),
+        "armed_timers": host.scheduler.armed_timers(),
+    }))
+}
+
+fn body(body: Result<Bytes, BytesRejection>, what: &str) -> ApiResult<Bytes> {
+    body.map_err(|rejection| {
+        let status = rejection.status();
+        if status == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(
+                status,
+                format!("the {what} is too large: {}", rejection.body_text()),
+            )
+        } else {
+            ApiError::new(
+                status,
+                format!("could not read the {what}: {}", rejection.body_text()),
+            )
+        }
+    })
+}
+
+async fn ingest(host: &Stepwise, tenant: &str, bytes: &[u8]) -> ApiResult<Json<Value>> {
+    let events = parse_events(bytes).map_err(|e| match e {
+        EventError::TooLarge { .. } => ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, e.to_string()),
+        other => ApiError::bad_request(other.to_string()),
+    })?;
+    let accepted = host.send(tenant, events).await?;
+    Ok(Json(json!({ "ids": accepted.ids, "status": 200 })))
+}
+
+/// Inngest's event API: one event or an array, authorised by the key in
+/// the path.
+async fn send_with_key(
+    State(host): Host,
+    Path(event_key): Path<String>,
+    bytes: Result<Bytes, BytesRejection>,
+) -> ApiResult<Json<Value>> {
+    let Some(tenant) = host.tenant_for_event_key(&event_key) else {
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "event key not found: send events to /e/{key} with the event key the host printed at start (or set with --event-key)",
+        ));
+    };
+    let bytes = body(bytes, "event payload")?;
+    ingest(&host, tenant, &bytes).await
+}
+
+/// The management API's way to send events (used by `stepwise send`).
+async fn send_event(
+    State(host): Host,
+    bytes: Result<Bytes, BytesRejection>,
+) -> ApiResult<Json<Value>> {
+    let bytes = body(bytes, "event payload")?;
+    ingest(&host, DEFAULT_TENANT, &bytes).await
+}
+
+#[derive(Deserialize)]
+struct Limit {
+    limit: Option<usize>,
+}
+
+async fn list_events(State(host): Host, Query(query): Query<Limit>) -> ApiResult<Json<Value>> {
+    let limit = query.limit.unwrap_or(100).clamp(1, 1_000);
+    let events = host.journal.list_events(DEFAULT_TENANT, limit)?;
+    Ok(Json(
+        serde_json::to_value(events).map_err(anyhow::Error::from)?,
+    ))
+}
+
+async fn deploy(
+    State(host): Host,
+    Path(app): Path<String>,
+    bytes: Result<Bytes, BytesRejection>,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    let bytes = body(bytes, "component")?;
+    match host.deploy(DEFAULT_TENANT, &app, bytes.to_vec()).await {
+        Ok(deployed) => Ok((
+            StatusCode::OK,
+            Json(serde_json::to_value(deployed).map_err(anyhow::Error::from)?),
+        )),
+        Err(DeployError::Invalid(message)) => {
+            Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, message))
+        }
+        Err(DeployError::Conflict(message)) => Err(ApiError::new(StatusCode::CONFLICT, message)),
+        Err(DeployError::Internal(error)) => Err(ApiError::internal(error)),
+    }
+}
+
+async fn list_apps(State(host): Host) -> ApiResult<Json<Value>> {
+    let apps = host.journal.apps(DEFAULT_TENANT)?;
+    Ok(Json(
+        serde_json::to_value(apps).map_err(anyhow::Error::from)?,
+    ))
+}
+
+async fn list_functions(State(host): Host) -> ApiResult<Json<Value>> {
+    let functions = host.journal.functions(DEFAULT_TENANT)?;
+    Ok(Json(
+        serde_json::to_value(functions).map_err(anyhow::Error::from)?,
+    ))
+}
+
+#[derive(Deserialize)]
+struct RunsQuery {
+    function: Option<String>,
+    status: Option<String>,
+    limit: Option<usize>,
+}
+
+async fn list_runs(
+    State(host): Host,
+    Query(query): Query<RunsQuery>,
+) -> ApiResult<Json<Vec<RunView>>> {
+    let status = match query.status.as_deref() {
+        None => None,
+        Some(word) => Some(RunStatus::parse(word).ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "unknown status {word:?}; use queued, running, sleeping, waiting, completed, failed or cancelled"
+            ))
+        })?),
+    };
+    let filter = RunFilter {
+        function: query.function,
+        status,
+        limit: query.limit.unwrap_or(100).clamp(1, 10_000),
+    };
+    let runs = host.journal.list_runs(DEFAULT_TENANT, &filter)?;
+    Ok(Json(runs.into_iter().map(RunView::from).collect()))
+}
+
+fn run_key(id: &str) -> ApiResult<RunKey> {
+    if id.is_empty() || id.len() > 64 || id.contains('\0') {
+        return Err(ApiError::not_found(format!("run {id:?} not found")));
+    }
+    Ok(RunKey::new(DEFAULT_TENANT, id))
+}
+
+async fn get_run(State(host): Host, Path(id): Path<String>) -> ApiResult<Json<RunDetail>> {
+    let key = run_key(&id)?;
+    let Some(run) = host.journal.run(&key)? else {
+        return Err(ApiError::not_found(format!("run {id} not found")));
+    };
+    let events = host
+        .journal
+        .run_events(&key)?
+        .into_iter()
+        .map(|e| serde_json::to_value(e).unwrap_or(Value::Null))
+        .collect();
+    let steps = host
+        .journal
+        .steps(&key)?
+        .into_iter()
+        .map(StepView::from)
+        .collect();
+    let logs = host
+        .journal
+        .logs(&key)?
+        .into_iter()
+        .map(LogView::from)
+        .collect();
+    Ok(Json(RunDetail {
+        run: run.into(),
+        events,
+        steps,
+        logs,
+    }))
+}
+
+async fn cancel_run(State(host): Host, Path(id): Path<String>) -> ApiResult<Json<RunView>> {
+    let key = run_key(&id)?;
+    match host.cancel(&key).await {
+        Ok(run) => Ok(Json(run.into())),
+        Err(CancelError::NotFound(id)) => Err(ApiError::not_found(format!("run {id} not found"))),
+        Err(e @ CancelError::AlreadyEnded(..)) => {
+            Err(ApiError::new(StatusCode::CONFLICT, e.to_string()))
+        }
+        Err(CancelError::Internal(error)) => Err(ApiError::internal(error)),
+    }
+}

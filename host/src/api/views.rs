@@ -1,0 +1,139 @@
+//! The JSON shapes the API answers with (and the CLI reads).
+
+use crate::model::{ErrorRecord, LogChunk, RunRecord, StepRecord, StepStatus};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// A run in a list.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunView {
+    /// Run id.
+    pub id: String,
+    /// Function id.
+    pub function: String,
+    /// App name.
+    pub app: String,
+    /// Pinned version (content hash).
+    pub version: String,
+    /// `queued`, `running`, `sleeping`, `waiting`, `completed`, `failed` or `cancelled`.
+    pub status: String,
+    /// Ids of the triggering events.
+    pub event_ids: Vec<String>,
+    /// Creation time, ms since the epoch.
+    pub created_at: u64,
+    /// First execution, ms.
+    pub started_at: Option<u64>,
+    /// End, ms.
+    pub ended_at: Option<u64>,
+    /// Handler-level attempts used.
+    pub attempt: u32,
+    /// When a timed retry is due, ms.
+    pub wake_at: Option<u64>,
+    /// Output when completed.
+    pub output: Option<Value>,
+    /// Error when failed or cancelled.
+    pub error: Option<ErrorRecord>,
+}
+
+impl From<RunRecord> for RunView {
+    fn from(run: RunRecord) -> Self {
+        RunView {
+            id: run.key.run,
+            function: run.function,
+            app: run.app,
+            version: run.version,
+            status: run.status.as_str().into(),
+            event_ids: run.event_ids,
+            created_at: run.created_at,
+            started_at: run.started_at,
+            ended_at: run.ended_at,
+            attempt: run.attempt,
+            wake_at: run.wake_at,
+            output: run.output,
+            error: run.error,
+        }
+    }
+}
+
+/// One step of a run's timeline.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StepView {
+    /// Effective step id.
+    pub id: String,
+    /// `run`, `sleep` or `wait`.
+    pub kind: String,
+    /// `completed`, `failed`, `retrying`, `sleeping` or `waiting`.
+    pub status: String,
+    /// Attempts made (a step that succeeded first time shows 1).
+    pub attempts: u32,
+    /// Output (JSON) when completed.
+    pub output: Option<Value>,
+    /// The last error.
+    pub error: Option<ErrorRecord>,
+    /// When the step (its last attempt) started, ms.
+    pub started_at: u64,
+    /// When it reached its status, ms.
+    pub ended_at: Option<u64>,
+    /// Duration of the last attempt, ms.
+    pub duration_ms: Option<u64>,
+    /// Wake time, next attempt or timeout, ms.
+    pub wake_at: Option<u64>,
+}
+
+impl From<StepRecord> for StepView {
+    fn from(step: StepRecord) -> Self {
+        let attempts = match step.status {
+            StepStatus::Completed => step.attempts + 1,
+            _ => step.attempts,
+        };
+        StepView {
+            id: step.id,
+            kind: step.kind.as_str().into(),
+            status: serde_json::to_value(step.status)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default(),
+            attempts,
+            output: step
+                .output
+                .map(|text| serde_json::from_str(&text).unwrap_or(Value::String(text))),
+            error: step.error,
+            duration_ms: step.ended_at.map(|end| end.saturating_sub(step.started_at)),
+            started_at: step.started_at,
+            ended_at: step.ended_at,
+            wake_at: step.wake_at,
+        }
+    }
+}
+
+/// A run with its timeline and output.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunDetail {
+    /// The run.
+    #[serde(flatten)]
+    pub run: RunView,
+    /// Its triggering events.
+    pub events: Vec<Value>,
+    /// Its journal, in call order.
+    pub steps: Vec<StepView>,
+    /// Its output lines, in program order, each printed once.
+    pub logs: Vec<LogView>,
+}
+
+/// A chunk of a run's output.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LogView {
+    /// `stdout` or `stderr`.
+    pub stream: String,
+    /// The text.
+    pub text: String,
+}
+
+impl From<LogChunk> for LogView {
+    fn from(chunk: LogChunk) -> Self {
+        LogView {
+            stream: chunk.stream,
+            text: chunk.text,
+        }
+    }
+}

@@ -1,0 +1,333 @@
+//! The client commands: each is one HTTP call to a running host, printed as
+//! a table (or as the host's JSON with `--json`).
+
+use super::ServerArgs;
+use crate::api::views::{RunDetail, RunView};
+use anyhow::{Context, Result, bail};
+use serde_json::Value;
+use std::path::Path;
+use std::time::{Duration, UNIX_EPOCH};
+
+async fn call(request: reqwest::RequestBuilder, server: &ServerArgs) -> Result<Value> {
+    let response = request
+        .send()
+        .await
+        .with_context(|| format!("could not reach the host at {} (is `stepwise serve` running? set --server or STEPWISE_SERVER)", server.server))?;
+    let status = response.status();
+    let text = response.text().await.context("reading the host's answer")?;
+    let body: Value = serde_json::from_str(&text).unwrap_or(Value::String(text));
+    if !status.is_success() {
+        let message = body
+            .get("error")
+            .and_then(Value::as_str)
+            .map(str::to_string)
+            .unwrap_or_else(|| body.to_string());
+        bail!("{message} (HTTP {})", status.as_u16());
+    }
+    Ok(body)
+}
+
+fn url(server: &ServerArgs, path: &str) -> String {
+    format!("{}{path}", server.server.trim_end_matches('/'))
+}
+
+fn print_json(value: &Value) -> Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}
+
+/// `stepwise deploy FILE [--app NAME]`
+pub async fn deploy(server: &ServerArgs, file: &Path, app: Option<String>) -> Result<()> {
+    let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+    let app = match app {
+        Some(app) => app,
+        None => file
+            .file_stem()
+            .map(|s| s.to_string_lossy().replace('_', "-"))
+            .context("the file has no name; pass --app")?,
+    };
+    let client = reqwest::Client::new();
+    let body = call(
+        client
+            .put(url(server, &format!("/v1/apps/{app}")))
+            .body(bytes),
+        server,
+    )
+    .await?;
+    if server.json {
+        return print_json(&body);
+    }
+    let version = body["version"].as_str().unwrap_or("?");
+    println!(
+        "deployed {app} version {}",
+        &version[..version.len().min(12)]
+    );
+    for function in body["functions"].as_array().into_iter().flatten() {
+        let triggers: Vec<&str> = function["triggers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|t| t["event"].as_str())
+            .collect();
+        println!(
+            "  {}  <- {}",
+            function["id"].as_str().unwrap_or("?"),
+            triggers.join(", ")
+        );
+    }
+    Ok(())
+}
+
+/// `stepwise send NAME [--data JSON] [--id ID]`
+pub async fn send(server: &ServerArgs, name: &str, data: &str, id: Option<String>) -> Result<()> {
+    let data: Value = serde_json::from_str(data).context("--data is not valid JSON")?;
+    let mut event = serde_json::json!({ "name": name, "data": data });
+    if let Some(id) = id {
+        event["id"] = Value::String(id);
+    }
+    let client = reqwest::Client::new();
+    let body = call(client.post(url(server, "/v1/events")).json(&event), server).await?;
+    if server.json {
+        return print_json(&body);
+    }
+    for id in body["ids"].as_array().into_iter().flatten() {
+        println!("sent {name} as event {}", id.as_str().unwrap_or("?"));
+    }
+    Ok(())
+}
+
+/// `stepwise runs`
+pub async fn runs(
+    server: &ServerArgs,
+    function: Option<String>,
+    status: Option<String>,
+    limit: usize,
+) -> Result<()> {
+    let mut query = vec![("limit", limit.to_string())];
+    query.extend(function.map(|f| ("function", f)));
+    query.extend(status.map(|s| ("status", s)));
+    let client = reqwest::Client::new();
+    let body = call(client.get(url(server, "/v1/runs")).query(&query), server).await?;
+    if server.json {
+        return print_json(&body);
+    }
+    let runs: Vec<RunView> = serde_json::from_value(body).context("reading the runs")?;
+    if runs.is_empty() {
+        println!("no runs");
+        return Ok(());
+    }
+    let rows: Vec<Vec<String>> = runs
+        .iter()
+        .map(|r| {
+            vec![
+                r.id.clone(),
+                r.function.clone(),
+                r.status.clone(),
+                time(r.created_at),
+                r.ended_at
+                    .map(|end| duration(end.saturating_sub(r.created_at)))
+                    .unwrap_or_default(),
+            ]
+        })
+        .collect();
+    table(&["ID", "FUNCTION", "STATUS", "CREATED", "TOOK"], &rows);
+    Ok(())
+}
+
+/// `stepwise run ID`
+pub async fn run(server: &ServerArgs, id: &str) -> Result<()> {
+    let client = reqwest::Client::new();
+    let body = call(client.get(url(server, &format!("/v1/runs/{id}"))), server).await?;
+    if server.json {
+        return print_json(&body);
+    }
+    let detail: RunDetail = serde_json::from_value(body).context("reading the run")?;
+    let run = &detail.run;
+    println!("run       {}", run.id);
+    println!(
+        "function  {} (app {}, version {})",
+        run.function,
+        run.app,
+        &run.version[..run.version.len().min(12)]
+    );
+    println!("status    {}", run.status);
+    println!("created   {}", time(run.created_at));
+    if let Some(ended) = run.ended_at {
+        println!(
+            "ended     {} (took {})",
+            time(ended),
+            duration(ended.saturating_sub(run.created_at))
+        );
+    }
+    if let Some(wake) = run.wake_at {
+        println!("retry at  {}", time(wake));
+    }
+    println!("events    {}", run.event_ids.join(", "));
+    println!();
+    if detail.steps.is_empty() {
+        println!("no steps yet");
+    } else {
+        let rows: Vec<Vec<String>> = detail
+            .steps
+            .iter()
+            .map(|s| {
+                let result = match (&s.output, &s.error) {
+                    (_, Some(e)) if s.status != "completed" => format!("{}: {}", e.name, e.message),
+                    (Some(out), _) => out.to_string(),
+                    _ => s
+                        .wake_at
+                        .map(|w| format!("until {}", time(w)))
+                        .unwrap_or_default(),
+                };
+                vec![
+                    s.id.clone(),
+                    s.kind.clone(),
+                    s.status.clone(),
+                    s.attempts.to_string(),
+                    time(s.started_at),
+                    s.duration_ms.map(duration).unwrap_or_default(),
+                    truncate(&result, 60),
+                ]
+            })
+            .collect();
+        table(
+            &[
+                "STEP", "KIND", "STATUS", "ATTEMPTS", "STARTED", "TOOK", "OUTPUT",
+            ],
+            &rows,
+        );
+    }
+    if let Some(output) = &run.output {
+        println!("\noutput    {output}");
+    }
+    if let Some(error) = &run.error {
+        println!("\nerror     {}: {}", error.name, error.message);
+    }
+    if !detail.logs.is_empty() {
+        println!("\nlog:");
+        let text: String = detail.logs.iter().map(|l| l.text.as_str()).collect();
+        for line in text.lines() {
+            println!("  {line}");
+        }
+    }
+    Ok(())
+}
+
+/// `stepwise cancel ID`
+pub async fn cancel(server: &ServerArgs, id: &str) -> Result<()> {
+    let client = reqwest::Client::new();
+    let body = call(
+        client.post(url(server, &format!("/v1/runs/{id}/cancel"))),
+        server,
+    )
+    .await?;
+    if server.json {
+        return print_json(&body);
+    }
+    println!("cancelled run {id}");
+    Ok(())
+}
+
+/// `stepwise functions`
+pub async fn functions(server: &ServerArgs) -> Result<()> {
+    let client = reqwest::Client::new();
+    let body = call(client.get(url(server, "/v1/functions")), server).await?;
+    if server.json {
+        return print_json(&body);
+    }
+    let rows: Vec<Vec<String>> = body
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|f| {
+            let triggers: Vec<&str> = f["triggers"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|t| t["event"].as_str())
+                .collect();
+            vec![
+                f["id"].as_str().unwrap_or("?").to_string(),
+                f["app"].as_str().unwrap_or("?").to_string(),
+                triggers.join(", "),
+                f["retries"].to_string(),
+            ]
+        })
+        .collect();
+    table(&["FUNCTION", "APP", "TRIGGERS", "RETRIES"], &rows);
+    Ok(())
+}
+
+/// `stepwise events`
+pub async fn events(server: &ServerArgs, limit: usize) -> Result<()> {
+    let client = reqwest::Client::new();
+    let body = call(
+        client
+            .get(url(server, "/v1/events"))
+            .query(&[("limit", limit)]),
+        server,
+    )
+    .await?;
+    if server.json {
+        return print_json(&body);
+    }
+    let rows: Vec<Vec<String>> = body
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|e| {
+            vec![
+                e["id"].as_str().unwrap_or("?").to_string(),
+                e["name"].as_str().unwrap_or("?").to_string(),
+                e["received_at"].as_u64().map(time).unwrap_or_default(),
+                truncate(&e["data"].to_string(), 60),
+            ]
+        })
+        .collect();
+    table(&["ID", "NAME", "RECEIVED", "DATA"], &rows);
+    Ok(())
+}
+
+fn table(headers: &[&str], rows: &[Vec<String>]) {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
+    for row in rows {
+        for (i, cell) in row.iter().enumerate() {
+            widths[i] = widths[i].max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let padded: Vec<String> = cells
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        println!("{}", padded.join("  ").trim_end());
+    };
+    line(headers.to_vec());
+    for row in rows {
+        line(row.iter().map(String::as_str).collect());
+    }
+}
+
+fn time(ms: u64) -> String {
+    humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(ms)).to_string()
+}
+
+fn duration(ms: u64) -> String {
+    if ms < 1_000 {
+        format!("{ms}ms")
+    } else if ms < 60_000 {
+        format!("{:.1}s", ms as f64 / 1_000.0)
+    } else {
+        humantime::format_duration(Duration::from_secs(ms / 1_000)).to_string()
+    }
+}
+
+fn truncate(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        text.to_string()
+    } else {
+        let cut: String = text.chars().take(max - 1).collect();
+        format!("{cut}…")
+    }
+}

@@ -1,0 +1,183 @@
+//! The `stepwise` command: run a host (`serve`, `dev`) or talk to one
+//! (`deploy`, `send`, `runs`, `run`, `cancel`, `functions`, `events`).
+
+mod client;
+mod serve;
+
+use anyhow::Result;
+use clap::{Args, Parser, Subcommand};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Durable step functions compiled to WebAssembly components.
+#[derive(Debug, Parser)]
+#[command(name = "stepwise", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a host.
+    Serve(ServeArgs),
+    /// Build the example apps, run a host, and deploy them to it.
+    Dev(DevArgs),
+    /// Upload a component as a new version of an app.
+    Deploy {
+        /// The `.wasm` component.
+        file: PathBuf,
+        /// The app's name (default: the file name, `_` turned into `-`).
+        #[arg(long)]
+        app: Option<String>,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Send an event.
+    Send {
+        /// The event name, e.g. `shop/order.created`.
+        name: String,
+        /// The event's data, a JSON object.
+        #[arg(long, default_value = "{}")]
+        data: String,
+        /// An id for the event (events with the same id start nothing
+        /// again for 24 hours).
+        #[arg(long)]
+        id: Option<String>,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// List runs, newest first.
+    Runs {
+        /// Only runs of this function.
+        #[arg(long)]
+        function: Option<String>,
+        /// Only runs with this status.
+        #[arg(long)]
+        status: Option<String>,
+        /// At most this many.
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Show a run: status, step timeline, output.
+    Run {
+        /// The run id.
+        id: String,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Cancel a run.
+    Cancel {
+        /// The run id.
+        id: String,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// List deployed functions.
+    Functions {
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// List recent events, newest first.
+    Events {
+        /// At most this many.
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+}
+
+/// Where a host keeps its data and listens.
+#[derive(Debug, Args, Clone)]
+pub struct ServeArgs {
+    /// The data directory (journal and compiled-code cache).
+    #[arg(long = "data", default_value = ".stepwise")]
+    data_dir: PathBuf,
+    /// The HTTP address (port 0 picks a free one; the address is printed).
+    #[arg(long, default_value = "127.0.0.1:8288")]
+    listen: SocketAddr,
+    /// The default tenant's event key for `POST /e/{key}` (default: made
+    /// once and kept in the data directory).
+    #[arg(long, env = "STEPWISE_EVENT_KEY")]
+    event_key: Option<String>,
+    /// Multiply Inngest's retry backoff (15 s, 30 s, 1 m, ...) by this; e.g.
+    /// 0.001 for demos and tests.
+    #[arg(long, default_value_t = 1.0)]
+    retry_backoff_scale: f64,
+    /// Most step calls a run may make.
+    #[arg(long, default_value_t = 1_000)]
+    max_steps_per_run: u32,
+}
+
+/// `dev` = `serve` plus the examples.
+#[derive(Debug, Args)]
+struct DevArgs {
+    #[command(flatten)]
+    serve: ServeArgs,
+    /// The examples workspace to build and deploy.
+    #[arg(long)]
+    examples: Option<PathBuf>,
+}
+
+/// Which host a client command talks to.
+#[derive(Debug, Args, Clone)]
+pub struct ServerArgs {
+    /// The host's URL.
+    #[arg(long, env = "STEPWISE_SERVER", default_value = "http://127.0.0.1:8288")]
+    server: String,
+    /// Print JSON instead of tables.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Runs the command line; the `stepwise` binary's whole `main`.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: could not start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Serve(args) => serve::serve(args, None).await,
+        Command::Dev(args) => {
+            serve::serve(args.serve, Some(serve::examples_dir(args.examples)?)).await
+        }
+        Command::Deploy { file, app, server } => client::deploy(&server, &file, app).await,
+        Command::Send {
+            name,
+            data,
+            id,
+            server,
+        } => client::send(&server, &name, &data, id).await,
+        Command::Runs {
+            function,
+            status,
+            limit,
+            server,
+        } => client::runs(&server, function, status, limit).await,
+        Command::Run { id, server } => client::run(&server, &id).await,
+        Command::Cancel { id, server } => client::cancel(&server, &id).await,
+        Command::Functions { server } => client::functions(&server).await,
+        Command::Events { limit, server } => client::events(&server, limit).await,
+    }
+}

@@ -1,0 +1,58 @@
+//! Host settings, with the defaults a user of Inngest would expect.
+
+use crate::retry::Backoff;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// Bounds on what guests may use.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Step calls per run (Inngest's default is 1,000).
+    pub max_steps_per_run: u32,
+    /// Linear memory per instance.
+    pub max_memory_bytes: usize,
+    /// Instances alive at once (the pooling allocator's size).
+    pub max_instances: u32,
+    /// Size of an uploaded component.
+    pub max_component_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_steps_per_run: 1_000,
+            max_memory_bytes: 256 * 1024 * 1024,
+            max_instances: 1_000,
+            max_component_bytes: 64 * 1024 * 1024,
+        }
+    }
+}
+
+/// Everything a host needs to start.
+#[derive(Debug, Clone)]
+pub struct HostConfig {
+    /// Where the journal and the compiled-code cache live.
+    pub data_dir: PathBuf,
+    /// The HTTP address.
+    pub listen: SocketAddr,
+    /// The default tenant's event key; generated and kept in the journal
+    /// when not given.
+    pub event_key: Option<String>,
+    /// When failed attempts are retried.
+    pub backoff: Backoff,
+    /// Guest bounds.
+    pub limits: Limits,
+}
+
+impl HostConfig {
+    /// Defaults: `./.stepwise`, `127.0.0.1:8288`, Inngest's backoff.
+    pub fn new(data_dir: PathBuf) -> Self {
+        HostConfig {
+            data_dir,
+            listen: SocketAddr::from(([127, 0, 0, 1], 8288)),
+            event_key: None,
+            backoff: Backoff::default(),
+            limits: Limits::default(),
+        }
+    }
+}

@@ -1,0 +1,266 @@
+//! Reading Inngest's event JSON: one object or an array of them.
+//!
+//! Inngest's own clients send this format to `POST /e/{key}`, so it is read
+//! as Inngest reads it: `name` is required, `data` defaults to `{}`, `id`,
+//! `ts`, `v` and `user` are optional. Every mistake is reported with the
+//! index of the event and the field, so a sender can fix its payload.
+
+use serde_json::Value;
+use std::fmt;
+
+/// Largest event, as in Inngest.
+pub const MAX_EVENT_BYTES: usize = 512 * 1024;
+/// Most events in one request, as in Inngest.
+pub const MAX_EVENTS_PER_REQUEST: usize = 5_000;
+
+/// An event as a sender gave it, checked but not yet accepted.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IncomingEvent {
+    /// The event name.
+    pub name: String,
+    /// The `data` object.
+    pub data: Value,
+    /// The sender's id (its de-duplication key), if any.
+    pub id: Option<String>,
+    /// The sender's timestamp in ms, if any.
+    pub ts: Option<u64>,
+    /// The sender's schema version, if any.
+    pub v: Option<String>,
+    /// The `user` object, if any.
+    pub user: Option<Value>,
+}
+
+/// Why a payload was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EventError {
+    /// The body is not JSON at all.
+    NotJson(String),
+    /// The JSON is not an event or a list of events.
+    Invalid(String),
+    /// The request holds too many events.
+    TooMany(usize),
+    /// One event is larger than allowed.
+    TooLarge {
+        /// Its index in the request.
+        index: usize,
+        /// Its size in bytes.
+        bytes: usize,
+    },
+}
+
+impl fmt::Display for EventError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            EventError::NotJson(e) => write!(
+                f,
+                "the body is not valid JSON ({e}); send an event object such as {{\"name\": \"app/user.created\", \"data\": {{}}}} or an array of them"
+            ),
+            EventError::Invalid(e) => write!(f, "{e}"),
+            EventError::TooMany(n) => write!(
+                f,
+                "the request holds {n} events; send at most {MAX_EVENTS_PER_REQUEST} per request"
+            ),
+            EventError::TooLarge { index, bytes } => write!(
+                f,
+                "event {index} is {bytes} bytes; an event may be at most {MAX_EVENT_BYTES} bytes (512 KiB): move large payloads to storage and send a reference"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for EventError {}
+
+/// Reads a request body of one event or an array of events.
+pub fn parse_events(body: &[u8]) -> Result<Vec<IncomingEvent>, EventError> {
+    let value: Value =
+        serde_json::from_slice(body).map_err(|e| EventError::NotJson(e.to_string()))?;
+    let items = match value {
+        Value::Array(items) => {
+            if items.is_empty() {
+                return Err(EventError::Invalid(
+                    "the array holds no events; send at least one".into(),
+                ));
+            }
+            items
+        }
+        Value::Object(_) => vec![value],
+        other => {
+            return Err(EventError::Invalid(format!(
+                "expected an event object or an array of events, got {}",
+                kind(&other)
+            )));
+        }
+    };
+    if items.len() > MAX_EVENTS_PER_REQUEST {
+        return Err(EventError::TooMany(items.len()));
+    }
+    items
+        .into_iter()
+        .enumerate()
+        .map(|(index, item)| parse_one(index, item))
+        .collect()
+}
+
+fn parse_one(index: usize, item: Value) -> Result<IncomingEvent, EventError> {
+    let bytes = serde_json::to_vec(&item).map(|v| v.len()).unwrap_or(0);
+    if bytes > MAX_EVENT_BYTES {
+        return Err(EventError::TooLarge { index, bytes });
+    }
+    let invalid = |what: String| EventError::Invalid(format!("event {index}: {what}"));
+    let Value::Object(mut fields) = item else {
+        return Err(invalid(format!("expected an object, got {}", kind(&item))));
+    };
+    let name = match fields.remove("name") {
+        Some(Value::String(name)) => name,
+        Some(other) => {
+            return Err(invalid(format!(
+                "\"name\" must be a string, got {}",
+                kind(&other)
+            )));
+        }
+        None => {
+            return Err(invalid(
+                "\"name\" is missing; every event needs a name such as \"app/user.created\"".into(),
+            ));
+        }
+    };
+    check_name(&name).map_err(|e| invalid(e))?;
+    let data = match fields.remove("data") {
+        None | Some(Value::Null) => Value::Object(Default::default()),
+        Some(data @ Value::Object(_)) => data,
+        Some(other) => {
+            return Err(invalid(format!(
+                "\"data\" must be an object, got {}",
+                kind(&other)
+            )));
+        }
+    };
+    let id = match fields.remove("id") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(id)) if id.is_empty() => None,
+        Some(Value::String(id)) => {
+            if id.contains('\0') || id.len() > 1024 {
+                return Err(invalid(
+                    "\"id\" must be at most 1024 characters with no NUL".into(),
+                ));
+            }
+            Some(id)
+        }
+        Some(other) => {
+            return Err(invalid(format!(
+                "\"id\" must be a string, got {}",
+                kind(&other)
+            )));
+        }
+    };
+    let ts = match fields.remove("ts") {
+        None | Some(Value::Null) => None,
+        Some(Value::Number(n)) => match n.as_u64() {
+            Some(0) => None,
+            Some(ts) => Some(ts),
+            None => {
+                return Err(invalid(
+                    "\"ts\" must be milliseconds since the Unix epoch, a whole number".into(),
+                ));
+            }
+        },
+        Some(other) => {
+            return Err(invalid(format!(
+                "\"ts\" must be a number, got {}",
+                kind(&other)
+            )));
+        }
+    };
+    let v = match fields.remove("v") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(v)) => Some(v),
+        Some(other) => {
+            return Err(invalid(format!(
+                "\"v\" must be a string, got {}",
+                kind(&other)
+            )));
+        }
+    };
+    let user = match fields.remove("user") {
+        None | Some(Value::Null) => None,
+        Some(user @ Value::Object(_)) => Some(user),
+        Some(other) => {
+            return Err(invalid(format!(
+                "\"user\" must be an object, got {}",
+                kind(&other)
+            )));
+        }
+    };
+    Ok(IncomingEvent {
+        name,
+        data,
+        id,
+        ts,
+        v,
+        user,
+    })
+}
+
+/// Checks an event name (also used for trigger and wait names).
+pub fn check_name(name: &str) -> Result<(), String> {
+    if name.trim().is_empty() {
+        return Err("\"name\" is empty; give the event a name such as \"app/user.created\"".into());
+    }
+    if name.len() > 256 || name.contains('\0') {
+        return Err(format!(
+            "\"name\" {name:?} must be at most 256 characters with no NUL"
+        ));
+    }
+    Ok(())
+}
+
+fn kind(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_one_event_or_many() {
+        let one = parse_events(br#"{"name":"a/b","data":{"x":1},"id":"e1","ts":5}"#).unwrap();
+        assert_eq!(one.len(), 1);
+        assert_eq!(one[0].name, "a/b");
+        assert_eq!(one[0].data["x"], 1);
+        assert_eq!(one[0].id.as_deref(), Some("e1"));
+        assert_eq!(one[0].ts, Some(5));
+        let many = parse_events(br#"[{"name":"a"},{"name":"b","data":null}]"#).unwrap();
+        assert_eq!(many.len(), 2);
+        assert_eq!(many[1].data, serde_json::json!({}));
+    }
+
+    #[test]
+    fn explains_what_is_wrong() {
+        let err = |body: &[u8]| parse_events(body).unwrap_err().to_string();
+        assert!(err(b"{nope").contains("not valid JSON"));
+        assert!(err(b"42").contains("got a number"));
+        assert!(err(b"[]").contains("no events"));
+        assert!(err(br#"[{"name":"a"},{"data":{}}]"#).contains("event 1: \"name\" is missing"));
+        assert!(err(br#"{"name":"a","data":[1]}"#).contains("\"data\" must be an object"));
+        assert!(err(br#"{"name":"  "}"#).contains("empty"));
+        assert!(err(br#"{"name":"a","ts":-1}"#).contains("\"ts\""));
+        let big = format!(
+            r#"{{"name":"a","data":{{"s":"{}"}}}}"#,
+            "x".repeat(MAX_EVENT_BYTES)
+        );
+        assert!(err(big.as_bytes()).contains("at most 524288 bytes"));
+        let many = format!(
+            "[{}]",
+            vec![r#"{"name":"a"}"#; MAX_EVENTS_PER_REQUEST + 1].join(",")
+        );
+        assert!(err(many.as_bytes()).contains("at most 5000"));
+    }
+}

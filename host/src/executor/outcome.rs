@@ -1,0 +1,63 @@
+//! Markers a host call traps with, to end an execution for a reason the
+//! run driver must tell apart from a guest's own trap.
+
+use crate::model::ErrorRecord;
+use std::fmt;
+
+/// The run suspended itself (sleep, wait, retry backoff): its state is in the
+/// journal, the instance can be dropped.
+#[derive(Debug)]
+pub struct Suspended;
+
+/// The run must fail now, without retries (determinism error, a broken
+/// protocol, a limit).
+#[derive(Debug)]
+pub struct RunFault(pub ErrorRecord);
+
+/// The run ended (cancelled) while it was executing.
+#[derive(Debug)]
+pub struct Ended;
+
+/// The host could not do its part (storage failed): the run is left as the
+/// journal has it and resumed later.
+#[derive(Debug)]
+pub struct HostFault(pub String);
+
+impl fmt::Display for Suspended {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("run suspended")
+    }
+}
+
+impl fmt::Display for RunFault {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.0.name, self.0.message)
+    }
+}
+
+impl fmt::Display for Ended {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("run ended while executing")
+    }
+}
+
+impl fmt::Display for HostFault {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "host fault: {}", self.0)
+    }
+}
+
+impl std::error::Error for Suspended {}
+impl std::error::Error for RunFault {}
+impl std::error::Error for Ended {}
+impl std::error::Error for HostFault {}
+
+/// A trap that fails the run with `name: message`.
+pub fn fault(name: &str, message: impl Into<String>) -> wasmtime::Error {
+    wasmtime::Error::new(RunFault(ErrorRecord::fatal(name, message)))
+}
+
+/// A trap for a storage failure.
+pub fn host_fault(error: anyhow::Error) -> wasmtime::Error {
+    wasmtime::Error::new(HostFault(format!("{error:#}")))
+}

@@ -1,0 +1,145 @@
+//! The data of one run's wasmtime `Store`: its sandbox and its session.
+
+use super::RunServices;
+use super::bindings::stepwise::durable::types::StepError;
+use super::replay::Replay;
+use super::sandbox::{
+    OutputBuffer, RunFlags, RunMonotonicClock, RunOutput, RunRandom, RunWallClock, StepHttpHooks,
+    insecure_seed,
+};
+use crate::model::{ErrorRecord, EventRecord, RunRecord};
+use std::sync::{Arc, Mutex};
+use wasmtime::component::ResourceTable;
+use wasmtime::{StoreLimits, StoreLimitsBuilder};
+use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
+
+/// A step body in progress (between `begin` answering `execute` and
+/// `complete`).
+#[derive(Debug, Clone)]
+pub struct OpenStep {
+    /// Its position.
+    pub seq: u32,
+    /// Its effective id.
+    pub id: String,
+    /// The id the guest gave (what `complete` must repeat).
+    pub raw_id: String,
+    /// When this attempt began, in ms.
+    pub started_at: u64,
+    /// Attempts that failed before this one.
+    pub attempts: u32,
+}
+
+/// What a run's execution knows beyond the sandbox.
+pub struct Session {
+    /// Journal, commit, events, scheduler.
+    pub services: Arc<RunServices>,
+    /// The run as last written.
+    pub run: RunRecord,
+    /// Its triggering events.
+    pub events: Vec<EventRecord>,
+    /// The cursor over its journal.
+    pub replay: Replay,
+    /// The step body running now, if any.
+    pub open: Option<OpenStep>,
+}
+
+/// The `T` of a run's `Store<T>`.
+pub struct RunState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    http: WasiHttpCtx,
+    http_hooks: StepHttpHooks,
+    /// Memory and table bounds.
+    pub limits: StoreLimits,
+    /// Clock, randomness and HTTP switches.
+    pub flags: Arc<RunFlags>,
+    /// Captured stdout and stderr.
+    pub output: Arc<Mutex<OutputBuffer>>,
+    /// The run being executed; `None` while an upload is inspected.
+    pub session: Option<Session>,
+}
+
+impl RunState {
+    /// A sandbox for run `run_id` whose logical clock starts at
+    /// `logical_ms`: no files, no environment, no sockets; stdout and stderr
+    /// captured; clocks and randomness replayable outside steps.
+    pub fn new(
+        run_id: &str,
+        logical_ms: u64,
+        max_memory_bytes: usize,
+        session: Option<Session>,
+    ) -> Self {
+        let flags = RunFlags::new(logical_ms);
+        let output = Arc::new(Mutex::new(OutputBuffer::default()));
+        let wasi = WasiCtxBuilder::new()
+            .stdout(RunOutput::new("stdout", output.clone()))
+            .stderr(RunOutput::new("stderr", output.clone()))
+            .wall_clock(RunWallClock(flags.clone()))
+            .monotonic_clock(RunMonotonicClock(flags.clone()))
+            .secure_random(RunRandom::new(flags.clone(), run_id, "secure"))
+            .insecure_random(RunRandom::new(flags.clone(), run_id, "insecure"))
+            .insecure_random_seed(insecure_seed(run_id))
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false)
+            .build();
+        let limits = StoreLimitsBuilder::new()
+            .memory_size(max_memory_bytes)
+            .table_elements(1_000_000)
+            .instances(64)
+            .tables(64)
+            .memories(16)
+            .trap_on_grow_failure(true)
+            .build();
+        RunState {
+            wasi,
+            table: ResourceTable::new(),
+            http: WasiHttpCtx::new(),
+            http_hooks: StepHttpHooks::new(flags.clone()),
+            limits,
+            flags,
+            output,
+            session,
+        }
+    }
+}
+
+impl WasiView for RunState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl WasiHttpView for RunState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.http_hooks,
+        }
+    }
+}
+
+/// A WIT step error as recorded in the journal.
+pub fn error_record(error: &StepError) -> ErrorRecord {
+    ErrorRecord {
+        name: error.name.clone(),
+        message: error.message.clone(),
+        retriable: error.retriable,
+        retry_after_ms: error.retry_after_ms,
+    }
+}
+
+/// A journaled error as the guest receives it: final, so not retriable.
+pub fn wit_error(error: &ErrorRecord) -> StepError {
+    StepError {
+        name: error.name.clone(),
+        message: error.message.clone(),
+        retriable: false,
+        retry_after_ms: None,
+    }
+}

@@ -1,0 +1,359 @@
+//! The sled backend of the journal.
+//!
+//! One tree per record kind; records are JSON. A batch of one op is a plain
+//! insert (the step path: ~5 µs); a larger batch is one multi-tree
+//! transaction, so that, say, a waiter and its step never exist apart.
+
+use super::keys;
+use super::{Batch, Journal, Op, QueryJournal, RunFilter, RunJournal};
+use crate::model::{
+    AppRecord, EventRecord, FunctionRecord, LogChunk, RunKey, RunRecord, StepRecord, Timer, Waiter,
+};
+use anyhow::{Context, Result};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use sled::Transactional;
+use sled::transaction::{ConflictableTransactionError, TransactionError};
+use std::path::Path;
+
+/// The trees, indexed by [`TreeId`].
+const TREE_NAMES: [&str; 13] = [
+    "runs",
+    "run_events",
+    "active",
+    "steps",
+    "timers",
+    "waiters",
+    "events",
+    "event_ids",
+    "logs",
+    "components",
+    "apps",
+    "functions",
+    "settings",
+];
+
+#[derive(Clone, Copy)]
+enum TreeId {
+    Runs,
+    RunEvents,
+    Active,
+    Steps,
+    Timers,
+    Waiters,
+    Events,
+    EventIds,
+    Logs,
+    Components,
+    Apps,
+    Functions,
+    Settings,
+}
+
+/// The journal in a sled database on local disk.
+pub struct SledJournal {
+    db: sled::Db,
+    trees: Vec<sled::Tree>,
+}
+
+/// A write prepared outside any transaction (sled may re-run a
+/// transaction's closure, so encoding happens once, before).
+enum Write {
+    Put(TreeId, Vec<u8>, Vec<u8>),
+    Delete(TreeId, Vec<u8>),
+}
+
+impl SledJournal {
+    /// Opens (or creates) the journal in `dir`.
+    pub fn open(dir: &Path) -> Result<Self> {
+        let db = sled::Config::new()
+            .path(dir)
+            // Records are small and read once per resume; a big cache would
+            // only cost resident memory.
+            .cache_capacity(64 * 1024 * 1024)
+            .open()
+            .with_context(|| format!("opening the journal in {}", dir.display()))?;
+        let trees = TREE_NAMES
+            .iter()
+            .map(|name| db.open_tree(name))
+            .collect::<sled::Result<Vec<_>>>()
+            .context("opening the journal's trees")?;
+        Ok(SledJournal { db, trees })
+    }
+
+    fn tree(&self, id: TreeId) -> &sled::Tree {
+        &self.trees[id as usize]
+    }
+
+    fn get<T: DeserializeOwned>(&self, id: TreeId, key: &[u8]) -> Result<Option<T>> {
+        match self.tree(id).get(key)? {
+            Some(bytes) => Ok(Some(decode(&bytes)?)),
+            None => Ok(None),
+        }
+    }
+
+    fn scan<T: DeserializeOwned>(&self, id: TreeId, prefix: &[u8]) -> Result<Vec<T>> {
+        self.tree(id)
+            .scan_prefix(prefix)
+            .map(|entry| decode(&entry?.1))
+            .collect()
+    }
+
+    fn prepare(op: Op) -> Result<Vec<Write>> {
+        use TreeId::*;
+        Ok(match op {
+            Op::PutRun(run) => {
+                let key = keys::run(&run.key);
+                let active = if run.status.is_terminal() {
+                    Write::Delete(Active, key.clone())
+                } else {
+                    Write::Put(Active, key.clone(), Vec::new())
+                };
+                vec![Write::Put(Runs, key, encode(&run)?), active]
+            }
+            Op::PutRunEvents(key, events) => {
+                vec![Write::Put(RunEvents, keys::run(&key), encode(&events)?)]
+            }
+            Op::PutStep(key, step) => {
+                vec![Write::Put(
+                    Steps,
+                    keys::step(&key, step.seq),
+                    encode(&step)?,
+                )]
+            }
+            Op::PutTimer(timer) => vec![Write::Put(Timers, keys::timer(&timer), encode(&timer)?)],
+            Op::DeleteTimer(timer) => vec![Write::Delete(Timers, keys::timer(&timer))],
+            Op::PutWaiter(waiter) => vec![Write::Put(
+                Waiters,
+                keys::waiter(
+                    &waiter.key.tenant,
+                    &waiter.spec.event,
+                    &waiter.key,
+                    waiter.seq,
+                ),
+                encode(&waiter)?,
+            )],
+            Op::DeleteWaiter(waiter) => vec![Write::Delete(
+                Waiters,
+                keys::waiter(
+                    &waiter.key.tenant,
+                    &waiter.spec.event,
+                    &waiter.key,
+                    waiter.seq,
+                ),
+            )],
+            Op::PutEvent {
+                tenant,
+                event,
+                dedupe,
+            } => {
+                let mut writes = vec![Write::Put(
+                    Events,
+                    keys::event(&tenant, event.received_at, &event.id),
+                    encode(&event)?,
+                )];
+                if dedupe {
+                    writes.push(Write::Put(
+                        EventIds,
+                        keys::join(&[tenant.as_bytes(), event.id.as_bytes()]),
+                        event.received_at.to_be_bytes().to_vec(),
+                    ));
+                }
+                writes
+            }
+            Op::PutLog(key, chunk) => {
+                vec![Write::Put(Logs, keys::log(&key, &chunk), encode(&chunk)?)]
+            }
+            Op::PutComponent { hash, bytes } => {
+                vec![Write::Put(Components, hash.into_bytes(), bytes)]
+            }
+            Op::PutApp(app) => vec![Write::Put(
+                Apps,
+                keys::join(&[app.tenant.as_bytes(), app.name.as_bytes()]),
+                encode(&app)?,
+            )],
+            Op::PutFunction(function) => vec![Write::Put(
+                Functions,
+                keys::join(&[function.tenant.as_bytes(), function.id.as_bytes()]),
+                encode(&function)?,
+            )],
+            Op::DeleteFunction { tenant, id } => vec![Write::Delete(
+                Functions,
+                keys::join(&[tenant.as_bytes(), id.as_bytes()]),
+            )],
+            Op::PutSetting { name, value } => {
+                vec![Write::Put(Settings, name.into_bytes(), value.into_bytes())]
+            }
+        })
+    }
+}
+
+fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>> {
+    serde_json::to_vec(value).context("encoding a journal record")
+}
+
+fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
+    serde_json::from_slice(bytes)
+        .context("decoding a journal record (is the data directory from another version?)")
+}
+
+impl Journal for SledJournal {
+    fn apply(&self, batch: Batch) -> Result<()> {
+        let mut writes = Vec::with_capacity(batch.len() + 1);
+        for op in batch {
+            writes.extend(Self::prepare(op)?);
+        }
+        if let [write] = writes.as_slice() {
+            match write {
+                Write::Put(tree, key, value) => {
+                    self.tree(*tree).insert(key.as_slice(), value.as_slice())?;
+                }
+                Write::Delete(tree, key) => {
+                    self.tree(*tree).remove(key.as_slice())?;
+                }
+            }
+            return Ok(());
+        }
+        self.trees[..]
+            .transaction(|trees| {
+                for write in &writes {
+                    match write {
+                        Write::Put(tree, key, value) => {
+                            trees[*tree as usize].insert(key.as_slice(), value.as_slice())?;
+                        }
+                        Write::Delete(tree, key) => {
+                            trees[*tree as usize].remove(key.as_slice())?;
+                        }
+                    }
+                }
+                Ok::<_, ConflictableTransactionError<()>>(())
+            })
+            .map_err(|e| match e {
+                TransactionError::Abort(()) => anyhow::anyhow!("journal transaction aborted"),
+                TransactionError::Storage(e) => {
+                    anyhow::Error::new(e).context("journal transaction failed")
+                }
+            })
+    }
+
+    fn flush(&self) -> Result<()> {
+        self.db.flush().context("flushing the journal to disk")?;
+        Ok(())
+    }
+}
+
+impl RunJournal for SledJournal {
+    fn run(&self, key: &RunKey) -> Result<Option<RunRecord>> {
+        self.get(TreeId::Runs, &keys::run(key))
+    }
+
+    fn run_events(&self, key: &RunKey) -> Result<Vec<EventRecord>> {
+        Ok(self
+            .get(TreeId::RunEvents, &keys::run(key))?
+            .unwrap_or_default())
+    }
+
+    fn steps(&self, key: &RunKey) -> Result<Vec<StepRecord>> {
+        self.scan(TreeId::Steps, &keys::run_prefix(key))
+    }
+
+    fn step(&self, key: &RunKey, seq: u32) -> Result<Option<StepRecord>> {
+        self.get(TreeId::Steps, &keys::step(key, seq))
+    }
+
+    fn active_runs(&self) -> Result<Vec<RunRecord>> {
+        let mut runs = Vec::new();
+        for entry in self.tree(TreeId::Active).iter() {
+            let (key, _) = entry?;
+            if let Some(run) = self.get(TreeId::Runs, &key)? {
+                runs.push(run);
+            }
+        }
+        Ok(runs)
+    }
+
+    fn timers(&self) -> Result<Vec<Timer>> {
+        self.scan(TreeId::Timers, &[])
+    }
+
+    fn waiters(&self, tenant: &str, name: &str) -> Result<Vec<Waiter>> {
+        self.scan(TreeId::Waiters, &keys::waiter_prefix(tenant, name))
+    }
+
+    fn event_seen(&self, tenant: &str, id: &str) -> Result<Option<u64>> {
+        let key = keys::join(&[tenant.as_bytes(), id.as_bytes()]);
+        Ok(self.tree(TreeId::EventIds).get(key)?.map(|bytes| {
+            let mut be = [0u8; 8];
+            be.copy_from_slice(&bytes[..8]);
+            u64::from_be_bytes(be)
+        }))
+    }
+
+    fn component(&self, hash: &str) -> Result<Option<Vec<u8>>> {
+        Ok(self
+            .tree(TreeId::Components)
+            .get(hash.as_bytes())?
+            .map(|bytes| bytes.to_vec()))
+    }
+
+    fn all_functions(&self) -> Result<Vec<FunctionRecord>> {
+        self.scan(TreeId::Functions, &[])
+    }
+
+    fn setting(&self, name: &str) -> Result<Option<String>> {
+        Ok(self
+            .tree(TreeId::Settings)
+            .get(name.as_bytes())?
+            .map(|bytes| String::from_utf8_lossy(&bytes).into_owned()))
+    }
+}
+
+impl QueryJournal for SledJournal {
+    fn list_runs(&self, tenant: &str, filter: &RunFilter) -> Result<Vec<RunRecord>> {
+        let mut runs = Vec::new();
+        for entry in self
+            .tree(TreeId::Runs)
+            .scan_prefix(keys::tenant_prefix(tenant))
+            .rev()
+        {
+            let run: RunRecord = decode(&entry?.1)?;
+            let function_ok = filter.function.as_ref().is_none_or(|f| *f == run.function);
+            let status_ok = filter.status.is_none_or(|s| s == run.status);
+            if function_ok && status_ok {
+                runs.push(run);
+                if runs.len() >= filter.limit {
+                    break;
+                }
+            }
+        }
+        Ok(runs)
+    }
+
+    fn list_events(&self, tenant: &str, limit: usize) -> Result<Vec<EventRecord>> {
+        self.tree(TreeId::Events)
+            .scan_prefix(keys::tenant_prefix(tenant))
+            .rev()
+            .take(limit)
+            .map(|entry| decode(&entry?.1))
+            .collect()
+    }
+
+    fn logs(&self, key: &RunKey) -> Result<Vec<LogChunk>> {
+        self.scan(TreeId::Logs, &keys::run_prefix(key))
+    }
+
+    fn apps(&self, tenant: &str) -> Result<Vec<AppRecord>> {
+        self.scan(TreeId::Apps, &keys::tenant_prefix(tenant))
+    }
+
+    fn app(&self, tenant: &str, name: &str) -> Result<Option<AppRecord>> {
+        self.get(
+            TreeId::Apps,
+            &keys::join(&[tenant.as_bytes(), name.as_bytes()]),
+        )
+    }
+
+    fn functions(&self, tenant: &str) -> Result<Vec<FunctionRecord>> {
+        self.scan(TreeId::Functions, &keys::tenant_prefix(tenant))
+    }
+}

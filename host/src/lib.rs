@@ -1,0 +1,20 @@
+//! Stepwise: a host for durable step functions compiled to WebAssembly
+//! components.
+//!
+//! Data flows one way: [`api`] (HTTP) → [`events`] (ingest, match triggers
+//! and waiters) → [`scheduler`] (ready runs, timers) → [`executor`]
+//! (wasmtime, host calls) → [`journal`] (sled: the only code that touches
+//! storage). [`runtime`] wires them together; [`cli`] is the `stepwise`
+//! command.
+
+pub mod api;
+pub mod catalog;
+pub mod cli;
+pub mod config;
+pub mod events;
+pub mod executor;
+pub mod journal;
+pub mod model;
+pub mod retry;
+pub mod runtime;
+pub mod scheduler;

@@ -1,0 +1,5 @@
+//! The `stepwise` binary.
+
+fn main() -> std::process::ExitCode {
+    stepwise_host::cli::main()
+}

@@ -1,0 +1,370 @@
+//! Domain records: what the journal stores and the API shows.
+//!
+//! Every record carries its tenant, so that multi-tenant hosting and other
+//! storage backends need no migration. These types know nothing of wasm,
+//! HTTP or sled.
+
+use serde::{Deserialize, Serialize};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// The tenant every call belongs to until multi-tenant hosting lands.
+pub const DEFAULT_TENANT: &str = "default";
+
+/// Milliseconds since the Unix epoch, the time unit of every record.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Identifies a run across tenants.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct RunKey {
+    /// The owning tenant.
+    pub tenant: String,
+    /// The run's id (a ULID: sortable by creation time).
+    pub run: String,
+}
+
+impl RunKey {
+    /// A key for `run` in `tenant`.
+    pub fn new(tenant: impl Into<String>, run: impl Into<String>) -> Self {
+        RunKey {
+            tenant: tenant.into(),
+            run: run.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for RunKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.tenant, self.run)
+    }
+}
+
+/// An accepted event, as stored and as given to handlers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EventRecord {
+    /// The sender's id, or a ULID the host made.
+    pub id: String,
+    /// The event name.
+    pub name: String,
+    /// The `data` object.
+    pub data: serde_json::Value,
+    /// The `user` object, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<serde_json::Value>,
+    /// When it happened (the sender's `ts`, or when it was accepted), in ms.
+    pub ts: u64,
+    /// The sender's `v` (event schema version), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub v: Option<String>,
+    /// When the host accepted it, in ms.
+    pub received_at: u64,
+}
+
+/// Where a run is in its life. Shown as lower-case words by the API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunStatus {
+    /// Waiting for an executor.
+    Queued,
+    /// Executing, or between attempts of a step (its retry is timed).
+    Running,
+    /// Suspended in `step.sleep`.
+    Sleeping,
+    /// Suspended in `step.wait_for_event`.
+    Waiting,
+    /// Finished with an output.
+    Completed,
+    /// Finished with an error.
+    Failed,
+    /// Stopped by a user.
+    Cancelled,
+}
+
+impl RunStatus {
+    /// Whether the run is over: nothing will change it again.
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            RunStatus::Completed | RunStatus::Failed | RunStatus::Cancelled
+        )
+    }
+
+    /// The word the API and CLI use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Queued => "queued",
+            RunStatus::Running => "running",
+            RunStatus::Sleeping => "sleeping",
+            RunStatus::Waiting => "waiting",
+            RunStatus::Completed => "completed",
+            RunStatus::Failed => "failed",
+            RunStatus::Cancelled => "cancelled",
+        }
+    }
+
+    /// Parses the API word.
+    pub fn parse(word: &str) -> Option<RunStatus> {
+        serde_json::from_value(serde_json::Value::String(word.to_string())).ok()
+    }
+}
+
+/// An error as recorded on a step or a run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorRecord {
+    /// Class name, e.g. `Error`, `NonRetriableError`, `DeterminismError`.
+    pub name: String,
+    /// Message for people.
+    pub message: String,
+    /// Whether another attempt was allowed by the error itself.
+    pub retriable: bool,
+    /// Delay the error asked for before the next attempt, in ms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_after_ms: Option<u64>,
+}
+
+impl ErrorRecord {
+    /// An error that no retry can fix.
+    pub fn fatal(name: &str, message: impl Into<String>) -> Self {
+        ErrorRecord {
+            name: name.to_string(),
+            message: message.into(),
+            retriable: false,
+            retry_after_ms: None,
+        }
+    }
+}
+
+/// A run of a function.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunRecord {
+    /// Tenant and id.
+    pub key: RunKey,
+    /// The app the function belongs to.
+    pub app: String,
+    /// Content hash of the component version the run is pinned to.
+    pub version: String,
+    /// The function's id.
+    pub function: String,
+    /// Current status.
+    pub status: RunStatus,
+    /// Ids of the triggering events (the payloads are stored beside the run).
+    pub event_ids: Vec<String>,
+    /// Retries allowed per step and for handler errors, fixed at creation.
+    pub retries: u32,
+    /// Attempts used by errors raised outside steps.
+    pub attempt: u32,
+    /// When a timed resume (a retry backoff) is due, in ms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wake_at: Option<u64>,
+    /// When the run was created, in ms.
+    pub created_at: u64,
+    /// When it first started executing: the run's logical time zero.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<u64>,
+    /// When it ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ended_at: Option<u64>,
+    /// The handler's output (JSON) when completed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<serde_json::Value>,
+    /// The error when failed (or the cancellation reason).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<ErrorRecord>,
+}
+
+/// What kind of durable call a journal entry records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StepKind {
+    /// `step.run`.
+    Run,
+    /// `step.sleep` / `step.sleep_until`.
+    Sleep,
+    /// `step.wait_for_event`.
+    Wait,
+}
+
+impl StepKind {
+    /// The word shown in timelines and determinism errors.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StepKind::Run => "run",
+            StepKind::Sleep => "sleep",
+            StepKind::Wait => "wait",
+        }
+    }
+}
+
+/// Where a journaled step is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StepStatus {
+    /// An attempt failed; the next one is timed (`wake_at`).
+    Retrying,
+    /// A sleep that has not woken yet.
+    Sleeping,
+    /// A wait that has neither matched nor timed out.
+    Waiting,
+    /// Done; `output` holds the result.
+    Completed,
+    /// Failed for good; `error` holds why.
+    Failed,
+}
+
+/// What a waiting step waits for.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WaitSpec {
+    /// The event name awaited.
+    pub event: String,
+    /// Inngest's `match` path, e.g. `data.orderId`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub match_path: Option<String>,
+    /// The triggering event's value at `match_path` (None: absent, so no
+    /// event can match).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub match_value: Option<serde_json::Value>,
+}
+
+/// One durable call of a run: the journal is the list of these in call order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepRecord {
+    /// Position in the run's call sequence, from 0.
+    pub seq: u32,
+    /// Effective id (with the `:N` suffix of a repeated id).
+    pub id: String,
+    /// What kind of call.
+    pub kind: StepKind,
+    /// Where it is.
+    pub status: StepStatus,
+    /// Failed attempts so far.
+    pub attempts: u32,
+    /// The output as JSON text (`null` for sleeps and timed-out waits).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<String>,
+    /// The last error.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<ErrorRecord>,
+    /// When the call was first made, in ms.
+    pub started_at: u64,
+    /// When it reached its current status, in ms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ended_at: Option<u64>,
+    /// Wake time of a sleep, next attempt of a retry, or timeout of a wait.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wake_at: Option<u64>,
+    /// What a wait waits for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wait: Option<WaitSpec>,
+}
+
+/// Why a timer exists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TimerKind {
+    /// A sleep wakes.
+    Sleep,
+    /// A wait times out.
+    WaitTimeout,
+    /// A failed step gets its next attempt.
+    StepRetry,
+    /// A run whose handler failed outside a step gets its next attempt.
+    RunRetry,
+}
+
+/// A durable timer: the run `key` must be resumed at `at`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Timer {
+    /// When it fires, in ms.
+    pub at: u64,
+    /// The run.
+    pub key: RunKey,
+    /// The step it belongs to (`u32::MAX` for run-level timers).
+    pub seq: u32,
+    /// Why.
+    pub kind: TimerKind,
+}
+
+/// The step sequence number used by run-level timers.
+pub const RUN_LEVEL_SEQ: u32 = u32::MAX;
+
+/// A run waiting for an event.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Waiter {
+    /// The run.
+    pub key: RunKey,
+    /// The waiting step.
+    pub seq: u32,
+    /// What it waits for.
+    pub spec: WaitSpec,
+    /// When it gives up, in ms.
+    pub timeout_at: u64,
+}
+
+/// One chunk of a run's output, keyed so that a replay rewrites rather than
+/// repeats it: `segment` is the number of journal entries before the output,
+/// the attempts tell retries apart, `offset` is the byte position within.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogChunk {
+    /// Journal entries before this output.
+    pub segment: u32,
+    /// Attempts of the handler that failed before this execution.
+    #[serde(default)]
+    pub run_attempt: u32,
+    /// Attempts of the segment's step that failed before this output.
+    #[serde(default)]
+    pub attempt: u32,
+    /// Byte offset within the segment.
+    pub offset: u64,
+    /// `stdout` or `stderr`.
+    pub stream: String,
+    /// The text (lossy UTF-8).
+    pub text: String,
+}
+
+/// One trigger of a registered function.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TriggerRecord {
+    /// The event name that starts a run.
+    pub event: String,
+}
+
+/// A function as registered by its app's component.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FunctionRecord {
+    /// The owning tenant.
+    pub tenant: String,
+    /// The function's id.
+    pub id: String,
+    /// Its display name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// The app that serves it.
+    pub app: String,
+    /// The app version new runs are pinned to.
+    pub version: String,
+    /// What starts it.
+    pub triggers: Vec<TriggerRecord>,
+    /// Retries per step (0–20).
+    pub retries: u32,
+}
+
+/// A deployed app and its current version.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppRecord {
+    /// The owning tenant.
+    pub tenant: String,
+    /// The app's name.
+    pub name: String,
+    /// Content hash of the current version.
+    pub version: String,
+    /// Ids of the functions the current version registers.
+    pub functions: Vec<String>,
+    /// When the current version was deployed, in ms.
+    pub deployed_at: u64,
+    /// Every version ever deployed, oldest first.
+    pub versions: Vec<String>,
+}

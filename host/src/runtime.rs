@@ -1,0 +1,400 @@
+//! A running host: the parts wired together, and the operations the API and
+//! CLI offer (deploy, send, cancel) that span several of them.
+
+use crate::catalog::Catalog;
+use crate::config::HostConfig;
+use crate::events::{Accepted, Events, IncomingEvent, check_name};
+use crate::executor::{Executor, FunctionConfig, InspectError, RunDriver, RunServices, Trigger};
+use crate::journal::{Batch, GroupCommit, Journal, Op, SledJournal};
+use crate::model::{
+    AppRecord, ErrorRecord, FunctionRecord, RUN_LEVEL_SEQ, RunKey, RunRecord, RunStatus,
+    StepStatus, Timer, TimerKind, TriggerRecord, Waiter, now_ms,
+};
+use crate::retry::{DEFAULT_RETRIES, MAX_RETRIES};
+use crate::scheduler::Scheduler;
+use anyhow::{Context, Result};
+use std::collections::HashSet;
+use std::sync::Arc;
+
+/// Why a deploy was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum DeployError {
+    /// The upload or its registration is invalid.
+    #[error("{0}")]
+    Invalid(String),
+    /// A function id already belongs to another app.
+    #[error("{0}")]
+    Conflict(String),
+    /// The host failed.
+    #[error(transparent)]
+    Internal(#[from] anyhow::Error),
+}
+
+/// Why a cancellation was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum CancelError {
+    /// No such run in this tenant.
+    #[error("run {0} not found")]
+    NotFound(String),
+    /// The run is over already.
+    #[error("run {0} has already ended ({1})")]
+    AlreadyEnded(String, &'static str),
+    /// The host failed.
+    #[error(transparent)]
+    Internal(#[from] anyhow::Error),
+}
+
+/// What a deploy registered.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Deployed {
+    /// The app.
+    pub app: String,
+    /// The version's content hash.
+    pub version: String,
+    /// Whether the version is new to this app.
+    pub changed: bool,
+    /// The functions the version registers.
+    pub functions: Vec<FunctionRecord>,
+}
+
+/// The host.
+pub struct Stepwise {
+    /// Storage.
+    pub journal: Arc<dyn Journal>,
+    /// Shared flushes.
+    pub commit: GroupCommit,
+    /// Deployed functions.
+    pub catalog: Arc<Catalog>,
+    /// Event routing.
+    pub events: Arc<Events>,
+    /// Run tasks and timers.
+    pub scheduler: Scheduler,
+    /// Wasm.
+    pub executor: Arc<Executor>,
+    /// The default tenant's event key.
+    pub event_key: String,
+    /// The settings it started with.
+    pub config: HostConfig,
+    deploys: tokio::sync::Mutex<()>,
+}
+
+const EVENT_KEY_SETTING: &str = "tenant/default/event-key";
+
+impl Stepwise {
+    /// Opens the journal in `config.data_dir`, starts the scheduler, and
+    /// resumes every run that was queued, running, sleeping or waiting.
+    /// Call from inside a tokio runtime.
+    pub async fn start(config: HostConfig) -> Result<Arc<Self>> {
+        std::fs::create_dir_all(&config.data_dir).with_context(|| {
+            format!("creating the data directory {}", config.data_dir.display())
+        })?;
+        let journal: Arc<dyn Journal> =
+            Arc::new(SledJournal::open(&config.data_dir.join("journal"))?);
+        let commit = GroupCommit::start(journal.clone());
+        let catalog = Arc::new(Catalog::load(journal.as_ref())?);
+        let events = Arc::new(Events::new(
+            journal.clone(),
+            commit.clone(),
+            catalog.clone(),
+        ));
+        let (scheduler, loops) = Scheduler::new();
+        let executor = Arc::new(Executor::new(
+            &config.data_dir,
+            journal.clone(),
+            config.limits.clone(),
+        )?);
+        let services = Arc::new(RunServices {
+            journal: journal.clone(),
+            commit: commit.clone(),
+            events: events.clone(),
+            scheduler: scheduler.clone(),
+            backoff: config.backoff,
+            limits: config.limits.clone(),
+        });
+        let event_key = match (&config.event_key, journal.setting(EVENT_KEY_SETTING)?) {
+            (Some(key), _) => key.clone(),
+            (None, Some(stored)) => stored,
+            (None, None) => hex::encode(rand::random::<[u8; 16]>()),
+        };
+        journal.apply(vec![Op::PutSetting {
+            name: EVENT_KEY_SETTING.into(),
+            value: event_key.clone(),
+        }])?;
+        commit.durable().await?;
+
+        loops.start(
+            &scheduler,
+            Arc::new(RunDriver::new(executor.clone(), services)),
+        );
+        let host = Arc::new(Stepwise {
+            journal,
+            commit,
+            catalog,
+            events,
+            scheduler,
+            executor,
+            event_key,
+            config,
+            deploys: tokio::sync::Mutex::new(()),
+        });
+        host.recover()?;
+        Ok(host)
+    }
+
+    /// Re-arms every timer and wakes every run that was executing or queued.
+    fn recover(&self) -> Result<()> {
+        let timers = self.journal.timers()?;
+        let armed = timers.len();
+        for timer in timers {
+            self.scheduler.add_timer(timer);
+        }
+        let mut resumed = 0;
+        for run in self.journal.active_runs()? {
+            if matches!(run.status, RunStatus::Queued | RunStatus::Running) && run.wake_at.is_none()
+            {
+                self.scheduler.wake(run.key);
+                resumed += 1;
+            }
+        }
+        tracing::info!(resumed, armed, "recovered runs and timers from the journal");
+        Ok(())
+    }
+
+    /// The tenant an event key belongs to.
+    pub fn tenant_for_event_key(&self, key: &str) -> Option<&'static str> {
+        let matches: bool = key.len() == self.event_key.len()
+            && key
+                .bytes()
+                .zip(self.event_key.bytes())
+                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                == 0;
+        matches.then_some(crate::model::DEFAULT_TENANT)
+    }
+
+    /// Accepts events: stores them, starts and resumes runs.
+    pub async fn send(&self, tenant: &str, events: Vec<IncomingEvent>) -> Result<Accepted> {
+        let accepted = self.events.ingest(tenant, events).await?;
+        for run in &accepted.wake {
+            self.scheduler.wake(run.clone());
+        }
+        Ok(accepted)
+    }
+
+    /// Deploys `bytes` as a new version of `app`: new runs of its functions
+    /// use it; runs in flight stay on the version they started with.
+    pub async fn deploy(
+        &self,
+        tenant: &str,
+        app: &str,
+        bytes: Vec<u8>,
+    ) -> Result<Deployed, DeployError> {
+        check_app_name(app).map_err(DeployError::Invalid)?;
+        let _one_at_a_time = self.deploys.lock().await;
+        let stored = bytes.clone();
+        let (hash, configs) = self.executor.inspect(bytes).await.map_err(|e| match e {
+            InspectError::Invalid(message) => DeployError::Invalid(message),
+            InspectError::Internal(error) => DeployError::Internal(error),
+        })?;
+        let functions = self.validate(tenant, app, &hash, configs)?;
+        let previous = self.journal.app(tenant, app)?;
+        let changed = previous.as_ref().is_none_or(|p| p.version != hash);
+        let mut batch: Batch = Vec::new();
+        if self.journal.component(&hash)?.is_none() {
+            batch.push(Op::PutComponent {
+                hash: hash.clone(),
+                bytes: stored,
+            });
+        }
+        let ids: HashSet<&str> = functions.iter().map(|f| f.id.as_str()).collect();
+        if let Some(previous) = &previous {
+            for old in previous
+                .functions
+                .iter()
+                .filter(|id| !ids.contains(id.as_str()))
+            {
+                batch.push(Op::DeleteFunction {
+                    tenant: tenant.into(),
+                    id: old.clone(),
+                });
+            }
+        }
+        let mut versions = previous.map(|p| p.versions).unwrap_or_default();
+        if !versions.contains(&hash) {
+            versions.push(hash.clone());
+        }
+        batch.push(Op::PutApp(AppRecord {
+            tenant: tenant.into(),
+            name: app.into(),
+            version: hash.clone(),
+            functions: functions.iter().map(|f| f.id.clone()).collect(),
+            deployed_at: now_ms(),
+            versions,
+        }));
+        batch.extend(functions.iter().cloned().map(Op::PutFunction));
+        self.journal.apply(batch)?;
+        self.commit.durable().await?;
+        self.catalog.replace_app(tenant, app, functions.clone());
+        tracing::info!(tenant, app, version = %hash, functions = functions.len(), "deployed");
+        Ok(Deployed {
+            app: app.into(),
+            version: hash,
+            changed,
+            functions,
+        })
+    }
+
+    fn validate(
+        &self,
+        tenant: &str,
+        app: &str,
+        hash: &str,
+        configs: Vec<FunctionConfig>,
+    ) -> Result<Vec<FunctionRecord>, DeployError> {
+        if configs.is_empty() {
+            return Err(DeployError::Invalid(
+                "the app registers no functions: list them in the app's registration (App::new().function(...))".into(),
+            ));
+        }
+        let mut seen = HashSet::new();
+        let mut functions = Vec::new();
+        for config in configs {
+            let id = config.id;
+            check_function_id(&id).map_err(DeployError::Invalid)?;
+            if !seen.insert(id.clone()) {
+                return Err(DeployError::Invalid(format!(
+                    "the app registers function {id:?} twice; function ids must be unique"
+                )));
+            }
+            if let Some(other) = self.catalog.get(tenant, &id)
+                && other.app != app
+            {
+                return Err(DeployError::Conflict(format!(
+                    "function {id:?} already belongs to app {:?}; rename it, or remove it from that app first",
+                    other.app
+                )));
+            }
+            if config.triggers.is_empty() {
+                return Err(DeployError::Invalid(format!(
+                    "function {id:?} has no trigger; give it at least one event (on_event)"
+                )));
+            }
+            let mut triggers = Vec::new();
+            for trigger in config.triggers {
+                match trigger {
+                    Trigger::Event(name) => {
+                        check_name(&name).map_err(|e| {
+                            DeployError::Invalid(format!("function {id:?}: trigger {e}"))
+                        })?;
+                        triggers.push(TriggerRecord { event: name });
+                    }
+                }
+            }
+            let retries = config.retries.unwrap_or(DEFAULT_RETRIES);
+            if retries > MAX_RETRIES {
+                return Err(DeployError::Invalid(format!(
+                    "function {id:?} asks for {retries} retries; at most {MAX_RETRIES} are allowed"
+                )));
+            }
+            functions.push(FunctionRecord {
+                tenant: tenant.into(),
+                id,
+                name: config.name,
+                app: app.into(),
+                version: hash.into(),
+                triggers,
+                retries,
+            });
+        }
+        Ok(functions)
+    }
+
+    /// Cancels a run that has not ended: it stops where it is, its timers
+    /// and waiters are removed, and it never resumes.
+    pub async fn cancel(&self, key: &RunKey) -> Result<RunRecord, CancelError> {
+        let run = self.events.ordered(|| {
+            let Some(mut run) = self.journal.run(key)? else {
+                return Ok(Err(CancelError::NotFound(key.run.clone())));
+            };
+            if run.status.is_terminal() {
+                return Ok(Err(CancelError::AlreadyEnded(
+                    key.run.clone(),
+                    run.status.as_str(),
+                )));
+            }
+            let mut batch: Batch = Vec::new();
+            for step in self.journal.steps(key)? {
+                let Some(at) = step.wake_at else { continue };
+                let kind = match step.status {
+                    StepStatus::Sleeping => TimerKind::Sleep,
+                    StepStatus::Retrying => TimerKind::StepRetry,
+                    StepStatus::Waiting => TimerKind::WaitTimeout,
+                    StepStatus::Completed | StepStatus::Failed => continue,
+                };
+                batch.push(Op::DeleteTimer(Timer {
+                    at,
+                    key: key.clone(),
+                    seq: step.seq,
+                    kind,
+                }));
+                if let Some(spec) = step.wait.filter(|_| kind == TimerKind::WaitTimeout) {
+                    batch.push(Op::DeleteWaiter(Waiter {
+                        key: key.clone(),
+                        seq: step.seq,
+                        spec,
+                        timeout_at: at,
+                    }));
+                }
+            }
+            if let Some(at) = run.wake_at {
+                batch.push(Op::DeleteTimer(Timer {
+                    at,
+                    key: key.clone(),
+                    seq: RUN_LEVEL_SEQ,
+                    kind: TimerKind::RunRetry,
+                }));
+            }
+            run.status = RunStatus::Cancelled;
+            run.wake_at = None;
+            run.ended_at = Some(now_ms());
+            run.error = Some(ErrorRecord::fatal("Cancelled", "the run was cancelled"));
+            batch.push(Op::PutRun(run.clone()));
+            self.journal.apply(batch)?;
+            Ok(Ok(run))
+        })??;
+        self.commit.durable().await?;
+        self.scheduler.abort(key);
+        tracing::info!(run = %key, "run cancelled");
+        Ok(run)
+    }
+}
+
+/// App names appear in URLs and keys.
+pub fn check_app_name(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "invalid app name {name:?}: use 1 to 64 letters, digits, '-', '_' or '.'"
+        ))
+    }
+}
+
+fn check_function_id(id: &str) -> Result<(), String> {
+    let ok = !id.is_empty()
+        && id.len() <= 128
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.:/".contains(c));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "invalid function id {id:?}: use 1 to 128 letters, digits, '-', '_', '.', ':' or '/'"
+        ))
+    }
+}
