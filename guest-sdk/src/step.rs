@@ -50,7 +50,7 @@ impl Step {
                     Err(error) => Err(error.into().to_wit()),
                 };
                 // Returns only when the outcome is final (and on disk).
-                host::complete(id, outcome.as_deref().map_err(|e| e));
+                host::complete(id, outcome.as_deref());
                 match outcome {
                     Ok(json) => json,
                     Err(error) => return Err(Error::from_final_step_error(error)),

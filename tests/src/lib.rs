@@ -1,1 +1,23 @@
+//! Test harness: a real `stepwise` process on a temp dir, an HTTP client
+//! for it, and a loopback server that step bodies call so that tests count
+//! executions independently of the host's own records.
 
+pub mod host;
+pub mod loopback;
+
+pub use host::{HostOptions, HostProcess};
+pub use loopback::{Loopback, Plan};
+
+/// The compiled example and test components, built by `build.rs`.
+pub mod guests {
+    /// `examples/process-order`.
+    pub const PROCESS_ORDER: &str = env!("PROCESS_ORDER_WASM");
+    /// `examples/fan-out-loop`.
+    pub const FAN_OUT_LOOP: &str = env!("FAN_OUT_LOOP_WASM");
+    /// `examples/flaky-retry`.
+    pub const FLAKY_RETRY: &str = env!("FLAKY_RETRY_WASM");
+    /// `tests/guests/probe`: scripted steps, and the benchmark's ten steps.
+    pub const PROBE: &str = env!("PROBE_WASM");
+    /// `tests/guests/not-an-app`: a WASI command, not a Stepwise app.
+    pub const NOT_AN_APP: &str = env!("NOT_AN_APP_WASM");
+}

@@ -124,7 +124,7 @@ fn parse_one(index: usize, item: Value) -> Result<IncomingEvent, EventError> {
             ));
         }
     };
-    check_name(&name).map_err(|e| invalid(e))?;
+    check_name(&name).map_err(&invalid)?;
     let data = match fields.remove("data") {
         None | Some(Value::Null) => Value::Object(Default::default()),
         Some(data @ Value::Object(_)) => data,

@@ -206,7 +206,7 @@ impl RunState {
                         seq: step.seq,
                         kind: TimerKind::Sleep,
                     };
-                    return self.complete_sleep(step, Some(timer), now);
+                    return self.complete_sleep(*step, Some(timer), now);
                 }
                 self.write_run(RunStatus::Sleeping, None, Vec::new())?;
                 return Err(wasmtime::Error::new(Suspended));

@@ -49,7 +49,7 @@ impl std::error::Error for DeterminismError {}
 #[derive(Debug, PartialEq)]
 pub enum Slot {
     /// The journal has this call already.
-    Journaled(StepRecord),
+    Journaled(Box<StepRecord>),
     /// A new call: it gets this position and effective id.
     New {
         /// Position in the call sequence.
@@ -91,7 +91,7 @@ impl Replay {
         self.calls.push(describe(kind, &id));
         match self.journal.get(seq) {
             Some(entry) if entry.id == id && entry.kind == kind => {
-                Ok(Slot::Journaled(entry.clone()))
+                Ok(Slot::Journaled(Box::new(entry.clone())))
             }
             Some(_) => Err(DeterminismError {
                 position: seq,

@@ -1,0 +1,160 @@
+//! A scripted app for the end-to-end tests and the benchmark.
+//!
+//! `probe/script` runs the list of operations in its data, in order; step
+//! bodies call a loopback HTTP server the test owns (`url`), which counts
+//! every body execution and decides its outcome. `bench/ten-steps` makes ten
+//! small steps with no I/O.
+
+use serde::Deserialize;
+use serde_json::{Value, json};
+use std::time::{SystemTime, UNIX_EPOCH};
+use stepwise_sdk::{App, Ctx, Error, Function, NonRetriableError, WaitFor, export_app, http};
+
+fn app() -> App {
+    App::new()
+        .function(
+            Function::new("script").on_event("probe/script").retries(3),
+            script,
+        )
+        .function(
+            Function::new("ten-steps").on_event("bench/ten-steps"),
+            ten_steps,
+        )
+}
+
+export_app!(app);
+
+#[derive(Debug, Deserialize)]
+struct Script {
+    #[serde(default)]
+    url: String,
+    ops: Vec<Op>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum Op {
+    /// A step whose body calls `{url}/step/{run}/{id}`; 5xx fails it
+    /// (retriable), 4xx fails it for good, 2xx returns the JSON body.
+    Run(String),
+    /// A step with no I/O returning its id.
+    Local(String),
+    /// `step.sleep(id, duration)`.
+    Sleep { id: String, duration: String },
+    /// `step.wait_for_event(id, ...)`.
+    Wait {
+        id: String,
+        event: String,
+        #[serde(default)]
+        matching: Option<String>,
+        timeout: String,
+    },
+    /// Print a line outside any step.
+    Print(String),
+    /// Try an HTTP request outside any step; record what happened.
+    HttpOutside,
+    /// A step whose id carries the wall clock read outside steps: stable
+    /// across replays only if that clock is the run's logical time.
+    ClockStep(String),
+    /// Likewise with a number from `wasi:random` drawn outside steps.
+    RandomStep(String),
+    /// A step whose id carries the attempt number: not deterministic.
+    AttemptStep(String),
+    /// Fail the handler (outside steps) with a retriable error.
+    Fail(String),
+    /// Return a handler error that stops at once.
+    FailFatal(String),
+    /// Panic (trap) inside a step body.
+    PanicInStep(String),
+}
+
+fn script(ctx: Ctx<Script>) -> Result<Value, Error> {
+    let step = &ctx.step;
+    let url = ctx.event.data.url.trim_end_matches('/');
+    let mut results = Vec::new();
+    for op in &ctx.event.data.ops {
+        let result = match op {
+            Op::Run(id) => {
+                let target = format!("{url}/step/{}/{id}", ctx.run_id);
+                step.run(id, || call(&target))?
+            }
+            Op::Local(id) => step.run(id, || Ok::<_, Error>(json!(id)))?,
+            Op::Sleep { id, duration } => {
+                step.sleep(id, duration.as_str())?;
+                json!(null)
+            }
+            Op::Wait {
+                id,
+                event,
+                matching,
+                timeout,
+            } => {
+                let mut wait = WaitFor::event(event).timeout(timeout.as_str());
+                if let Some(path) = matching {
+                    wait = wait.matching(path);
+                }
+                match step.wait_for_event(id, wait)? {
+                    Some(event) => json!({ "name": event.name, "data": event.data }),
+                    None => json!(null),
+                }
+            }
+            Op::Print(text) => {
+                println!("{text}");
+                json!(null)
+            }
+            Op::HttpOutside => match http::get(&format!("{url}/outside")) {
+                Ok(response) => json!({ "status": response.status }),
+                Err(error) => json!({ "error": error.message() }),
+            },
+            Op::ClockStep(prefix) => {
+                let now = SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .unwrap_or_default()
+                    .as_millis();
+                step.run(&format!("{prefix}-{now}"), || {
+                    Ok::<_, Error>(json!(now as u64))
+                })?
+            }
+            Op::RandomStep(prefix) => {
+                let n = wasip2::random::random::get_random_u64();
+                step.run(&format!("{prefix}-{n}"), || {
+                    Ok::<_, Error>(json!(n.to_string()))
+                })?
+            }
+            Op::AttemptStep(prefix) => {
+                let id = format!("{prefix}-{}", ctx.attempt);
+                let target = format!("{url}/step/{}/{prefix}", ctx.run_id);
+                step.run(&id, || call(&target))?
+            }
+            Op::Fail(message) => return Err(Error::new(message)),
+            Op::FailFatal(message) => return Err(NonRetriableError::new(message).into()),
+            Op::PanicInStep(id) => step.run(id, || -> Result<Value, Error> {
+                panic!("deliberate panic in {id}")
+            })?,
+        };
+        results.push(result);
+    }
+    Ok(Value::Array(results))
+}
+
+fn call(url: &str) -> Result<Value, Error> {
+    let response = http::get(url)?;
+    match response.status {
+        200..=299 => response.json(),
+        400..=499 => {
+            Err(
+                NonRetriableError::new(format!("HTTP {}: {}", response.status, response.text()?))
+                    .into(),
+            )
+        }
+        status => Err(Error::new(format!("HTTP {status}: {}", response.text()?))),
+    }
+}
+
+fn ten_steps(ctx: Ctx) -> Result<u64, Error> {
+    let mut total = 0;
+    for i in 0..10u64 {
+        total += ctx.step.run(&format!("step-{i}"), || Ok::<_, Error>(i))?;
+    }
+    Ok(total)
+}

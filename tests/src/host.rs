@@ -1,0 +1,239 @@
+//! A `stepwise` host as a child process, and the HTTP calls tests make to it.
+
+use anyhow::{Context, Result, bail};
+use serde_json::{Value, json};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// How a host is started.
+#[derive(Debug, Clone)]
+pub struct HostOptions {
+    /// Multiplier of Inngest's retry backoff (tests use a small one).
+    pub retry_backoff_scale: f64,
+    /// Extra command-line arguments.
+    pub extra_args: Vec<String>,
+}
+
+impl Default for HostOptions {
+    fn default() -> Self {
+        HostOptions {
+            retry_backoff_scale: 0.0005,
+            extra_args: Vec::new(),
+        }
+    }
+}
+
+/// A running `stepwise serve` on a data directory; killed on drop.
+pub struct HostProcess {
+    binary: PathBuf,
+    data_dir: PathBuf,
+    options: HostOptions,
+    child: Option<Child>,
+    /// The host's base URL, e.g. `http://127.0.0.1:40123`.
+    pub url: String,
+    /// The default tenant's event key.
+    pub event_key: String,
+    http: reqwest::Client,
+}
+
+impl HostProcess {
+    /// Starts `binary serve` on `data_dir` with a free port.
+    pub fn start(binary: &str, data_dir: &Path, options: HostOptions) -> Result<Self> {
+        let mut host = HostProcess {
+            binary: PathBuf::from(binary),
+            data_dir: data_dir.to_path_buf(),
+            options,
+            child: None,
+            url: String::new(),
+            event_key: String::new(),
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(60))
+                .build()?,
+        };
+        host.spawn()?;
+        Ok(host)
+    }
+
+    fn spawn(&mut self) -> Result<()> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.data_dir.join("host.log"))?;
+        let mut child = Command::new(&self.binary)
+            .arg("serve")
+            .arg("--data")
+            .arg(&self.data_dir)
+            .args(["--listen", "127.0.0.1:0"])
+            .arg("--retry-backoff-scale")
+            .arg(self.options.retry_backoff_scale.to_string())
+            .args(&self.options.extra_args)
+            .env("STEPWISE_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(log))
+            .spawn()
+            .with_context(|| format!("starting {}", self.binary.display()))?;
+        let stdout = child.stdout.take().context("no stdout")?;
+        let mut lines = BufReader::new(stdout).lines();
+        let (mut url, mut key) = (None, None);
+        while url.is_none() || key.is_none() {
+            let Some(line) = lines.next() else {
+                bail!(
+                    "the host exited before it was ready; its log:\n{}",
+                    std::fs::read_to_string(self.data_dir.join("host.log")).unwrap_or_default()
+                );
+            };
+            let line = line?;
+            if let Some(rest) = line.strip_prefix("stepwise listening on ") {
+                url = Some(rest.trim().to_string());
+            } else if let Some(rest) = line.trim().strip_prefix("event key:") {
+                key = rest.split_whitespace().next().map(str::to_string);
+            }
+        }
+        // Keep draining stdout so the host never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        self.url = url.unwrap_or_default();
+        self.event_key = key.unwrap_or_default();
+        self.child = Some(child);
+        Ok(())
+    }
+
+    /// Kills the host with SIGKILL: no chance to flush or clean up.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the host again on the same data directory (after `kill`).
+    pub fn restart(&mut self) -> Result<()> {
+        self.kill();
+        self.spawn()
+    }
+
+    /// The host's log so far (for failure messages).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.data_dir.join("host.log")).unwrap_or_default()
+    }
+
+    /// A raw request builder, for tests of the API's error answers.
+    pub fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        self.http.request(method, format!("{}{path}", self.url))
+    }
+
+    async fn json(&self, request: reqwest::RequestBuilder) -> Result<Value> {
+        let response = request.send().await?;
+        let status = response.status();
+        let body: Value = response.json().await.unwrap_or(Value::Null);
+        if !status.is_success() {
+            bail!("HTTP {status}: {body}");
+        }
+        Ok(body)
+    }
+
+    /// Deploys a component file as `app`.
+    pub async fn deploy(&self, app: &str, file: &str) -> Result<Value> {
+        let bytes = std::fs::read(file).with_context(|| format!("reading {file}"))?;
+        self.json(
+            self.request(reqwest::Method::PUT, &format!("/v1/apps/{app}"))
+                .body(bytes),
+        )
+        .await
+    }
+
+    /// Sends one event through Inngest's event API; returns its id.
+    pub async fn send(&self, name: &str, data: Value) -> Result<String> {
+        let body = self
+            .json(
+                self.request(reqwest::Method::POST, &format!("/e/{}", self.event_key))
+                    .json(&json!({ "name": name, "data": data })),
+            )
+            .await?;
+        body["ids"][0]
+            .as_str()
+            .map(str::to_string)
+            .context("no event id in the answer")
+    }
+
+    /// A run with its steps and logs.
+    pub async fn run(&self, id: &str) -> Result<Value> {
+        self.json(self.request(reqwest::Method::GET, &format!("/v1/runs/{id}")))
+            .await
+    }
+
+    /// Runs, newest first.
+    pub async fn runs(&self) -> Result<Vec<Value>> {
+        let body = self
+            .json(self.request(reqwest::Method::GET, "/v1/runs?limit=10000"))
+            .await?;
+        Ok(body.as_array().cloned().unwrap_or_default())
+    }
+
+    /// The run started by event `event_id`, once it exists.
+    pub async fn run_for_event(&self, event_id: &str) -> Result<String> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            for run in self.runs().await? {
+                if run["event_ids"]
+                    .as_array()
+                    .is_some_and(|ids| ids.iter().any(|i| i == event_id))
+                {
+                    return Ok(run["id"].as_str().unwrap_or_default().to_string());
+                }
+            }
+            if Instant::now() > deadline {
+                bail!("no run for event {event_id}; host log:\n{}", self.log());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Polls run `id` until `done` holds for it (or fails after `timeout`).
+    pub async fn wait_for(
+        &self,
+        id: &str,
+        timeout: Duration,
+        done: impl Fn(&Value) -> bool,
+    ) -> Result<Value> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let run = self.run(id).await?;
+            if done(&run) {
+                return Ok(run);
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "run {id} did not get there in {timeout:?}; it is:\n{run:#}\nhost log:\n{}",
+                    self.log()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(40)).await;
+        }
+    }
+
+    /// Polls run `id` until its status is `status`; fails at once if the
+    /// run ends with another status.
+    pub async fn wait_status(&self, id: &str, status: &str, timeout: Duration) -> Result<Value> {
+        let terminal = ["completed", "failed", "cancelled"];
+        let run = self
+            .wait_for(id, timeout, |run| {
+                run["status"] == status || terminal.iter().any(|t| run["status"] == *t)
+            })
+            .await?;
+        if run["status"] != status {
+            bail!(
+                "run {id} ended {} while waiting for it to be {status}:\n{run:#}",
+                run["status"]
+            );
+        }
+        Ok(run)
+    }
+}
+
+impl Drop for HostProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

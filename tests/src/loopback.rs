@@ -1,0 +1,147 @@
+//! A loopback HTTP server that step bodies call: it counts every execution
+//! of every step body, and the test decides how each step's call answers.
+
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::get;
+use serde_json::json;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// How the server answers calls for one step id.
+#[derive(Debug, Clone)]
+pub enum Plan {
+    /// 500 for the first `n` calls, then 200.
+    FailTimes(u32),
+    /// 400 always (the probe turns it into a `NonRetriableError`).
+    Reject,
+    /// Hold the call open until [`Loopback::release`] (to kill the host
+    /// while a step body is in flight).
+    Hold,
+}
+
+#[derive(Default)]
+struct Shared {
+    hits: Mutex<HashMap<String, u32>>,
+    plans: Mutex<HashMap<String, Plan>>,
+}
+
+/// The server; it stops when the test's runtime ends.
+pub struct Loopback {
+    /// Its base URL.
+    pub url: String,
+    shared: Arc<Shared>,
+    release: watch::Sender<bool>,
+}
+
+impl Loopback {
+    /// Starts a server on a free loopback port.
+    pub async fn start() -> anyhow::Result<Self> {
+        let shared = Arc::new(Shared::default());
+        let (release, released) = watch::channel(false);
+        let app = Router::new()
+            .route("/step/{run}/{step}", get(step))
+            .route("/outside", get(|| async { "reached" }))
+            .with_state((shared.clone(), released));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let url = format!("http://{}", listener.local_addr()?);
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Ok(Loopback {
+            url,
+            shared,
+            release,
+        })
+    }
+
+    /// Sets how calls for step `step` are answered.
+    pub fn plan(&self, step: &str, plan: Plan) {
+        self.shared
+            .plans
+            .lock()
+            .unwrap()
+            .insert(step.to_string(), plan);
+    }
+
+    /// Lets held calls (and future ones) through.
+    pub fn release(&self) {
+        self.shared
+            .plans
+            .lock()
+            .unwrap()
+            .retain(|_, p| !matches!(p, Plan::Hold));
+        let _ = self.release.send(true);
+    }
+
+    /// How many times the body of `step` ran in run `run`.
+    pub fn hits(&self, run: &str, step: &str) -> u32 {
+        let key = format!("{run}/{step}");
+        self.shared
+            .hits
+            .lock()
+            .unwrap()
+            .get(&key)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Calls of every step of run `run`, by step id.
+    pub fn hits_of_run(&self, run: &str) -> HashMap<String, u32> {
+        let prefix = format!("{run}/");
+        self.shared
+            .hits
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|(k, v)| k.strip_prefix(&prefix).map(|s| (s.to_string(), *v)))
+            .collect()
+    }
+
+    /// Waits until the body of `step` of run `run` has been called `n` times.
+    pub async fn wait_hits(&self, run: &str, step: &str, n: u32, timeout: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        while tokio::time::Instant::now() < deadline {
+            if self.hits(run, step) >= n {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        false
+    }
+}
+
+type LoopState = (Arc<Shared>, watch::Receiver<bool>);
+
+async fn step(
+    State((shared, mut released)): State<LoopState>,
+    Path((run, step)): Path<(String, String)>,
+) -> (StatusCode, String) {
+    let hit = {
+        let mut hits = shared.hits.lock().unwrap();
+        let count = hits.entry(format!("{run}/{step}")).or_insert(0);
+        *count += 1;
+        *count
+    };
+    let plan = shared.plans.lock().unwrap().get(&step).cloned();
+    let ok = (
+        StatusCode::OK,
+        json!({ "step": step, "hit": hit }).to_string(),
+    );
+    match plan {
+        None => ok,
+        Some(Plan::FailTimes(n)) if hit <= n => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("planned failure {hit} of {n}"),
+        ),
+        Some(Plan::FailTimes(_)) => ok,
+        Some(Plan::Reject) => (StatusCode::BAD_REQUEST, "planned rejection".into()),
+        Some(Plan::Hold) => {
+            let _ = tokio::time::timeout(Duration::from_secs(120), released.wait_for(|r| *r)).await;
+            ok
+        }
+    }
+}

@@ -1,0 +1,114 @@
+//! What the sandbox enforces outside step bodies: logical time, seeded
+//! randomness, no network, stable step ids, and output logged once.
+
+use crate::{PATIENCE, log_text, start_host, step_ids};
+use serde_json::json;
+use stepwise_tests::{Loopback, Plan, guests};
+
+#[tokio::test(flavor = "multi_thread")]
+async fn clock_and_random_outside_steps_replay_identically() {
+    let (_dir, host) = start_host();
+    host.deploy("probe", guests::PROBE).await.unwrap();
+    // Step ids built from the clock and a random number read outside steps;
+    // the sleep forces a replay, which must rebuild the same ids.
+    let ops = json!([{"clock_step": "clock"}, {"random_step": "rand"}, {"sleep": {"id": "nap", "duration": "300ms"}}, {"local": "end"}]);
+    let event = host
+        .send("probe/script", json!({"ops": ops}))
+        .await
+        .unwrap();
+    let run = host.run_for_event(&event).await.unwrap();
+    let done = host.wait_status(&run, "completed", PATIENCE).await.unwrap();
+    let ids = step_ids(&done);
+    assert_eq!(ids.len(), 4, "{done:#}");
+    assert!(
+        ids[0].starts_with("clock-") && ids[1].starts_with("rand-"),
+        "{ids:?}"
+    );
+    // The clock outside steps is the run's logical time: when it started.
+    let clock: u64 = ids[0]["clock-".len()..].parse().unwrap();
+    assert_eq!(Some(clock), done["started_at"].as_u64());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn code_that_calls_other_steps_on_replay_fails_with_a_determinism_error() {
+    let (_dir, host) = start_host();
+    host.deploy("probe", guests::PROBE).await.unwrap();
+    let loopback = Loopback::start().await.unwrap();
+    loopback.plan("flip", Plan::FailTimes(1));
+    // The step id carries ctx.attempt: `flip-0` fails, and the retry calls `flip-1`.
+    let ops = json!([{"local": "a"}, {"attempt_step": "flip"}]);
+    let event = host
+        .send("probe/script", json!({"url": loopback.url, "ops": ops}))
+        .await
+        .unwrap();
+    let run = host.run_for_event(&event).await.unwrap();
+    let failed = host.wait_status(&run, "failed", PATIENCE).await.unwrap();
+    assert_eq!(failed["error"]["name"], "DeterminismError", "{failed:#}");
+    let message = failed["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("journal has run \"flip-0\" but the code called run \"flip-1\""),
+        "{message}"
+    );
+    assert!(
+        message.contains("journal: [run \"a\", run \"flip-0\"]"),
+        "{message}"
+    );
+    assert!(
+        message.contains("calls:   [run \"a\", run \"flip-1\"]"),
+        "{message}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn repeated_step_ids_get_suffixes() {
+    let (_dir, host) = start_host();
+    host.deploy("probe", guests::PROBE).await.unwrap();
+    let ops = json!([{"local": "a"}, {"local": "a"}, {"local": "b"}, {"local": "a"}]);
+    let event = host
+        .send("probe/script", json!({"ops": ops}))
+        .await
+        .unwrap();
+    let run = host.run_for_event(&event).await.unwrap();
+    let done = host.wait_status(&run, "completed", PATIENCE).await.unwrap();
+    assert_eq!(step_ids(&done), ["a", "a:1", "b", "a:2"]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn http_outside_a_step_is_refused_with_the_rule() {
+    let (_dir, host) = start_host();
+    host.deploy("probe", guests::PROBE).await.unwrap();
+    let loopback = Loopback::start().await.unwrap();
+    let event = host
+        .send(
+            "probe/script",
+            json!({"url": loopback.url, "ops": [{"http_outside": null}, {"run": "inside"}]}),
+        )
+        .await
+        .unwrap();
+    let run = host.run_for_event(&event).await.unwrap();
+    let done = host.wait_status(&run, "completed", PATIENCE).await.unwrap();
+    let error = done["output"][0]["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("only allowed inside a step body"),
+        "{done:#}"
+    );
+    assert_eq!(
+        loopback.hits(&run, "inside"),
+        1,
+        "inside a step the same client works"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn output_printed_again_on_replay_is_logged_once() {
+    let (_dir, host) = start_host();
+    host.deploy("probe", guests::PROBE).await.unwrap();
+    let ops = json!([{"print": "before"}, {"sleep": {"id": "a", "duration": "200ms"}}, {"print": "middle"}, {"sleep": {"id": "b", "duration": "200ms"}}, {"print": "after"}]);
+    let event = host
+        .send("probe/script", json!({"ops": ops}))
+        .await
+        .unwrap();
+    let run = host.run_for_event(&event).await.unwrap();
+    let done = host.wait_status(&run, "completed", PATIENCE).await.unwrap();
+    assert_eq!(log_text(&done), "before\nmiddle\nafter\n");
+}

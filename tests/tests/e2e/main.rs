@@ -1,0 +1,48 @@
+//! End-to-end tests: each starts a real `stepwise` process on a temp dir,
+//! deploys real components over HTTP and drives them with events.
+
+mod bad_input;
+mod crash;
+mod determinism;
+mod process_order;
+mod retries;
+
+use stepwise_tests::{HostOptions, HostProcess};
+
+/// The host binary under test.
+pub const STEPWISE: &str = env!("CARGO_BIN_EXE_stepwise-e2e");
+
+/// Generous bound for a run to get somewhere on a loaded 2-core machine.
+pub const PATIENCE: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// A fresh host on a temp dir (kept alive by the returned guard).
+pub fn start_host() -> (tempfile::TempDir, HostProcess) {
+    start_host_with(HostOptions::default())
+}
+
+/// A fresh host with `options`.
+pub fn start_host_with(options: HostOptions) -> (tempfile::TempDir, HostProcess) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let host = HostProcess::start(STEPWISE, dir.path(), options).expect("starting the host");
+    (dir, host)
+}
+
+/// The ids of a run's steps, in order.
+pub fn step_ids(run: &serde_json::Value) -> Vec<String> {
+    run["steps"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|s| s["id"].as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
+/// A run's whole output log.
+pub fn log_text(run: &serde_json::Value) -> String {
+    run["logs"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|l| l["text"].as_str().unwrap_or_default())
+        .collect()
+}
