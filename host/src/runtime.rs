@@ -4,7 +4,9 @@
 use crate::catalog::Catalog;
 use crate::config::HostConfig;
 use crate::events::{Accepted, Events, IncomingEvent, check_name};
-use crate::executor::{Executor, FunctionConfig, InspectError, RunDriver, RunServices, Trigger};
+use crate::executor::{
+    Executor, FunctionConfig, InspectError, ReplayReport, RunDriver, RunServices, Trigger,
+};
 use crate::journal::{Batch, GroupCommit, Journal, Op, SledJournal};
 use crate::model::{
     AppRecord, ErrorRecord, FunctionRecord, RUN_LEVEL_SEQ, RunKey, RunRecord, RunStatus,
@@ -75,6 +77,8 @@ pub struct Stepwise {
     pub event_key: String,
     /// The settings it started with.
     pub config: HostConfig,
+    driver: Arc<RunDriver>,
+    ended: tokio::sync::broadcast::Sender<RunKey>,
     deploys: tokio::sync::Mutex<()>,
 }
 
@@ -110,7 +114,9 @@ impl Stepwise {
             scheduler: scheduler.clone(),
             backoff: config.backoff,
             limits: config.limits.clone(),
+            ended: tokio::sync::broadcast::channel(4096).0,
         });
+        let ended = services.ended.clone();
         let event_key = match (&config.event_key, journal.setting(EVENT_KEY_SETTING)?) {
             (Some(key), _) => key.clone(),
             (None, Some(stored)) => stored,
@@ -122,10 +128,8 @@ impl Stepwise {
         }])?;
         commit.durable().await?;
 
-        loops.start(
-            &scheduler,
-            Arc::new(RunDriver::new(executor.clone(), services)),
-        );
+        let driver = Arc::new(RunDriver::new(executor.clone(), services));
+        loops.start(&scheduler, driver.clone());
         let host = Arc::new(Stepwise {
             journal,
             commit,
@@ -135,6 +139,8 @@ impl Stepwise {
             executor,
             event_key,
             config,
+            driver,
+            ended,
             deploys: tokio::sync::Mutex::new(()),
         });
         host.recover()?;
@@ -158,6 +164,18 @@ impl Stepwise {
         }
         tracing::info!(resumed, armed, "recovered runs and timers from the journal");
         Ok(())
+    }
+
+    /// A receiver told of every run that ends from now on.
+    pub fn subscribe_ended(&self) -> tokio::sync::broadcast::Receiver<RunKey> {
+        self.ended.subscribe()
+    }
+
+    /// Replays a run against its journal (on `version`, default its own)
+    /// without executing or writing anything: does the code make the calls
+    /// the journal records?
+    pub async fn replay(&self, key: &RunKey, version: Option<&str>) -> Result<ReplayReport> {
+        self.driver.replay(key, version).await
     }
 
     /// The tenant an event key belongs to.

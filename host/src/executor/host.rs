@@ -3,7 +3,7 @@
 
 use super::bindings::stepwise::durable::step::{self, Memo};
 use super::bindings::stepwise::durable::types::{Event, StepError, WaitOptions};
-use super::outcome::{Ended, Suspended, fault, host_fault};
+use super::outcome::{Ended, Suspended, fault, host_fault, replay_end};
 use super::replay::Slot;
 use super::state::{OpenStep, RunState, Session, error_record, wit_error};
 use crate::events::{check_name, lookup};
@@ -57,6 +57,9 @@ impl RunState {
             .replay
             .next(id, kind)
             .map_err(|e| fault("DeterminismError", e.to_string()))?;
+        if session.dry_run && matches!(slot, Slot::New { .. }) {
+            return Err(replay_end());
+        }
         if let Slot::New { seq, .. } = &slot
             && *seq >= max_steps
         {
@@ -86,7 +89,7 @@ impl RunState {
         if chunks.is_empty() {
             return Ok(());
         }
-        let Some(session) = self.session.as_ref() else {
+        let Some(session) = self.session.as_ref().filter(|s| !s.dry_run) else {
             return Ok(());
         };
         let key = session.run.key.clone();
@@ -198,6 +201,9 @@ impl RunState {
                     self.flags.set_logical_ms(step.ended_at.unwrap_or(now));
                     return Ok(());
                 }
+                if self.session()?.dry_run {
+                    return Err(replay_end());
+                }
                 if step.wake_at.is_some_and(|at| at <= now) {
                     // Due already (e.g. the host was down when it fired).
                     let timer = Timer {
@@ -294,6 +300,7 @@ impl step::Host for RunState {
                         .unwrap_or_else(|| ErrorRecord::fatal("Error", "the step failed"));
                     return Ok(Memo::Failed(wit_error(&error)));
                 }
+                StepStatus::Retrying if self.session()?.dry_run => return Err(replay_end()),
                 StepStatus::Retrying => (step.seq, step.id, step.attempts),
                 StepStatus::Sleeping | StepStatus::Waiting => {
                     return Err(fault(
@@ -396,6 +403,9 @@ impl step::Host for RunState {
                 if step.status == StepStatus::Completed {
                     self.flags.set_logical_ms(step.ended_at.unwrap_or(now));
                     return wait_result(step.output.as_deref().unwrap_or("null"));
+                }
+                if self.session()?.dry_run {
+                    return Err(replay_end());
                 }
                 self.write_run(RunStatus::Waiting, None, Vec::new())?;
                 return Err(wasmtime::Error::new(Suspended));

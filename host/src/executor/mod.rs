@@ -17,7 +17,7 @@ mod state;
 pub use bindings::stepwise::durable::types::{FunctionConfig, Trigger};
 pub use host::{MAX_STEP_OUTPUT_BYTES, MAX_SUSPEND_MS};
 pub use replay::{DeterminismError, Replay};
-pub use run::RunDriver;
+pub use run::{ReplayReport, ReplayVerdict, RunDriver};
 pub use sandbox::HTTP_OUTSIDE_STEP;
 
 use crate::config::Limits;
@@ -57,6 +57,8 @@ pub struct RunServices {
     pub backoff: Backoff,
     /// Guest bounds.
     pub limits: Limits,
+    /// Told of every run that ends (for waiters such as the benchmark).
+    pub ended: tokio::sync::broadcast::Sender<crate::model::RunKey>,
 }
 
 /// A component version, linked and ready to instantiate.
@@ -268,28 +270,32 @@ impl Executor {
         }
         let hash = content_hash(&bytes);
         let version = self.version_from(&hash, Some(bytes)).await?;
-        let mut store = self.store(RunState::new(
-            "registration",
-            0,
-            self.limits.max_memory_bytes,
-            None,
-        ));
+        let configs = self.read_functions(&version).await?;
+        Ok((hash, configs))
+    }
+
+    /// The registration of version `hash` (compiled and linked already or
+    /// now), read from a fresh instance: what a run start costs, plus one
+    /// call.
+    pub async fn registration(&self, hash: &str) -> Result<Vec<FunctionConfig>> {
+        let version = self.version(hash).await?;
+        self.read_functions(&version).await.map_err(|e| match e {
+            InspectError::Invalid(message) => anyhow!(message),
+            InspectError::Internal(error) => error,
+        })
+    }
+
+    async fn read_functions(&self, version: &Version) -> Result<Vec<FunctionConfig>, InspectError> {
+        let mut store = self.store(RunState::new("registration", 0, self.limits.max_memory_bytes, None));
         store.set_epoch_deadline(REGISTRATION_DEADLINE_TICKS);
         store.epoch_deadline_trap();
-        let _permit = self
-            .permits
-            .acquire()
-            .await
-            .map_err(|e| InspectError::Internal(e.into()))?;
-        let app = version
-            .pre
-            .instantiate_async(&mut store)
-            .await
-            .map_err(|e| InspectError::Invalid(format!("the component failed to start: {e:#}")))?;
-        let configs = app.call_functions(&mut store).await.map_err(|e| {
-            InspectError::Invalid(format!("the component's functions() failed: {e:#}"))
+        let _permit = self.permits.acquire().await.map_err(|e| InspectError::Internal(e.into()))?;
+        let app = version.pre.instantiate_async(&mut store).await.map_err(|e| {
+            InspectError::Invalid(format!("the component failed to start: {e:#}"))
         })?;
-        Ok((hash, configs))
+        app.call_functions(&mut store).await.map_err(|e| {
+            InspectError::Invalid(format!("the component's functions() failed: {e:#}"))
+        })
     }
 
     /// A store for one execution, bounded and time-sliced.

@@ -14,6 +14,11 @@ pub struct Suspended;
 #[derive(Debug)]
 pub struct RunFault(pub ErrorRecord);
 
+/// A dry replay reached a call the journal does not hold (or has not
+/// finished): everything before it matched.
+#[derive(Debug)]
+pub struct ReplayEnd;
+
 /// The run ended (cancelled) while it was executing.
 #[derive(Debug)]
 pub struct Ended;
@@ -35,6 +40,12 @@ impl fmt::Display for RunFault {
     }
 }
 
+impl fmt::Display for ReplayEnd {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("replay reached the end of the journal")
+    }
+}
+
 impl fmt::Display for Ended {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("run ended while executing")
@@ -50,6 +61,7 @@ impl fmt::Display for HostFault {
 impl std::error::Error for Suspended {}
 impl std::error::Error for RunFault {}
 impl std::error::Error for Ended {}
+impl std::error::Error for ReplayEnd {}
 impl std::error::Error for HostFault {}
 
 /// A trap that fails the run with `name: message`.
@@ -60,4 +72,9 @@ pub fn fault(name: &str, message: impl Into<String>) -> wasmtime::Error {
 /// A trap for a storage failure.
 pub fn host_fault(error: anyhow::Error) -> wasmtime::Error {
     wasmtime::Error::new(HostFault(format!("{error:#}")))
+}
+
+/// The trap that ends a dry replay.
+pub fn replay_end() -> wasmtime::Error {
+    wasmtime::Error::new(ReplayEnd)
 }

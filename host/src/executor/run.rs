@@ -3,7 +3,7 @@
 
 use super::bindings::stepwise::durable::types::RunContext;
 use super::host::{AttemptOutcome, wit_event};
-use super::outcome::{Ended, HostFault, RunFault, Suspended};
+use super::outcome::{Ended, HostFault, ReplayEnd, RunFault, Suspended};
 use super::state::{RunState, Session, error_record};
 use super::{Executor, Replay, RunServices};
 use crate::journal::{Batch, Op};
@@ -15,6 +15,30 @@ use anyhow::{Context, Result};
 use std::sync::Arc;
 use std::time::Duration;
 use wasmtime::Store;
+
+/// What a dry replay found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReplayVerdict {
+    /// Every call matched the journal.
+    Matches,
+    /// The code made a call the journal does not hold where it holds another.
+    Diverged(String),
+    /// The replay trapped or failed for another reason.
+    Failed(String),
+}
+
+/// The result of [`RunDriver::replay`].
+#[derive(Debug, Clone)]
+pub struct ReplayReport {
+    /// Entries in the run's journal.
+    pub journaled: usize,
+    /// Calls the code made before the replay ended.
+    pub replayed: usize,
+    /// Time spent instantiating and replaying.
+    pub elapsed: std::time::Duration,
+    /// What it found.
+    pub verdict: ReplayVerdict,
+}
 
 /// Executes runs for the scheduler.
 pub struct RunDriver {
@@ -67,6 +91,7 @@ impl RunDriver {
         tracing::info!(run = %run.key, function = %run.function, status = status.as_str(), "run ended");
         if self.transition(&run, Vec::new())? {
             self.services.commit.durable().await?;
+            let _ = self.services.ended.send(run.key);
         }
         Ok(())
     }
@@ -100,6 +125,36 @@ impl RunDriver {
         self.finish(run, RunStatus::Failed, None, Some(error)).await
     }
 
+    /// A sandbox loaded with `run`'s journal, ready to call its handler.
+    fn prepare(&self, run: RunRecord, steps: Vec<crate::model::StepRecord>, events: Vec<crate::model::EventRecord>, dry_run: bool) -> Result<(Store<RunState>, RunContext)> {
+        let trigger = events.first().context("the run has no triggering event")?;
+        let attempt = steps
+            .iter()
+            .rev()
+            .find(|s| s.status == StepStatus::Retrying)
+            .map(|s| s.attempts)
+            .unwrap_or(run.attempt);
+        let ctx = RunContext {
+            run_id: run.key.run.clone(),
+            attempt,
+            event: wit_event(trigger),
+            events: events.iter().map(wit_event).collect(),
+        };
+        let (run_id, run_attempt) = (run.key.run.clone(), run.attempt);
+        let logical_start = run.started_at.unwrap_or(run.created_at);
+        let session = Session {
+            services: self.services.clone(),
+            run,
+            events,
+            replay: Replay::new(steps),
+            open: None,
+            dry_run,
+        };
+        let state = RunState::new(&run_id, logical_start, self.executor.limits.max_memory_bytes, Some(session));
+        state.output.lock().unwrap_or_else(|p| p.into_inner()).set_run_attempt(run_attempt);
+        Ok((self.executor.store(state), ctx))
+    }
+
     async fn execute(&self, key: &RunKey) -> Result<()> {
         let journal = self.services.journal.clone();
         let Some(mut run) = journal.run(key)? else {
@@ -113,67 +168,25 @@ impl RunDriver {
         let version = match self.executor.version(&run.version).await {
             Ok(version) => version,
             Err(error) => {
-                let message = format!(
-                    "the app version {} cannot be loaded: {error:#}",
-                    run.version
-                );
-                return self
-                    .finish(
-                        run,
-                        RunStatus::Failed,
-                        None,
-                        Some(ErrorRecord::fatal("VersionError", message)),
-                    )
-                    .await;
+                let message = format!("the app version {} cannot be loaded: {error:#}", run.version);
+                return self.finish(run, RunStatus::Failed, None, Some(ErrorRecord::fatal("VersionError", message))).await;
             }
         };
         let _permit = self.executor.permits.clone().acquire_owned().await?;
-        let now = now_ms();
         run.status = RunStatus::Running;
         run.wake_at = None;
-        let started_at = *run.started_at.get_or_insert(now);
+        run.started_at.get_or_insert(now_ms());
         if !self.transition(&run, Vec::new())? {
             return Ok(());
         }
         let steps = journal.steps(key)?;
         let events = journal.run_events(key)?;
-        let Some(trigger) = events.first() else {
+        if events.is_empty() {
             let error = ErrorRecord::fatal("RunError", "the run has no triggering event");
             return self.finish(run, RunStatus::Failed, None, Some(error)).await;
-        };
-        let attempt = steps
-            .iter()
-            .rev()
-            .find(|s| s.status == StepStatus::Retrying)
-            .map(|s| s.attempts)
-            .unwrap_or(run.attempt);
-        let ctx = RunContext {
-            run_id: key.run.clone(),
-            attempt,
-            event: wit_event(trigger),
-            events: events.iter().map(wit_event).collect(),
-        };
+        }
         let function = run.function.clone();
-        let run_attempt = run.attempt;
-        let session = Session {
-            services: self.services.clone(),
-            run,
-            events,
-            replay: Replay::new(steps),
-            open: None,
-        };
-        let state = RunState::new(
-            &key.run,
-            started_at,
-            self.executor.limits.max_memory_bytes,
-            Some(session),
-        );
-        state
-            .output
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .set_run_attempt(run_attempt);
-        let mut store = self.executor.store(state);
+        let (mut store, ctx) = self.prepare(run, steps, events, false)?;
         let result = async {
             let app = version.pre.instantiate_async(&mut store).await?;
             app.call_handle(&mut store, &function, &ctx).await
@@ -183,6 +196,38 @@ impl RunDriver {
             tracing::warn!(run = %key, %error, "could not log the run's output");
         }
         self.settle(key, &mut store, result).await
+    }
+
+    /// Replays run `key` against its journal without executing anything new
+    /// or writing anything, on `version` (default: the run's own). Tells
+    /// whether the code makes the calls the journal records.
+    pub async fn replay(&self, key: &RunKey, version: Option<&str>) -> Result<ReplayReport> {
+        let journal = &self.services.journal;
+        let run = journal.run(key)?.with_context(|| format!("run {key} not found"))?;
+        let version = self.executor.version(version.unwrap_or(&run.version)).await?;
+        let steps = journal.steps(key)?;
+        let journaled = steps.len();
+        let events = journal.run_events(key)?;
+        let function = run.function.clone();
+        let (mut store, ctx) = self.prepare(run, steps, events, true)?;
+        let _permit = self.executor.permits.clone().acquire_owned().await?;
+        let started = std::time::Instant::now();
+        let result = async {
+            let app = version.pre.instantiate_async(&mut store).await?;
+            app.call_handle(&mut store, &function, &ctx).await
+        }
+        .await;
+        let elapsed = started.elapsed();
+        let replayed = store.data().session.as_ref().map(|s| s.replay.calls_made() as usize).unwrap_or(0);
+        let verdict = match result {
+            Ok(_) => ReplayVerdict::Matches,
+            Err(trap) if trap.downcast_ref::<ReplayEnd>().is_some() => ReplayVerdict::Matches,
+            Err(trap) => match trap.downcast_ref::<RunFault>() {
+                Some(RunFault(error)) if error.name == "DeterminismError" => ReplayVerdict::Diverged(error.message.clone()),
+                _ => ReplayVerdict::Failed(format!("{trap:#}")),
+            },
+        };
+        Ok(ReplayReport { journaled, replayed, elapsed, verdict })
     }
 
     async fn settle(

@@ -42,6 +42,9 @@ pub struct Session {
     pub replay: Replay,
     /// The step body running now, if any.
     pub open: Option<OpenStep>,
+    /// Replay only: answer from the journal, write nothing, and stop at the
+    /// first call the journal does not hold.
+    pub dry_run: bool,
 }
 
 /// The `T` of a run's `Store<T>`.

@@ -1,0 +1,255 @@
+//! The durable-core benchmark: `cargo bench -p stepwise-tests --bench durable`.
+//!
+//! Runs an in-process host on a temp dir (real sled, fsync on) with the probe
+//! component and reports medians:
+//! (a) run start from a cached component, (b) durable steps per second for
+//! one run and for 256 concurrent runs of a 10-step function, (c) replay cost
+//! per journaled step, (d) resident memory with 10,000 runs sleeping.
+//! Timing is never asserted: this prints figures for BENCHMARKS.md.
+
+use anyhow::{Context, Result};
+use serde_json::{Value, json};
+use std::collections::HashSet;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use stepwise_host::config::HostConfig;
+use stepwise_host::events::IncomingEvent;
+use stepwise_host::model::{DEFAULT_TENANT, RunKey};
+use stepwise_host::retry::Backoff;
+use stepwise_host::runtime::Stepwise;
+use stepwise_tests::guests;
+
+fn main() -> Result<()> {
+    // `cargo bench` passes `--bench`; any other argument filters sections.
+    let only: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
+    let wants = |name: &str| only.is_empty() || only.iter().any(|o| name.contains(o.as_str()));
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(async {
+        println!("machine: {}", machine());
+        // Memory first, in a fresh process, so no other section's heap counts.
+        if wants("memory") {
+            memory_with_sleeping_runs(10_000).await?;
+        }
+        if wants("start") {
+            start_cost().await?;
+        }
+        if wants("steps") {
+            steps_per_second().await?;
+        }
+        if wants("replay") {
+            replay_cost().await?;
+        }
+        Ok(())
+    })
+}
+
+struct Bench {
+    host: Arc<Stepwise>,
+    _dir: tempfile::TempDir,
+    version: String,
+}
+
+async fn bench_host(max_steps: u32) -> Result<Bench> {
+    let dir = tempfile::tempdir()?;
+    let mut config = HostConfig::new(dir.path().to_path_buf());
+    config.backoff = Backoff::scaled(0.001);
+    config.limits.max_steps_per_run = max_steps;
+    let host = Stepwise::start(config).await?;
+    let bytes = std::fs::read(guests::PROBE)?;
+    let deployed = host.deploy(DEFAULT_TENANT, "probe", bytes).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(Bench {
+        host,
+        _dir: dir,
+        version: deployed.version,
+    })
+}
+
+fn event(name: &str, data: Value) -> IncomingEvent {
+    IncomingEvent {
+        name: name.into(),
+        data,
+        id: None,
+        ts: None,
+        v: None,
+        user: None,
+    }
+}
+
+/// Sends `events` and waits until every run they start has ended.
+async fn run_all(host: &Stepwise, events: Vec<IncomingEvent>) -> Result<(Vec<RunKey>, Duration)> {
+    let mut ended = host.subscribe_ended();
+    let started = Instant::now();
+    let accepted = host.send(DEFAULT_TENANT, events).await?;
+    let mut pending: HashSet<RunKey> = accepted.wake.iter().cloned().collect();
+    while !pending.is_empty() {
+        let key = tokio::time::timeout(Duration::from_secs(120), ended.recv())
+            .await
+            .context("runs did not end within 2 minutes")??;
+        pending.remove(&key);
+    }
+    Ok((accepted.wake, started.elapsed()))
+}
+
+fn median(mut samples: Vec<f64>) -> f64 {
+    samples.sort_by(|a, b| a.total_cmp(b));
+    samples[samples.len() / 2]
+}
+
+fn percentile(mut samples: Vec<f64>, p: f64) -> f64 {
+    samples.sort_by(|a, b| a.total_cmp(b));
+    samples[((samples.len() as f64 - 1.0) * p).round() as usize]
+}
+
+async fn start_cost() -> Result<()> {
+    let bench = bench_host(1_000).await?;
+    let executor = &bench.host.executor;
+    for _ in 0..200 {
+        executor.registration(&bench.version).await?;
+    }
+    let mut samples = Vec::new();
+    for _ in 0..3_000 {
+        let t = Instant::now();
+        executor.registration(&bench.version).await?;
+        samples.push(t.elapsed().as_secs_f64() * 1e6);
+    }
+    println!(
+        "(a) run start from a cached component (new store + WASI context + instantiate from InstancePre + one export call + drop): median {:.1} µs, p99 {:.1} µs",
+        median(samples.clone()),
+        percentile(samples, 0.99)
+    );
+    Ok(())
+}
+
+fn fsync_cost(host: &Stepwise) -> Result<f64> {
+    use stepwise_host::journal::Op;
+    let mut samples = Vec::new();
+    for i in 0..300 {
+        host.journal.apply(vec![Op::PutSetting {
+            name: format!("bench/fsync/{i}"),
+            value: "x".repeat(200),
+        }])?;
+        let t = Instant::now();
+        host.journal.flush()?;
+        samples.push(t.elapsed().as_secs_f64() * 1e6);
+    }
+    Ok(median(samples))
+}
+
+async fn steps_per_second() -> Result<()> {
+    let bench = bench_host(1_000).await?;
+    let host = &bench.host;
+    let fsync = fsync_cost(host)?;
+    println!("    journal insert + flush (one fsync) on this disk: median {fsync:.0} µs");
+
+    for _ in 0..5 {
+        run_all(host, vec![event("bench/ten-steps", json!({}))]).await?;
+    }
+    let mut lone = Vec::new();
+    for _ in 0..60 {
+        let (_, elapsed) = run_all(host, vec![event("bench/ten-steps", json!({}))]).await?;
+        lone.push(elapsed.as_secs_f64() * 1e6);
+    }
+    let lone_median = median(lone.clone());
+    println!(
+        "(b1) one run of 10 durable steps, event accepted to run ended: median {:.0} µs ({:.0} steps/s), p90 {:.0} µs; {:.2}x ten fsyncs",
+        lone_median,
+        10.0 / (lone_median / 1e6),
+        percentile(lone, 0.9),
+        lone_median / (10.0 * fsync)
+    );
+
+    let mut rates = Vec::new();
+    for round in 0..6 {
+        let events = (0..256).map(|_| event("bench/ten-steps", json!({}))).collect();
+        let (_, elapsed) = run_all(host, events).await?;
+        if round > 0 {
+            rates.push(2_560.0 / elapsed.as_secs_f64());
+        }
+    }
+    println!(
+        "(b2) 256 concurrent runs x 10 durable steps: median {:.0} steps/s (min {:.0}, max {:.0})",
+        median(rates.clone()),
+        rates.iter().cloned().fold(f64::MAX, f64::min),
+        rates.iter().cloned().fold(0.0, f64::max)
+    );
+    Ok(())
+}
+
+async fn replay_cost() -> Result<()> {
+    let bench = bench_host(1_000).await?;
+    let host = &bench.host;
+    let mut per_size = Vec::new();
+    for steps in [10usize, 1_000] {
+        let ops: Vec<Value> = (0..steps).map(|i| json!({"local": format!("s{i}")})).collect();
+        let (runs, _) = run_all(host, vec![event("probe/script", json!({"ops": ops}))]).await?;
+        let key = &runs[0];
+        for _ in 0..5 {
+            host.replay(key, None).await?;
+        }
+        let mut samples = Vec::new();
+        for _ in 0..30 {
+            let report = host.replay(key, None).await?;
+            anyhow::ensure!(report.replayed == steps, "replayed {} of {steps}", report.replayed);
+            samples.push(report.elapsed.as_secs_f64() * 1e6);
+        }
+        per_size.push((steps, median(samples)));
+    }
+    let (small, t_small) = per_size[0];
+    let (large, t_large) = per_size[1];
+    println!(
+        "(c) replay: {small} journaled steps {t_small:.0} µs, {large} steps {t_large:.0} µs; marginal cost {:.2} µs per journaled step",
+        (t_large - t_small) / (large - small) as f64
+    );
+    Ok(())
+}
+
+fn resident_bytes() -> Result<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm")?;
+    let pages: u64 = statm.split_whitespace().nth(1).context("statm")?.parse()?;
+    Ok(pages * 4096)
+}
+
+async fn memory_with_sleeping_runs(count: usize) -> Result<()> {
+    let bench = bench_host(1_000).await?;
+    let host = &bench.host;
+    let sleep = json!({"ops": [{"sleep": {"id": "nap", "duration": "1h"}}]});
+    // Warm up: one run through to sleep, so the idle figure includes a
+    // pooled instance slot and a compiled component.
+    host.send(DEFAULT_TENANT, vec![event("probe/script", sleep.clone())]).await?;
+    wait_until_sleeping(host, 1).await?;
+    let idle = resident_bytes()?;
+    for _ in 0..(count / 1_000) {
+        let events = (0..1_000).map(|_| event("probe/script", sleep.clone())).collect();
+        host.send(DEFAULT_TENANT, events).await?;
+    }
+    wait_until_sleeping(host, count + 1).await?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let loaded = resident_bytes()?;
+    println!(
+        "(d) resident memory: idle host {:.1} MiB; with {count} runs sleeping {:.1} MiB; difference {:.1} MiB",
+        idle as f64 / 1048576.0,
+        loaded as f64 / 1048576.0,
+        (loaded.saturating_sub(idle)) as f64 / 1048576.0
+    );
+    Ok(())
+}
+
+async fn wait_until_sleeping(host: &Stepwise, timers: usize) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while host.scheduler.armed_timers() < timers || host.scheduler.active_runs() > 0 {
+        anyhow::ensure!(Instant::now() < deadline, "runs did not all go to sleep");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(())
+}
+
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| c.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string()))
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
+    let disk = Path::new("/proc/mounts").exists();
+    format!("{cpu}, {cores} cores available{}", if disk { ", Linux" } else { "" })
+}
