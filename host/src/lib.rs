@@ -14,6 +14,7 @@ pub mod config;
 pub mod events;
 pub mod executor;
 pub mod journal;
+pub mod memory;
 pub mod model;
 pub mod retry;
 pub mod runtime;

@@ -144,6 +144,7 @@ impl Stepwise {
             deploys: tokio::sync::Mutex::new(()),
         });
         host.recover()?;
+        tokio::spawn(housekeeping(host.scheduler.clone()));
         Ok(host)
     }
 
@@ -383,6 +384,20 @@ impl Stepwise {
         self.scheduler.abort(key);
         tracing::info!(run = %key, "run cancelled");
         Ok(run)
+    }
+}
+
+/// After a burst of executions, once the host is quiet, gives freed heap
+/// back to the operating system.
+async fn housekeeping(scheduler: Scheduler) {
+    let mut trimmed_at = 0;
+    loop {
+        tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+        let executions = scheduler.executions();
+        if executions != trimmed_at && scheduler.active_runs() == 0 {
+            crate::memory::release_free_memory();
+            trimmed_at = executions;
+        }
     }
 }
 

@@ -34,6 +34,7 @@ struct ActiveRun {
 
 struct Shared {
     ready: mpsc::UnboundedSender<RunKey>,
+    executions: std::sync::atomic::AtomicU64,
     active: Mutex<HashMap<RunKey, ActiveRun>>,
     timers: Mutex<BTreeSet<Timer>>,
     timers_changed: Notify,
@@ -66,6 +67,7 @@ impl Scheduler {
         let (ready, ready_rx) = mpsc::unbounded_channel();
         let shared = Arc::new(Shared {
             ready,
+            executions: std::sync::atomic::AtomicU64::new(0),
             active: Mutex::new(HashMap::new()),
             timers: Mutex::new(BTreeSet::new()),
             timers_changed: Notify::new(),
@@ -96,6 +98,13 @@ impl Scheduler {
     /// How many runs have a task now.
     pub fn active_runs(&self) -> usize {
         self.shared.active().len()
+    }
+
+    /// How many executions have finished since the host started.
+    pub fn executions(&self) -> u64 {
+        self.shared
+            .executions
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// How many timers are armed.
@@ -143,6 +152,9 @@ async fn dispatch_loop(
 async fn run_task(shared: Arc<Shared>, dispatch: Arc<dyn Dispatch>, run: RunKey) {
     loop {
         dispatch.clone().drive(run.clone()).await;
+        shared
+            .executions
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let mut active = shared.active();
         match active.get_mut(&run) {
             Some(entry) if entry.again => entry.again = false,

@@ -136,6 +136,7 @@ pub struct ServerArgs {
 
 /// Runs the command line; the `stepwise` binary's whole `main`.
 pub fn main() -> ExitCode {
+    crate::memory::configure_allocator();
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -286,13 +286,24 @@ impl Executor {
     }
 
     async fn read_functions(&self, version: &Version) -> Result<Vec<FunctionConfig>, InspectError> {
-        let mut store = self.store(RunState::new("registration", 0, self.limits.max_memory_bytes, None));
+        let mut store = self.store(RunState::new(
+            "registration",
+            0,
+            self.limits.max_memory_bytes,
+            None,
+        ));
         store.set_epoch_deadline(REGISTRATION_DEADLINE_TICKS);
         store.epoch_deadline_trap();
-        let _permit = self.permits.acquire().await.map_err(|e| InspectError::Internal(e.into()))?;
-        let app = version.pre.instantiate_async(&mut store).await.map_err(|e| {
-            InspectError::Invalid(format!("the component failed to start: {e:#}"))
-        })?;
+        let _permit = self
+            .permits
+            .acquire()
+            .await
+            .map_err(|e| InspectError::Internal(e.into()))?;
+        let app = version
+            .pre
+            .instantiate_async(&mut store)
+            .await
+            .map_err(|e| InspectError::Invalid(format!("the component failed to start: {e:#}")))?;
         app.call_functions(&mut store).await.map_err(|e| {
             InspectError::Invalid(format!("the component's functions() failed: {e:#}"))
         })

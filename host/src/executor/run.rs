@@ -90,8 +90,16 @@ impl RunDriver {
         run.ended_at = Some(now_ms());
         tracing::info!(run = %run.key, function = %run.function, status = status.as_str(), "run ended");
         if self.transition(&run, Vec::new())? {
-            self.services.commit.durable().await?;
-            let _ = self.services.ended.send(run.key);
+            let _ = self.services.ended.send(run.key.clone());
+            // Nothing waits for this flush: every step is on disk already, so
+            // if the host dies before the end is, the run replays from its
+            // journal and ends again, the same way.
+            let commit = self.services.commit.clone();
+            tokio::spawn(async move {
+                if let Err(error) = commit.durable().await {
+                    tracing::error!(run = %run.key, error = format!("{error:#}"), "could not flush a run's end");
+                }
+            });
         }
         Ok(())
     }
@@ -126,7 +134,13 @@ impl RunDriver {
     }
 
     /// A sandbox loaded with `run`'s journal, ready to call its handler.
-    fn prepare(&self, run: RunRecord, steps: Vec<crate::model::StepRecord>, events: Vec<crate::model::EventRecord>, dry_run: bool) -> Result<(Store<RunState>, RunContext)> {
+    fn prepare(
+        &self,
+        run: RunRecord,
+        steps: Vec<crate::model::StepRecord>,
+        events: Vec<crate::model::EventRecord>,
+        dry_run: bool,
+    ) -> Result<(Store<RunState>, RunContext)> {
         let trigger = events.first().context("the run has no triggering event")?;
         let attempt = steps
             .iter()
@@ -150,8 +164,17 @@ impl RunDriver {
             open: None,
             dry_run,
         };
-        let state = RunState::new(&run_id, logical_start, self.executor.limits.max_memory_bytes, Some(session));
-        state.output.lock().unwrap_or_else(|p| p.into_inner()).set_run_attempt(run_attempt);
+        let state = RunState::new(
+            &run_id,
+            logical_start,
+            self.executor.limits.max_memory_bytes,
+            Some(session),
+        );
+        state
+            .output
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .set_run_attempt(run_attempt);
         Ok((self.executor.store(state), ctx))
     }
 
@@ -168,8 +191,18 @@ impl RunDriver {
         let version = match self.executor.version(&run.version).await {
             Ok(version) => version,
             Err(error) => {
-                let message = format!("the app version {} cannot be loaded: {error:#}", run.version);
-                return self.finish(run, RunStatus::Failed, None, Some(ErrorRecord::fatal("VersionError", message))).await;
+                let message = format!(
+                    "the app version {} cannot be loaded: {error:#}",
+                    run.version
+                );
+                return self
+                    .finish(
+                        run,
+                        RunStatus::Failed,
+                        None,
+                        Some(ErrorRecord::fatal("VersionError", message)),
+                    )
+                    .await;
             }
         };
         let _permit = self.executor.permits.clone().acquire_owned().await?;
@@ -203,8 +236,13 @@ impl RunDriver {
     /// whether the code makes the calls the journal records.
     pub async fn replay(&self, key: &RunKey, version: Option<&str>) -> Result<ReplayReport> {
         let journal = &self.services.journal;
-        let run = journal.run(key)?.with_context(|| format!("run {key} not found"))?;
-        let version = self.executor.version(version.unwrap_or(&run.version)).await?;
+        let run = journal
+            .run(key)?
+            .with_context(|| format!("run {key} not found"))?;
+        let version = self
+            .executor
+            .version(version.unwrap_or(&run.version))
+            .await?;
         let steps = journal.steps(key)?;
         let journaled = steps.len();
         let events = journal.run_events(key)?;
@@ -218,16 +256,28 @@ impl RunDriver {
         }
         .await;
         let elapsed = started.elapsed();
-        let replayed = store.data().session.as_ref().map(|s| s.replay.calls_made() as usize).unwrap_or(0);
+        let replayed = store
+            .data()
+            .session
+            .as_ref()
+            .map(|s| s.replay.calls_made() as usize)
+            .unwrap_or(0);
         let verdict = match result {
             Ok(_) => ReplayVerdict::Matches,
             Err(trap) if trap.downcast_ref::<ReplayEnd>().is_some() => ReplayVerdict::Matches,
             Err(trap) => match trap.downcast_ref::<RunFault>() {
-                Some(RunFault(error)) if error.name == "DeterminismError" => ReplayVerdict::Diverged(error.message.clone()),
+                Some(RunFault(error)) if error.name == "DeterminismError" => {
+                    ReplayVerdict::Diverged(error.message.clone())
+                }
                 _ => ReplayVerdict::Failed(format!("{trap:#}")),
             },
         };
-        Ok(ReplayReport { journaled, replayed, elapsed, verdict })
+        Ok(ReplayReport {
+            journaled,
+            replayed,
+            elapsed,
+            verdict,
+        })
     }
 
     async fn settle(

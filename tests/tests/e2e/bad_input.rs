@@ -159,7 +159,7 @@ async fn bad_requests_are_refused_clearly_and_corrupt_nothing() {
         .await
         .unwrap();
     assert_eq!(events.as_array().unwrap().len(), 1, "{events:#}");
-    assert_eq!(host.run(&run).await.unwrap()["status"], "completed");
+    host.wait_status(&run, "completed", PATIENCE).await.unwrap();
     let next = host.send("shop/order.created", json!({"orderId": "o-2", "userId": "u-2", "paymentDelay": "1ms", "paymentTimeout": "100ms"})).await.unwrap();
     let next = host.run_for_event(&next).await.unwrap();
     host.wait_status(&next, "completed", PATIENCE)
