@@ -146,3 +146,53 @@ pub fn wit_error(error: &ErrorRecord) -> StepError {
         retry_after_ms: None,
     }
 }
+
+/// The message of a run that waits on a WASI timer outside a step body.
+pub const TIMER_OUTSIDE_STEP: &str = "a WASI timer (std::thread::sleep, a timeout, an event-loop delay) was started outside a step body; it would hold the run's instance while it waits, and code outside steps runs again on every replay. Use step.sleep(...) for a durable pause.";
+
+/// Replaces WASI's monotonic-clock subscriptions (guest-side sleeps): inside
+/// a step body they work as usual; outside one, a non-zero wait fails the run
+/// with [`TIMER_OUTSIDE_STEP`].
+pub fn link_guest_timers(linker: &mut wasmtime::component::Linker<RunState>) -> anyhow::Result<()> {
+    use wasmtime::component::Resource;
+    use wasmtime_wasi::clocks::WasiClocksView;
+    use wasmtime_wasi::p2::DynPollable;
+    use wasmtime_wasi::p2::bindings::clocks::monotonic_clock::Host as _;
+
+    fn allowed(state: &RunState, wait_ns: u64) -> wasmtime::Result<()> {
+        if wait_ns == 0 || state.flags.in_step() || state.session.is_none() {
+            return Ok(());
+        }
+        Err(super::outcome::fault("SandboxError", TIMER_OUTSIDE_STEP))
+    }
+
+    linker.allow_shadowing(true);
+    let mut clocks = linker
+        .instance("wasi:clocks/monotonic-clock@0.2.12")
+        .map_err(anyhow::Error::from)?;
+    clocks
+        .func_wrap(
+            "subscribe-duration",
+            |mut store: wasmtime::StoreContextMut<'_, RunState>, (duration,): (u64,)| {
+                allowed(store.data(), duration)?;
+                let pollable: Resource<DynPollable> =
+                    store.data_mut().clocks().subscribe_duration(duration)?;
+                Ok((pollable,))
+            },
+        )
+        .map_err(anyhow::Error::from)?;
+    clocks
+        .func_wrap(
+            "subscribe-instant",
+            |mut store: wasmtime::StoreContextMut<'_, RunState>, (when,): (u64,)| {
+                let now = store.data_mut().clocks().now()?;
+                allowed(store.data(), when.saturating_sub(now))?;
+                let pollable: Resource<DynPollable> =
+                    store.data_mut().clocks().subscribe_instant(when)?;
+                Ok((pollable,))
+            },
+        )
+        .map_err(anyhow::Error::from)?;
+    linker.allow_shadowing(false);
+    Ok(())
+}

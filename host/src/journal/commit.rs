@@ -80,15 +80,36 @@ impl GroupCommit {
             }
             // Every ticket issued so far had its writes applied already.
             let covers = *shared.issued.lock().unwrap_or_else(|p| p.into_inner());
+            let mut leadership = Leadership {
+                shared,
+                covers: None,
+            };
             let outcome = flush(shared.journal.clone()).await;
-            shared.progress.send_modify(|p| {
-                p.flushing = false;
-                if outcome.is_ok() {
-                    p.durable = p.durable.max(covers);
-                }
-            });
+            if outcome.is_ok() {
+                leadership.covers = Some(covers);
+            }
+            drop(leadership);
             return outcome;
         }
+    }
+}
+
+/// Ends a leader's turn, even if its task is dropped mid-flush: the next
+/// waiter then leads instead of waiting for ever.
+struct Leadership<'a> {
+    shared: &'a Shared,
+    covers: Option<u64>,
+}
+
+impl Drop for Leadership<'_> {
+    fn drop(&mut self) {
+        let covers = self.covers;
+        self.shared.progress.send_modify(|p| {
+            p.flushing = false;
+            if let Some(covers) = covers {
+                p.durable = p.durable.max(covers);
+            }
+        });
     }
 }
 
@@ -106,4 +127,38 @@ async fn flush(journal: Arc<dyn Journal>) -> Result<()> {
         tracing::error!(error = format!("{error:#}"), "journal flush failed");
     }
     outcome
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::journal::{Op, SledJournal};
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_writers_share_flushes_and_all_return() {
+        let dir = tempfile::tempdir().unwrap();
+        let journal: Arc<dyn Journal> = Arc::new(SledJournal::open(dir.path()).unwrap());
+        let commit = GroupCommit::start(journal.clone());
+        let writers: Vec<_> = (0..64)
+            .map(|i| {
+                let (journal, commit) = (journal.clone(), commit.clone());
+                tokio::spawn(async move {
+                    journal
+                        .apply(vec![Op::PutSetting {
+                            name: format!("w{i}"),
+                            value: "x".into(),
+                        }])
+                        .unwrap();
+                    commit.durable().await
+                })
+            })
+            .collect();
+        for writer in writers {
+            writer.await.unwrap().unwrap();
+        }
+        let progress = *commit.shared.progress.borrow();
+        assert_eq!(progress.durable, 64, "every ticket is covered");
+        assert!(!progress.flushing);
+        assert_eq!(journal.setting("w63").unwrap().as_deref(), Some("x"));
+    }
 }

@@ -357,3 +357,99 @@ impl QueryJournal for SledJournal {
         self.scan(TreeId::Functions, &keys::tenant_prefix(tenant))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{RunStatus, StepKind, StepStatus, TimerKind};
+
+    fn run(id: &str, status: RunStatus) -> RunRecord {
+        RunRecord {
+            key: RunKey::new("default", id),
+            app: "app".into(),
+            version: "v".into(),
+            function: "f".into(),
+            status,
+            event_ids: vec![],
+            retries: 0,
+            attempt: 0,
+            wake_at: None,
+            created_at: 0,
+            started_at: None,
+            ended_at: None,
+            output: None,
+            error: None,
+        }
+    }
+
+    #[test]
+    fn runs_leave_the_active_set_when_they_end_and_batches_apply_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let journal = SledJournal::open(dir.path()).unwrap();
+        let key = RunKey::new("default", "r1");
+        let timer = Timer {
+            at: 10,
+            key: key.clone(),
+            seq: 0,
+            kind: TimerKind::Sleep,
+        };
+        let step = StepRecord {
+            seq: 0,
+            id: "nap".into(),
+            kind: StepKind::Sleep,
+            status: StepStatus::Sleeping,
+            attempts: 0,
+            output: None,
+            error: None,
+            started_at: 0,
+            ended_at: None,
+            wake_at: Some(10),
+            wait: None,
+        };
+        journal
+            .apply(vec![
+                Op::PutRun(run("r1", RunStatus::Sleeping)),
+                Op::PutStep(key.clone(), step.clone()),
+                Op::PutTimer(timer.clone()),
+            ])
+            .unwrap();
+        assert_eq!(journal.active_runs().unwrap().len(), 1);
+        assert_eq!(journal.steps(&key).unwrap(), vec![step]);
+        assert_eq!(journal.timers().unwrap(), vec![timer.clone()]);
+
+        journal
+            .apply(vec![
+                Op::PutRun(run("r1", RunStatus::Completed)),
+                Op::DeleteTimer(timer),
+            ])
+            .unwrap();
+        assert!(journal.active_runs().unwrap().is_empty());
+        assert!(journal.timers().unwrap().is_empty());
+        assert_eq!(
+            journal.run(&key).unwrap().unwrap().status,
+            RunStatus::Completed
+        );
+        let runs = journal
+            .list_runs(
+                "default",
+                &RunFilter {
+                    limit: 10,
+                    ..RunFilter::default()
+                },
+            )
+            .unwrap();
+        assert_eq!(runs.len(), 1);
+        assert!(
+            journal
+                .list_runs(
+                    "other-tenant",
+                    &RunFilter {
+                        limit: 10,
+                        ..RunFilter::default()
+                    }
+                )
+                .unwrap()
+                .is_empty()
+        );
+    }
+}

@@ -112,3 +112,32 @@ async fn output_printed_again_on_replay_is_logged_once() {
     let done = host.wait_status(&run, "completed", PATIENCE).await.unwrap();
     assert_eq!(log_text(&done), "before\nmiddle\nafter\n");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_guest_side_sleep_is_refused_outside_steps_and_allowed_inside() {
+    let (_dir, host) = start_host();
+    host.deploy("probe", guests::PROBE).await.unwrap();
+    let inside = json!({"ops": [{"thread_sleep": {"ms": 20, "step": "nap-inside"}}]});
+    let outside = json!({"ops": [{"local": "a"}, {"thread_sleep": {"ms": 20}}]});
+    let inside = host.send("probe/script", inside).await.unwrap();
+    let outside = host.send("probe/script", outside).await.unwrap();
+    let inside = host.run_for_event(&inside).await.unwrap();
+    let outside = host.run_for_event(&outside).await.unwrap();
+
+    let done = host
+        .wait_status(&inside, "completed", PATIENCE)
+        .await
+        .unwrap();
+    assert_eq!(done["output"], json!([20]));
+    let failed = host
+        .wait_status(&outside, "failed", PATIENCE)
+        .await
+        .unwrap();
+    assert_eq!(failed["error"]["name"], "SandboxError", "{failed:#}");
+    assert!(
+        failed["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("Use step.sleep")
+    );
+}

@@ -66,6 +66,12 @@ enum Op {
     FailFatal(String),
     /// Panic (trap) inside a step body.
     PanicInStep(String),
+    /// `std::thread::sleep` for `ms`, inside step `step` or outside steps.
+    ThreadSleep {
+        ms: u64,
+        #[serde(default)]
+        step: Option<String>,
+    },
 }
 
 fn script(ctx: Ctx<Script>) -> Result<Value, Error> {
@@ -128,6 +134,14 @@ fn script(ctx: Ctx<Script>) -> Result<Value, Error> {
             }
             Op::Fail(message) => return Err(Error::new(message)),
             Op::FailFatal(message) => return Err(NonRetriableError::new(message).into()),
+            Op::ThreadSleep { ms, step: None } => {
+                std::thread::sleep(std::time::Duration::from_millis(*ms));
+                json!(null)
+            }
+            Op::ThreadSleep { ms, step: Some(id) } => step.run(id, || {
+                std::thread::sleep(std::time::Duration::from_millis(*ms));
+                Ok::<_, Error>(json!(ms))
+            })?,
             Op::PanicInStep(id) => step.run(id, || -> Result<Value, Error> {
                 panic!("deliberate panic in {id}")
             })?,
