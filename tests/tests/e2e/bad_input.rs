@@ -3,15 +3,27 @@
 use crate::{PATIENCE, start_host};
 use reqwest::Method;
 use serde_json::{Value, json};
-use stepwise_tests::guests;
+use stepwise_tests::{HostProcess, guests};
 
-async fn answer(response: reqwest::Response) -> (u16, String) {
-    let status = response.status().as_u16();
-    let body: Value = response.json().await.unwrap_or(Value::Null);
-    (
-        status,
-        body["error"].as_str().unwrap_or_default().to_string(),
-    )
+/// Sends `body` and checks the host refuses it with `status` and an error
+/// message containing `says`.
+async fn refused(
+    host: &HostProcess,
+    method: Method,
+    path: &str,
+    body: impl Into<reqwest::Body>,
+    status: u16,
+    says: &str,
+) {
+    let response = host.request(method, path).body(body).send().await.unwrap();
+    assert_eq!(response.status().as_u16(), status, "{path}");
+    let answer: Value = response.json().await.unwrap_or(Value::Null);
+    assert_eq!(answer["status"], status, "{answer}");
+    let error = answer["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains(says),
+        "{path}: expected {says:?} in {error:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -20,147 +32,131 @@ async fn bad_requests_are_refused_clearly_and_corrupt_nothing() {
     host.deploy("process-order", guests::PROCESS_ORDER)
         .await
         .unwrap();
-    let good = host.send("shop/order.created", json!({"orderId": "o-1", "userId": "u-1", "paymentDelay": "1ms", "paymentTimeout": "100ms"})).await.unwrap();
-    let key = host.event_key.clone();
+    let order = |id: &str| json!({"orderId": id, "userId": "u", "paymentDelay": "1ms", "paymentTimeout": "100ms"});
+    let good = host.send("shop/order.created", order("o-1")).await.unwrap();
+    let events = format!("/e/{}", host.event_key);
+    let probe = || std::fs::read(guests::PROBE).unwrap();
 
-    let (status, error) = answer(
-        host.request(Method::POST, &format!("/e/{key}"))
-            .body("{\"name\": ")
-            .send()
-            .await
-            .unwrap(),
+    refused(
+        &host,
+        Method::POST,
+        &events,
+        "{\"name\": ",
+        400,
+        "not valid JSON",
     )
     .await;
-    assert_eq!(status, 400);
-    assert!(error.contains("not valid JSON"), "{error}");
-
-    let (status, error) = answer(
-        host.request(Method::POST, &format!("/e/{key}"))
-            .body("[{\"data\": {}}]")
-            .send()
-            .await
-            .unwrap(),
+    refused(
+        &host,
+        Method::POST,
+        &events,
+        "[{\"data\": {}}]",
+        400,
+        "event 0: \"name\" is missing",
     )
     .await;
-    assert_eq!(status, 400);
-    assert!(error.contains("event 0: \"name\" is missing"), "{error}");
-
-    let (status, error) = answer(
-        host.request(Method::POST, "/e/not-the-key")
-            .json(&json!({"name": "a"}))
-            .send()
-            .await
-            .unwrap(),
+    refused(
+        &host,
+        Method::POST,
+        "/e/not-the-key",
+        "{\"name\": \"a\"}",
+        401,
+        "event key not found",
     )
     .await;
-    assert_eq!(status, 401);
-    assert!(error.contains("event key not found"), "{error}");
-
-    let huge = json!({"name": "big", "data": {"blob": "x".repeat(600 * 1024)}});
-    let (status, error) = answer(
-        host.request(Method::POST, &format!("/e/{key}"))
-            .json(&huge)
-            .send()
-            .await
-            .unwrap(),
+    let huge = json!({"name": "big", "data": {"blob": "x".repeat(600 * 1024)}}).to_string();
+    refused(
+        &host,
+        Method::POST,
+        &events,
+        huge,
+        413,
+        "at most 524288 bytes",
     )
     .await;
-    assert_eq!(status, 413);
-    assert!(error.contains("at most 524288 bytes"), "{error}");
-
-    let (status, error) = answer(
-        host.request(Method::PUT, "/v1/apps/junk")
-            .body("this is not wasm")
-            .send()
-            .await
-            .unwrap(),
+    refused(
+        &host,
+        Method::PUT,
+        "/v1/apps/junk",
+        "this is not wasm",
+        422,
+        "not WebAssembly",
     )
     .await;
-    assert_eq!(status, 422);
-    assert!(error.contains("not WebAssembly"), "{error}");
-
-    let mut truncated = std::fs::read(guests::PROBE).unwrap();
+    let mut truncated = probe();
     truncated.truncate(truncated.len() / 2);
-    let (status, error) = answer(
-        host.request(Method::PUT, "/v1/apps/truncated")
-            .body(truncated)
-            .send()
-            .await
-            .unwrap(),
+    refused(
+        &host,
+        Method::PUT,
+        "/v1/apps/truncated",
+        truncated,
+        422,
+        "not a valid WebAssembly component",
     )
     .await;
-    assert_eq!(status, 422);
-    assert!(
-        error.contains("not a valid WebAssembly component"),
-        "{error}"
-    );
-
     let command = std::fs::read(guests::NOT_AN_APP).unwrap();
-    let (status, error) = answer(
-        host.request(Method::PUT, "/v1/apps/command")
-            .body(command)
-            .send()
-            .await
-            .unwrap(),
+    refused(
+        &host,
+        Method::PUT,
+        "/v1/apps/command",
+        command,
+        422,
+        "not a Stepwise app",
     )
     .await;
-    assert_eq!(status, 422);
-    assert!(error.contains("not a Stepwise app"), "{error}");
-
-    let (status, error) = answer(
-        host.request(Method::PUT, "/v1/apps/bad%20name")
-            .body(std::fs::read(guests::PROBE).unwrap())
-            .send()
-            .await
-            .unwrap(),
+    refused(
+        &host,
+        Method::PUT,
+        "/v1/apps/bad%20name",
+        probe(),
+        422,
+        "invalid app name",
     )
     .await;
-    assert_eq!(status, 422);
-    assert!(error.contains("invalid app name"), "{error}");
-
-    let (status, _) = answer(
-        host.request(Method::GET, "/v1/runs/01NOSUCHRUN")
-            .send()
-            .await
-            .unwrap(),
+    refused(
+        &host,
+        Method::GET,
+        "/v1/runs/01NOSUCHRUN",
+        "",
+        404,
+        "not found",
     )
     .await;
-    assert_eq!(status, 404);
-    let (status, error) = answer(
-        host.request(Method::GET, "/v1/runs?status=bogus")
-            .send()
-            .await
-            .unwrap(),
+    refused(
+        &host,
+        Method::GET,
+        "/v1/runs?status=bogus",
+        "",
+        400,
+        "unknown status",
     )
     .await;
-    assert_eq!(status, 400);
-    assert!(error.contains("unknown status"), "{error}");
 
     // None of it was stored or broke anything: the only app and event are
     // the good ones, the good run completes, and all of it survives a restart.
     let run = host.run_for_event(&good).await.unwrap();
     host.wait_status(&run, "completed", PATIENCE).await.unwrap();
     host.restart().unwrap();
-    let apps = host
+    let apps: Value = host
         .request(Method::GET, "/v1/apps")
         .send()
         .await
         .unwrap()
-        .json::<Value>()
+        .json()
         .await
         .unwrap();
     assert_eq!(apps.as_array().unwrap().len(), 1, "{apps:#}");
-    let events = host
+    let events: Value = host
         .request(Method::GET, "/v1/events")
         .send()
         .await
         .unwrap()
-        .json::<Value>()
+        .json()
         .await
         .unwrap();
     assert_eq!(events.as_array().unwrap().len(), 1, "{events:#}");
     host.wait_status(&run, "completed", PATIENCE).await.unwrap();
-    let next = host.send("shop/order.created", json!({"orderId": "o-2", "userId": "u-2", "paymentDelay": "1ms", "paymentTimeout": "100ms"})).await.unwrap();
+    let next = host.send("shop/order.created", order("o-2")).await.unwrap();
     let next = host.run_for_event(&next).await.unwrap();
     host.wait_status(&next, "completed", PATIENCE)
         .await

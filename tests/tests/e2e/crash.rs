@@ -3,7 +3,7 @@
 //! finishes and no completed step body runs twice (counted by the loopback
 //! server the step bodies call).
 
-use crate::{PATIENCE, start_host};
+use crate::{PATIENCE, start_host, start_script};
 use serde_json::json;
 use std::time::Duration;
 use stepwise_tests::{Loopback, Plan, guests};
@@ -15,11 +15,7 @@ async fn killed_mid_step_the_run_resumes_and_completed_steps_do_not_rerun() {
     let loopback = Loopback::start().await.unwrap();
     loopback.plan("slow", Plan::Hold);
     let ops = json!([{"run": "a"}, {"run": "b"}, {"run": "slow"}, {"run": "c"}]);
-    let event = host
-        .send("probe/script", json!({"url": loopback.url, "ops": ops}))
-        .await
-        .unwrap();
-    let run = host.run_for_event(&event).await.unwrap();
+    let run = start_script(&host, json!({"url": loopback.url, "ops": ops})).await;
     assert!(
         loopback.wait_hits(&run, "slow", 1, PATIENCE).await,
         "the step body never started"
@@ -47,11 +43,7 @@ async fn killed_while_sleeping_the_run_wakes_after_restart() {
     host.deploy("probe", guests::PROBE).await.unwrap();
     let loopback = Loopback::start().await.unwrap();
     let ops = json!([{"run": "a"}, {"sleep": {"id": "nap", "duration": "1500ms"}}, {"run": "b"}]);
-    let event = host
-        .send("probe/script", json!({"url": loopback.url, "ops": ops}))
-        .await
-        .unwrap();
-    let run = host.run_for_event(&event).await.unwrap();
+    let run = start_script(&host, json!({"url": loopback.url, "ops": ops})).await;
     host.wait_status(&run, "sleeping", PATIENCE).await.unwrap();
 
     host.kill();
@@ -135,11 +127,7 @@ async fn a_cancelled_sleeping_run_never_resumes() {
     host.deploy("probe", guests::PROBE).await.unwrap();
     let loopback = Loopback::start().await.unwrap();
     let ops = json!([{"run": "a"}, {"sleep": {"id": "nap", "duration": "500ms"}}, {"run": "b"}]);
-    let event = host
-        .send("probe/script", json!({"url": loopback.url, "ops": ops}))
-        .await
-        .unwrap();
-    let run = host.run_for_event(&event).await.unwrap();
+    let run = start_script(&host, json!({"url": loopback.url, "ops": ops})).await;
     host.wait_status(&run, "sleeping", PATIENCE).await.unwrap();
     let cancelled = host
         .request(reqwest::Method::POST, &format!("/v1/runs/{run}/cancel"))

@@ -1,7 +1,7 @@
 //! What the sandbox enforces outside step bodies: logical time, seeded
 //! randomness, no network, stable step ids, and output logged once.
 
-use crate::{PATIENCE, log_text, start_host, step_ids};
+use crate::{PATIENCE, log_text, start_host, start_script, step_ids};
 use serde_json::json;
 use stepwise_tests::{Loopback, Plan, guests};
 
@@ -12,11 +12,7 @@ async fn clock_and_random_outside_steps_replay_identically() {
     // Step ids built from the clock and a random number read outside steps;
     // the sleep forces a replay, which must rebuild the same ids.
     let ops = json!([{"clock_step": "clock"}, {"random_step": "rand"}, {"sleep": {"id": "nap", "duration": "300ms"}}, {"local": "end"}]);
-    let event = host
-        .send("probe/script", json!({"ops": ops}))
-        .await
-        .unwrap();
-    let run = host.run_for_event(&event).await.unwrap();
+    let run = start_script(&host, json!({"ops": ops})).await;
     let done = host.wait_status(&run, "completed", PATIENCE).await.unwrap();
     let ids = step_ids(&done);
     assert_eq!(ids.len(), 4, "{done:#}");
@@ -37,11 +33,7 @@ async fn code_that_calls_other_steps_on_replay_fails_with_a_determinism_error() 
     loopback.plan("flip", Plan::FailTimes(1));
     // The step id carries ctx.attempt: `flip-0` fails, and the retry calls `flip-1`.
     let ops = json!([{"local": "a"}, {"attempt_step": "flip"}]);
-    let event = host
-        .send("probe/script", json!({"url": loopback.url, "ops": ops}))
-        .await
-        .unwrap();
-    let run = host.run_for_event(&event).await.unwrap();
+    let run = start_script(&host, json!({"url": loopback.url, "ops": ops})).await;
     let failed = host.wait_status(&run, "failed", PATIENCE).await.unwrap();
     assert_eq!(failed["error"]["name"], "DeterminismError", "{failed:#}");
     let message = failed["error"]["message"].as_str().unwrap();
@@ -64,11 +56,7 @@ async fn repeated_step_ids_get_suffixes() {
     let (_dir, host) = start_host();
     host.deploy("probe", guests::PROBE).await.unwrap();
     let ops = json!([{"local": "a"}, {"local": "a"}, {"local": "b"}, {"local": "a"}]);
-    let event = host
-        .send("probe/script", json!({"ops": ops}))
-        .await
-        .unwrap();
-    let run = host.run_for_event(&event).await.unwrap();
+    let run = start_script(&host, json!({"ops": ops})).await;
     let done = host.wait_status(&run, "completed", PATIENCE).await.unwrap();
     assert_eq!(step_ids(&done), ["a", "a:1", "b", "a:2"]);
 }
@@ -104,11 +92,7 @@ async fn output_printed_again_on_replay_is_logged_once() {
     let (_dir, host) = start_host();
     host.deploy("probe", guests::PROBE).await.unwrap();
     let ops = json!([{"print": "before"}, {"sleep": {"id": "a", "duration": "200ms"}}, {"print": "middle"}, {"sleep": {"id": "b", "duration": "200ms"}}, {"print": "after"}]);
-    let event = host
-        .send("probe/script", json!({"ops": ops}))
-        .await
-        .unwrap();
-    let run = host.run_for_event(&event).await.unwrap();
+    let run = start_script(&host, json!({"ops": ops})).await;
     let done = host.wait_status(&run, "completed", PATIENCE).await.unwrap();
     assert_eq!(log_text(&done), "before\nmiddle\nafter\n");
 }

@@ -46,3 +46,12 @@ pub fn log_text(run: &serde_json::Value) -> String {
         .map(|l| l["text"].as_str().unwrap_or_default())
         .collect()
 }
+
+/// Sends `probe/script` with `data` and returns the id of the run it starts.
+pub async fn start_script(host: &HostProcess, data: serde_json::Value) -> String {
+    let event = host
+        .send("probe/script", data)
+        .await
+        .expect("sending the script");
+    host.run_for_event(&event).await.expect("the script's run")
+}
