@@ -2,6 +2,7 @@
 //! deploys real components over HTTP and drives them with events.
 
 mod bad_input;
+mod cli;
 mod crash;
 mod determinism;
 mod process_order;

@@ -1,7 +1,7 @@
 //! Retries, NonRetriableError and handler failures, counted by the
 //! loopback server rather than by the host's own records.
 
-use crate::{PATIENCE, start_host, step_ids};
+use crate::{PATIENCE, start_host, start_script, step_ids};
 use serde_json::{Value, json};
 use stepwise_tests::{Loopback, Plan, guests};
 
@@ -181,4 +181,29 @@ async fn a_trap_in_a_step_body_is_a_failed_attempt() {
         crate::log_text(&failed).contains("deliberate panic in boom"),
         "the panic message is in the log"
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_handler_may_catch_a_step_that_failed_for_good_and_go_on() {
+    let (_dir, host) = start_host();
+    host.deploy("probe", guests::PROBE).await.unwrap();
+    let loopback = Loopback::start().await.unwrap();
+    loopback.plan("flaky", Plan::FailTimes(100));
+    let ops = json!([{"run_catch": "flaky"}, {"run": "after"}]);
+    let run = start_script(&host, script(&loopback, ops)).await;
+    let done = host.wait_status(&run, "completed", PATIENCE).await.unwrap();
+    assert_eq!(
+        loopback.hits(&run, "flaky"),
+        4,
+        "all attempts were used first"
+    );
+    assert!(
+        done["output"][0]["caught"]
+            .as_str()
+            .unwrap()
+            .contains("planned failure 4 of 100"),
+        "{done:#}"
+    );
+    assert_eq!(loopback.hits(&run, "after"), 1);
+    assert_eq!(done["steps"][0]["status"], "failed");
 }

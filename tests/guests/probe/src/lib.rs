@@ -37,6 +37,9 @@ enum Op {
     /// A step whose body calls `{url}/step/{run}/{id}`; 5xx fails it
     /// (retriable), 4xx fails it for good, 2xx returns the JSON body.
     Run(String),
+    /// Like `run`, but a final failure is caught by the handler and
+    /// returned as `{"caught": message}` instead of failing the run.
+    RunCatch(String),
     /// A step with no I/O returning its id.
     Local(String),
     /// `step.sleep(id, duration)`.
@@ -83,6 +86,13 @@ fn script(ctx: Ctx<Script>) -> Result<Value, Error> {
             Op::Run(id) => {
                 let target = format!("{url}/step/{}/{id}", ctx.run_id);
                 step.run(id, || call(&target))?
+            }
+            Op::RunCatch(id) => {
+                let target = format!("{url}/step/{}/{id}", ctx.run_id);
+                match step.run(id, || call(&target)) {
+                    Ok(value) => value,
+                    Err(error) => json!({ "caught": error.message() }),
+                }
             }
             Op::Local(id) => step.run(id, || Ok::<_, Error>(json!(id)))?,
             Op::Sleep { id, duration } => {
