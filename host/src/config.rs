@@ -33,6 +33,9 @@ impl Default for Limits {
 pub struct HostConfig {
     /// Where the journal and the compiled-code cache live.
     pub data_dir: PathBuf,
+    /// Where compiled components are cached (default `data_dir/compiled`);
+    /// hosts of the same build may share one.
+    pub compiled_dir: Option<PathBuf>,
     /// The HTTP address.
     pub listen: SocketAddr,
     /// The default tenant's event key; generated and kept in the journal
@@ -49,6 +52,7 @@ impl HostConfig {
     pub fn new(data_dir: PathBuf) -> Self {
         HostConfig {
             data_dir,
+            compiled_dir: None,
             listen: SocketAddr::from(([127, 0, 0, 1], 8288)),
             event_key: None,
             backoff: Backoff::default(),

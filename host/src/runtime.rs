@@ -102,8 +102,12 @@ impl Stepwise {
             catalog.clone(),
         ));
         let (scheduler, loops) = Scheduler::new();
+        let compiled_dir = config
+            .compiled_dir
+            .clone()
+            .unwrap_or_else(|| config.data_dir.join("compiled"));
         let executor = Arc::new(Executor::new(
-            &config.data_dir,
+            &compiled_dir,
             journal.clone(),
             config.limits.clone(),
         )?);

@@ -4,9 +4,11 @@
 
 pub mod host;
 pub mod loopback;
+pub mod polyglot;
 
 pub use host::{HostOptions, HostProcess};
 pub use loopback::{Loopback, Plan};
+pub use polyglot::python_app;
 
 /// The compiled example and test components, built by `build.rs`.
 pub mod guests {
@@ -20,4 +22,9 @@ pub mod guests {
     pub const PROBE: &str = env!("PROBE_WASM");
     /// `tests/guests/not-an-app`: a WASI command, not a Stepwise app.
     pub const NOT_AN_APP: &str = env!("NOT_AN_APP_WASM");
+    /// The Python examples' sources (built by the tests with `stepwise build`).
+    pub const PYTHON_PROCESS_ORDER: &str = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../examples/python/process-order/app.py"
+    );
 }

@@ -1,6 +1,8 @@
-//! The `stepwise` command: run a host (`serve`, `dev`) or talk to one
-//! (`deploy`, `send`, `runs`, `run`, `cancel`, `functions`, `events`).
+//! The `stepwise` command: run a host (`serve`, `dev`), build a Python app
+//! (`build`), or talk to a host (`deploy`, `send`, `runs`, `run`, `cancel`,
+//! `functions`, `events`).
 
+mod build;
 mod client;
 mod serve;
 
@@ -24,6 +26,18 @@ enum Command {
     Serve(ServeArgs),
     /// Build the example apps, run a host, and deploy them to it.
     Dev(DevArgs),
+    /// Build a Python app (`app.py`) into a component, with componentize-py.
+    Build {
+        /// The app's main module.
+        source: PathBuf,
+        /// Where to write the component (default: beside the source, `.wasm`).
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+        /// The componentize-py to use (default: $STEPWISE_COMPONENTIZE_PY,
+        /// else `componentize-py` on the PATH).
+        #[arg(long)]
+        componentize_py: Option<PathBuf>,
+    },
     /// Upload a component as a new version of an app.
     Deploy {
         /// The `.wasm` component.
@@ -111,6 +125,10 @@ pub struct ServeArgs {
     /// Most step calls a run may make.
     #[arg(long, default_value_t = 1_000)]
     max_steps_per_run: u32,
+    /// Where to cache compiled components (default: DATA/compiled); hosts
+    /// of the same stepwise build may share one.
+    #[arg(long, env = "STEPWISE_COMPILED_DIR")]
+    compiled_dir: Option<PathBuf>,
 }
 
 /// `dev` = `serve` plus the examples.
@@ -162,6 +180,15 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Serve(args) => serve::serve(args, None).await,
         Command::Dev(args) => {
             serve::serve(args.serve, Some(serve::examples_dir(args.examples)?)).await
+        }
+        Command::Build {
+            source,
+            output,
+            componentize_py,
+        } => {
+            let built = build::build(&source, output, componentize_py)?;
+            println!("built {}", built.display());
+            Ok(())
         }
         Command::Deploy { file, app, server } => client::deploy(&server, &file, app).await,
         Command::Send {

@@ -26,6 +26,7 @@ pub async fn serve(args: ServeArgs, examples: Option<PathBuf>) -> Result<()> {
     init_logging();
     let config = HostConfig {
         data_dir: args.data_dir.clone(),
+        compiled_dir: args.compiled_dir.clone(),
         listen: args.listen,
         event_key: args.event_key.clone(),
         backoff: Backoff::scaled(args.retry_backoff_scale),

@@ -96,8 +96,8 @@ pub struct Executor {
 }
 
 impl Executor {
-    /// An executor keeping compiled code under `data_dir/compiled`.
-    pub fn new(data_dir: &Path, journal: Arc<dyn Journal>, limits: Limits) -> Result<Self> {
+    /// An executor keeping compiled code in `compiled_dir`.
+    pub fn new(compiled_dir: &Path, journal: Arc<dyn Journal>, limits: Limits) -> Result<Self> {
         let mut pool = PoolingAllocationConfig::default();
         let instances = limits.max_instances;
         pool.total_component_instances(instances)
@@ -143,7 +143,7 @@ impl Executor {
 
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
         engine.precompile_compatibility_hash().hash(&mut hasher);
-        let compiled_dir = data_dir.join("compiled");
+        let compiled_dir = compiled_dir.to_path_buf();
         std::fs::create_dir_all(&compiled_dir)
             .with_context(|| format!("creating {}", compiled_dir.display()))?;
         Ok(Executor {
@@ -194,7 +194,12 @@ impl Executor {
             .map_err(|e| InspectError::Invalid(not_a_component(&e)))?;
         match component.serialize() {
             Ok(compiled) => {
-                let partial = path.with_extension("partial");
+                // A unique name: hosts sharing the cache may compile at once.
+                let partial = path.with_extension(format!(
+                    "{}.{}.partial",
+                    std::process::id(),
+                    rand::random::<u32>()
+                ));
                 let written = std::fs::write(&partial, compiled)
                     .and_then(|()| std::fs::rename(&partial, &path));
                 if let Err(error) = written {

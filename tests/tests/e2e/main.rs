@@ -3,6 +3,7 @@
 
 mod bad_input;
 mod cli;
+mod conformance;
 mod crash;
 mod determinism;
 mod process_order;
@@ -21,8 +22,16 @@ pub fn start_host() -> (tempfile::TempDir, HostProcess) {
     start_host_with(HostOptions::default())
 }
 
+/// Shared by every test's host, so that each component is compiled once.
+pub fn compiled_cache() -> String {
+    format!("{}/compiled", env!("CARGO_TARGET_TMPDIR"))
+}
+
 /// A fresh host with `options`.
-pub fn start_host_with(options: HostOptions) -> (tempfile::TempDir, HostProcess) {
+pub fn start_host_with(mut options: HostOptions) -> (tempfile::TempDir, HostProcess) {
+    options
+        .extra_args
+        .extend(["--compiled-dir".to_string(), compiled_cache()]);
     let dir = tempfile::tempdir().expect("temp dir");
     let host = HostProcess::start(STEPWISE, dir.path(), options).expect("starting the host");
     (dir, host)
@@ -55,4 +64,13 @@ pub async fn start_script(host: &HostProcess, data: serde_json::Value) -> String
         .await
         .expect("sending the script");
     host.run_for_event(&event).await.expect("the script's run")
+}
+
+/// The Python example at `source`, built with `stepwise build`.
+pub fn python_app(source: &str) -> String {
+    let tools = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("tools");
+    stepwise_tests::python_app(STEPWISE, std::path::Path::new(source), &tools)
+        .expect("building a Python app")
+        .to_string_lossy()
+        .into_owned()
 }

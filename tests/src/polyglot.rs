@@ -1,0 +1,100 @@
+//! Building the Python apps the tests run, with the CLI under test
+//! (`stepwise build`) and a pinned componentize-py, installed into the
+//! target directory when the machine does not have it.
+
+use anyhow::{Context, Result, bail};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Mutex;
+
+/// The componentize-py release the Python SDK is tested against.
+pub const COMPONENTIZE_PY_VERSION: &str = "0.25.1";
+
+static BUILT: Mutex<Option<HashMap<PathBuf, PathBuf>>> = Mutex::new(None);
+
+/// Builds the Python app `source` with `stepwise build` (once per test
+/// process) into `tools`, and returns the component's path.
+pub fn python_app(stepwise: &str, source: &Path, tools: &Path) -> Result<PathBuf> {
+    let mut built = BUILT.lock().unwrap_or_else(|p| p.into_inner());
+    let built = built.get_or_insert_with(HashMap::new);
+    if let Some(path) = built.get(source) {
+        return Ok(path.clone());
+    }
+    let componentize_py = componentize_py(tools)?;
+    let name = source
+        .parent()
+        .and_then(|p| p.file_name())
+        .context("the app has no folder")?
+        .to_string_lossy()
+        .into_owned();
+    let output = tools.join("guests").join(format!("python-{name}.wasm"));
+    std::fs::create_dir_all(output.parent().unwrap())?;
+    let result = Command::new(stepwise)
+        .arg("build")
+        .arg(source)
+        .arg("-o")
+        .arg(&output)
+        .arg("--componentize-py")
+        .arg(&componentize_py)
+        .output()
+        .context("running stepwise build")?;
+    if !result.status.success() {
+        bail!(
+            "stepwise build {} failed:\n{}{}",
+            source.display(),
+            String::from_utf8_lossy(&result.stdout),
+            String::from_utf8_lossy(&result.stderr)
+        );
+    }
+    built.insert(source.to_path_buf(), output.clone());
+    Ok(output)
+}
+
+/// `STEPWISE_COMPONENTIZE_PY`, else the pinned release on the PATH, else the
+/// pinned release installed (once) into a virtualenv under `tools`.
+pub fn componentize_py(tools: &Path) -> Result<PathBuf> {
+    if let Some(path) = std::env::var_os("STEPWISE_COMPONENTIZE_PY") {
+        return Ok(PathBuf::from(path));
+    }
+    let pinned = |tool: &Path| {
+        Command::new(tool)
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains(COMPONENTIZE_PY_VERSION))
+    };
+    if pinned(Path::new("componentize-py")) {
+        return Ok(PathBuf::from("componentize-py"));
+    }
+    let venv = tools.join(format!("componentize-py-{COMPONENTIZE_PY_VERSION}"));
+    let tool = venv.join("bin/componentize-py");
+    if pinned(&tool) {
+        return Ok(tool);
+    }
+    let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
+    let created = Command::new(&python)
+        .args(["-m", "venv"])
+        .arg(&venv)
+        .status()
+        .with_context(|| {
+            format!("running {python} -m venv (Python 3 is needed to build Python apps)")
+        })?;
+    if !created.success() {
+        bail!("{python} -m venv {} failed", venv.display());
+    }
+    let installed = Command::new(venv.join("bin/pip"))
+        .args([
+            "install",
+            "--quiet",
+            &format!("componentize-py=={COMPONENTIZE_PY_VERSION}"),
+        ])
+        .status()
+        .context("running pip")?;
+    if !installed.success() || !pinned(&tool) {
+        bail!(
+            "pip could not install componentize-py=={COMPONENTIZE_PY_VERSION} into {}",
+            venv.display()
+        );
+    }
+    Ok(tool)
+}
