@@ -27,4 +27,14 @@ pub mod guests {
         env!("CARGO_MANIFEST_DIR"),
         "/../examples/python/process-order/app.py"
     );
+    /// `examples/python/fan-out-loop/app.py`.
+    pub const PYTHON_FAN_OUT_LOOP: &str = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../examples/python/fan-out-loop/app.py"
+    );
+    /// `examples/python/flaky-retry/app.py`.
+    pub const PYTHON_FLAKY_RETRY: &str = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../examples/python/flaky-retry/app.py"
+    );
 }
