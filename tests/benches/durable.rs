@@ -46,6 +46,9 @@ fn main() -> Result<()> {
         if wants("replay") {
             replay_cost().await?;
         }
+        if wants("python") {
+            python_rows().await?;
+        }
         Ok(())
     })
 }
@@ -57,12 +60,16 @@ struct Bench {
 }
 
 async fn bench_host(max_steps: u32) -> Result<Bench> {
+    bench_host_with(max_steps, guests::PROBE).await
+}
+
+async fn bench_host_with(max_steps: u32, component: &str) -> Result<Bench> {
     let dir = tempfile::tempdir()?;
     let mut config = HostConfig::new(dir.path().to_path_buf());
     config.backoff = Backoff::scaled(0.001);
     config.limits.max_steps_per_run = max_steps;
     let host = Stepwise::start(config).await?;
-    let bytes = std::fs::read(guests::PROBE)?;
+    let bytes = std::fs::read(component)?;
     let deployed = host
         .deploy(DEFAULT_TENANT, "probe", bytes)
         .await
@@ -284,4 +291,59 @@ fn machine() -> String {
         "{cpu}, {cores} cores available{}",
         if disk { ", Linux" } else { "" }
     )
+}
+
+/// The Python build of the ten-step function: start cost and steps/s.
+async fn python_rows() -> Result<()> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let tools = Path::new(env!("CARGO_TARGET_TMPDIR")).join("tools");
+    let stepwise = root.join("../target/release/stepwise");
+    anyhow::ensure!(
+        stepwise.exists(),
+        "build the CLI first: cargo build --release -p stepwise-host"
+    );
+    let source = root.join("guests/python/ten-steps/app.py");
+    let component = stepwise_tests::python_app(stepwise.to_str().unwrap(), &source, &tools)?;
+    let size = std::fs::metadata(&component)?.len();
+    let bench = bench_host_with(1_000, component.to_str().unwrap()).await?;
+    let host = &bench.host;
+    for _ in 0..50 {
+        host.executor.registration(&bench.version).await?;
+    }
+    let mut samples = Vec::new();
+    for _ in 0..500 {
+        let t = Instant::now();
+        host.executor.registration(&bench.version).await?;
+        samples.push(t.elapsed().as_secs_f64() * 1e6);
+    }
+    println!(
+        "(py a) Python run start ({:.1} MB component): median {:.1} µs, p99 {:.1} µs",
+        size as f64 / 1e6,
+        median(samples.clone()),
+        percentile(samples, 0.99)
+    );
+    let mut lone = Vec::new();
+    for _ in 0..30 {
+        let (_, elapsed) = run_all(host, vec![event("bench/ten-steps", json!({}))]).await?;
+        lone.push(elapsed.as_secs_f64() * 1e6);
+    }
+    println!(
+        "(py b1) Python, one run of 10 durable steps: median {:.0} µs",
+        median(lone)
+    );
+    let mut rates = Vec::new();
+    for round in 0..4 {
+        let events = (0..256)
+            .map(|_| event("bench/ten-steps", json!({})))
+            .collect();
+        let (_, elapsed) = run_all(host, events).await?;
+        if round > 0 {
+            rates.push(2_560.0 / elapsed.as_secs_f64());
+        }
+    }
+    println!(
+        "(py b2) Python, 256 concurrent runs x 10 durable steps: median {:.0} steps/s",
+        median(rates)
+    );
+    Ok(())
 }
