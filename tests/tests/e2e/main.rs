@@ -6,6 +6,7 @@ mod cli;
 mod conformance;
 mod crash;
 mod determinism;
+mod inngest_client;
 mod process_order;
 mod retries;
 
