@@ -303,7 +303,7 @@ async fn python_rows() -> Result<()> {
         "build the CLI first: cargo build --release -p stepwise-host"
     );
     let source = root.join("guests/python/ten-steps/app.py");
-    let component = stepwise_tests::python_app(stepwise.to_str().unwrap(), &source, &tools)?;
+    let component = stepwise_tests::guest_app(stepwise.to_str().unwrap(), &source, &tools)?;
     let size = std::fs::metadata(&component)?.len();
     let bench = bench_host_with(1_000, component.to_str().unwrap()).await?;
     let host = &bench.host;

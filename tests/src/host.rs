@@ -136,11 +136,13 @@ impl HostProcess {
     /// Deploys a component file as `app`.
     pub async fn deploy(&self, app: &str, file: &str) -> Result<Value> {
         let bytes = std::fs::read(file).with_context(|| format!("reading {file}"))?;
-        self.json(
-            self.request(reqwest::Method::PUT, &format!("/v1/apps/{app}"))
-                .body(bytes),
-        )
-        .await
+        // Compiling a 10-20 MB Python or JavaScript component takes a while
+        // on a loaded 2-core machine.
+        let request = self
+            .request(reqwest::Method::PUT, &format!("/v1/apps/{app}"))
+            .timeout(Duration::from_secs(600))
+            .body(bytes);
+        self.json(request).await
     }
 
     /// Sends one event through Inngest's event API; returns its id.

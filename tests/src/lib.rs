@@ -8,7 +8,7 @@ pub mod polyglot;
 
 pub use host::{HostOptions, HostProcess};
 pub use loopback::{Loopback, Plan};
-pub use polyglot::python_app;
+pub use polyglot::guest_app;
 
 /// The compiled example and test components, built by `build.rs`.
 pub mod guests {
@@ -31,6 +31,21 @@ pub mod guests {
     pub const PYTHON_FAN_OUT_LOOP: &str = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/../examples/python/fan-out-loop/app.py"
+    );
+    /// `examples/js/process-order/app.js`.
+    pub const JS_PROCESS_ORDER: &str = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../examples/js/process-order/app.js"
+    );
+    /// `examples/js/fan-out-loop/app.js`.
+    pub const JS_FAN_OUT_LOOP: &str = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../examples/js/fan-out-loop/app.js"
+    );
+    /// `examples/js/flaky-retry/app.js`.
+    pub const JS_FLAKY_RETRY: &str = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../examples/js/flaky-retry/app.js"
     );
     /// `examples/python/flaky-retry/app.py`.
     pub const PYTHON_FLAKY_RETRY: &str = concat!(

@@ -1,6 +1,7 @@
-//! Building the Python apps the tests run, with the CLI under test
-//! (`stepwise build`) and a pinned componentize-py, installed into the
-//! target directory when the machine does not have it.
+//! Building the Python and JavaScript apps the tests run, with the CLI
+//! under test (`stepwise build`): a pinned componentize-py is installed into
+//! the target directory when the machine does not have it, and the pinned
+//! JavaScript tools always are (`stepwise build` installs them there).
 
 use anyhow::{Context, Result, bail};
 use std::collections::HashMap;
@@ -13,32 +14,32 @@ pub const COMPONENTIZE_PY_VERSION: &str = "0.25.1";
 
 static BUILT: Mutex<Option<HashMap<PathBuf, PathBuf>>> = Mutex::new(None);
 
-/// Builds the Python app `source` with `stepwise build` (once per test
-/// process) into `tools`, and returns the component's path.
-pub fn python_app(stepwise: &str, source: &Path, tools: &Path) -> Result<PathBuf> {
+/// Builds the Python (`.py`) or JavaScript (`.js`) app `source` with
+/// `stepwise build` (once per test process) into `tools`, and returns the
+/// component's path.
+pub fn guest_app(stepwise: &str, source: &Path, tools: &Path) -> Result<PathBuf> {
     let mut built = BUILT.lock().unwrap_or_else(|p| p.into_inner());
     let built = built.get_or_insert_with(HashMap::new);
     if let Some(path) = built.get(source) {
         return Ok(path.clone());
     }
-    let componentize_py = componentize_py(tools)?;
+    let language = source.extension().and_then(|e| e.to_str()).unwrap_or("");
     let name = source
         .parent()
         .and_then(|p| p.file_name())
         .context("the app has no folder")?
         .to_string_lossy()
         .into_owned();
-    let output = tools.join("guests").join(format!("python-{name}.wasm"));
+    let output = tools.join("guests").join(format!("{language}-{name}.wasm"));
     std::fs::create_dir_all(output.parent().unwrap())?;
-    let result = Command::new(stepwise)
-        .arg("build")
-        .arg(source)
-        .arg("-o")
-        .arg(&output)
-        .arg("--componentize-py")
-        .arg(&componentize_py)
-        .output()
-        .context("running stepwise build")?;
+    let mut build = Command::new(stepwise);
+    build.arg("build").arg(source).arg("-o").arg(&output);
+    if language == "py" {
+        build.arg("--componentize-py").arg(componentize_py(tools)?);
+    } else {
+        build.env("STEPWISE_JS_TOOLS", tools.join("js"));
+    }
+    let result = build.output().context("running stepwise build")?;
     if !result.status.success() {
         bail!(
             "stepwise build {} failed:\n{}{}",

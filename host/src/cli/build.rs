@@ -1,6 +1,7 @@
-//! `stepwise build app.py`: a Python app to a component, with
-//! componentize-py, the WIT package and the Python SDK (both carried inside
-//! this binary, so the build needs nothing else from this repository).
+//! `stepwise build app.py` / `stepwise build app.js`: a Python app to a
+//! component with componentize-py, a JavaScript app with esbuild and
+//! componentize-js. The WIT package and both SDKs are carried inside this
+//! binary, so a build needs nothing else from this repository.
 
 use anyhow::{Context, Result, bail};
 use std::path::{Path, PathBuf};
@@ -16,22 +17,46 @@ const WIT: [(&str, &str); 3] = [
 /// The Python SDK (`import stepwise`).
 const PYTHON_SDK: &str = include_str!("../../../guest-sdk/python/stepwise/__init__.py");
 
-/// The componentize-py release the SDK is written and tested against.
-pub const COMPONENTIZE_PY_VERSION: &str = "0.25.1";
+/// The JavaScript SDK (`import ... from "stepwise"`) and its build script.
+const JS_SDK: &str = include_str!("../../../guest-sdk/js/stepwise.js");
+const JS_BUILD: &str = include_str!("../../../guest-sdk/js/build.mjs");
 
-/// Builds `source` (a `.py` file) into `output` (default: beside it, `.wasm`).
+/// The componentize-py release the Python SDK is written and tested against.
+pub const COMPONENTIZE_PY_VERSION: &str = "0.25.1";
+/// The npm packages the JavaScript build uses, pinned.
+pub const JS_TOOLS: [&str; 2] = ["@bytecodealliance/componentize-js@0.23.0", "esbuild@0.28.2"];
+
+/// Builds `source` (a `.py` or `.js` file) into `output` (default: beside
+/// it, `.wasm`).
 pub fn build(
     source: &Path,
     output: Option<PathBuf>,
     componentize_py: Option<PathBuf>,
 ) -> Result<PathBuf> {
+    let output = output.unwrap_or_else(|| source.with_extension("wasm"));
     match source.extension().and_then(|e| e.to_str()) {
-        Some("py") => {}
+        Some("py") => build_python(source, output, componentize_py),
+        Some("js" | "mjs") => build_javascript(source, output),
         _ => bail!(
-            "{} is not a Python file (.py); Rust apps are built with `cargo build --target wasm32-wasip2`",
+            "{} is neither a Python (.py) nor a JavaScript (.js) app; Rust apps are built with `cargo build --target wasm32-wasip2`",
             source.display()
         ),
     }
+}
+
+fn write_wit(dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir)?;
+    for (name, text) in WIT {
+        std::fs::write(dir.join(name), text)?;
+    }
+    Ok(())
+}
+
+fn build_python(
+    source: &Path,
+    output: PathBuf,
+    componentize_py: Option<PathBuf>,
+) -> Result<PathBuf> {
     let source = source
         .canonicalize()
         .with_context(|| format!("reading {}", source.display()))?;
@@ -46,19 +71,16 @@ pub fn build(
                 source.display()
             )
         })?;
-    let output = output.unwrap_or_else(|| source.with_extension("wasm"));
     let tool = componentize_py.unwrap_or_else(find_componentize_py);
 
     let work = tempfile::tempdir().context("creating a build directory")?;
     let wit = work.path().join("wit");
     let sdk = work.path().join("sdk/stepwise");
     let entry = work.path().join("entry");
-    for dir in [&wit, &sdk, &entry] {
+    for dir in [&sdk, &entry] {
         std::fs::create_dir_all(dir)?;
     }
-    for (name, text) in WIT {
-        std::fs::write(wit.join(name), text)?;
-    }
+    write_wit(&wit)?;
     std::fs::write(sdk.join("__init__.py"), PYTHON_SDK)?;
     std::fs::write(
         entry.join("stepwise_main.py"),
@@ -99,4 +121,79 @@ pub fn find_componentize_py() -> PathBuf {
     std::env::var_os("STEPWISE_COMPONENTIZE_PY")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("componentize-py"))
+}
+
+fn build_javascript(source: &Path, output: PathBuf) -> Result<PathBuf> {
+    let source = source
+        .canonicalize()
+        .with_context(|| format!("reading {}", source.display()))?;
+    let tools = js_tools()?;
+    // The script must sit below the tools' node_modules for Node to find them.
+    let work = tempfile::Builder::new()
+        .prefix("build-")
+        .tempdir_in(&tools)
+        .context("creating a build directory")?;
+    let wit = work.path().join("wit");
+    write_wit(&wit)?;
+    std::fs::write(work.path().join("stepwise.js"), JS_SDK)?;
+    std::fs::write(work.path().join("build.mjs"), JS_BUILD)?;
+    let output = std::path::absolute(&output)?;
+    let status = Command::new("node")
+        .arg(work.path().join("build.mjs"))
+        .arg(&source)
+        .arg(&output)
+        .arg(&wit)
+        .arg(work.path().join("stepwise.js"))
+        .status()
+        .context("could not run node (Node.js 18 or newer is needed to build JavaScript apps)")?;
+    if !status.success() {
+        bail!(
+            "building {} failed (see the output above)",
+            source.display()
+        );
+    }
+    Ok(output)
+}
+
+/// The directory with the pinned esbuild and componentize-js:
+/// `STEPWISE_JS_TOOLS`, else a cache directory; installed with npm on
+/// first use.
+pub fn js_tools() -> Result<PathBuf> {
+    let dir = match std::env::var_os("STEPWISE_JS_TOOLS") {
+        Some(dir) => PathBuf::from(dir),
+        None => {
+            let cache = std::env::var_os("XDG_CACHE_HOME")
+                .map(PathBuf::from)
+                .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+                .context("set STEPWISE_JS_TOOLS to a directory for the JavaScript build tools")?;
+            cache.join("stepwise/js-tools")
+        }
+    };
+    let stamp = dir.join("stepwise-tools.txt");
+    let wanted = JS_TOOLS.join("\n");
+    if std::fs::read_to_string(&stamp).is_ok_and(|s| s == wanted) {
+        return Ok(dir);
+    }
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    std::fs::write(dir.join("package.json"), "{\"private\": true}\n")?;
+    eprintln!(
+        "installing the JavaScript build tools into {} ({})...",
+        dir.display(),
+        JS_TOOLS.join(", ")
+    );
+    let status = Command::new("npm")
+        .args(["install", "--no-audit", "--no-fund", "--loglevel=error"])
+        .args(JS_TOOLS)
+        .current_dir(&dir)
+        .status()
+        .context("could not run npm (Node.js and npm are needed to build JavaScript apps)")?;
+    if !status.success() {
+        bail!(
+            "npm could not install {} into {}",
+            JS_TOOLS.join(" "),
+            dir.display()
+        );
+    }
+    std::fs::write(&stamp, wanted)?;
+    Ok(dir)
 }

@@ -1,5 +1,5 @@
-//! The `stepwise` command: run a host (`serve`, `dev`), build a Python app
-//! (`build`), or talk to a host (`deploy`, `send`, `runs`, `run`, `cancel`,
+//! The `stepwise` command: run a host (`serve`, `dev`), build a Python or
+//! JavaScript app (`build`), or talk to a host (`deploy`, `send`, `runs`, `run`, `cancel`,
 //! `functions`, `events`).
 
 mod build;
@@ -26,7 +26,8 @@ enum Command {
     Serve(ServeArgs),
     /// Build the example apps, run a host, and deploy them to it.
     Dev(DevArgs),
-    /// Build a Python app (`app.py`) into a component, with componentize-py.
+    /// Build a Python (`app.py`) or JavaScript (`app.js`) app into a
+    /// component.
     Build {
         /// The app's main module.
         source: PathBuf,

@@ -1,8 +1,8 @@
-//! One scenario, every language: the Rust and Python builds of an example
+//! One scenario, every language: the Rust, Python and JavaScript builds of an example
 //! must leave identical journals (step ids, kinds, statuses, attempts,
 //! outputs, order), the same run output and the same log.
 
-use crate::{PATIENCE, log_text, python_app, start_host};
+use crate::{PATIENCE, guest_app, log_text, start_host};
 use serde_json::{Value, json};
 use stepwise_tests::guests;
 
@@ -41,86 +41,114 @@ fn outcome(run: &Value) -> Outcome {
     }
 }
 
-/// process-order with the payment arriving (`pay`) or not.
-async fn process_order(component: &str, pay: bool) -> Outcome {
+/// process-order on one host: order o-1 is paid, order o-2 is not.
+async fn process_order(component: &str) -> (Outcome, Outcome) {
     let (_dir, host) = start_host();
     host.deploy("process-order", component).await.unwrap();
-    let timeout = if pay { "60s" } else { "1s" };
-    let order = json!({"orderId": "o-1", "userId": "u-1", "paymentDelay": "300ms", "paymentTimeout": timeout});
-    let event = host.send("shop/order.created", order).await.unwrap();
-    let run = host.run_for_event(&event).await.unwrap();
-    if pay {
-        host.wait_status(&run, "waiting", PATIENCE).await.unwrap();
-        host.send(
-            "shop/payment.success",
-            json!({"orderId": "o-1", "amount": 42}),
-        )
+    let order = |id: &str, timeout: &str| json!({"orderId": id, "userId": "u-1", "paymentDelay": "300ms", "paymentTimeout": timeout});
+    let paid = host
+        .send("shop/order.created", order("o-1", "60s"))
         .await
         .unwrap();
-    }
-    outcome(&host.wait_status(&run, "completed", PATIENCE).await.unwrap())
+    let unpaid = host
+        .send("shop/order.created", order("o-2", "1s"))
+        .await
+        .unwrap();
+    let paid = host.run_for_event(&paid).await.unwrap();
+    let unpaid = host.run_for_event(&unpaid).await.unwrap();
+    host.wait_status(&paid, "waiting", PATIENCE).await.unwrap();
+    host.send(
+        "shop/payment.success",
+        json!({"orderId": "o-1", "amount": 42}),
+    )
+    .await
+    .unwrap();
+    (
+        outcome(
+            &host
+                .wait_status(&paid, "completed", PATIENCE)
+                .await
+                .unwrap(),
+        ),
+        outcome(
+            &host
+                .wait_status(&unpaid, "completed", PATIENCE)
+                .await
+                .unwrap(),
+        ),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn process_order_leaves_the_same_journal_in_rust_and_python() {
-    let python = python_app(guests::PYTHON_PROCESS_ORDER);
-    let (rust_paid, rust_unpaid, python_paid, python_unpaid) = tokio::join!(
-        process_order(guests::PROCESS_ORDER, true),
-        process_order(guests::PROCESS_ORDER, false),
-        process_order(&python, true),
-        process_order(&python, false),
+async fn process_order_leaves_the_same_journal_in_every_language() {
+    let python = guest_app(guests::PYTHON_PROCESS_ORDER);
+    let js = guest_app(guests::JS_PROCESS_ORDER);
+    let (rust, python, js) = tokio::join!(
+        process_order(guests::PROCESS_ORDER),
+        process_order(&python),
+        process_order(&js),
     );
-    assert_eq!(rust_paid.output["status"], "shipped", "{rust_paid:#?}");
-    assert_eq!(
-        rust_unpaid.output["status"], "cancelled",
-        "{rust_unpaid:#?}"
-    );
-    assert_eq!(python_paid, rust_paid);
-    assert_eq!(python_unpaid, rust_unpaid);
+    assert_eq!(rust.0.output["status"], "shipped", "{rust:#?}");
+    assert_eq!(rust.1.output["status"], "cancelled", "{rust:#?}");
+    assert_eq!(python, rust, "Python");
+    assert_eq!(js, rust, "JavaScript");
 }
 
-/// Sends `name` with `data` to a fresh host running `component` and returns
-/// the outcome of the run it starts, once it has ended.
-async fn one_run(component: &str, name: &str, data: Value) -> Outcome {
+/// Sends each `(name, data)` to one host running `component` and returns
+/// the outcome of each run, once all have ended.
+async fn runs(component: &str, events: &[(&str, Value)]) -> Vec<Outcome> {
     let (_dir, host) = start_host();
     host.deploy("app", component).await.unwrap();
-    let event = host.send(name, data).await.unwrap();
-    let run = host.run_for_event(&event).await.unwrap();
-    let ended = host
-        .wait_for(&run, PATIENCE, |r| {
-            ["completed", "failed"].iter().any(|s| r["status"] == *s)
-        })
-        .await
-        .unwrap();
-    outcome(&ended)
+    let mut outcomes = Vec::new();
+    for (name, data) in events {
+        let event = host.send(name, data.clone()).await.unwrap();
+        let run = host.run_for_event(&event).await.unwrap();
+        let ended = host
+            .wait_for(&run, PATIENCE, |r| {
+                ["completed", "failed"].iter().any(|s| r["status"] == *s)
+            })
+            .await
+            .unwrap();
+        outcomes.push(outcome(&ended));
+    }
+    outcomes
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn loops_and_retries_leave_the_same_journals_in_rust_and_python() {
-    let loop_py = python_app(guests::PYTHON_FAN_OUT_LOOP);
-    let flaky_py = python_app(guests::PYTHON_FLAKY_RETRY);
-    let items = json!({"items": [{"id": "a", "qty": 2}, {"id": "b"}, {"id": "c", "qty": 4}]});
-    let invalid = json!({"sku": 7});
-    let (rust_loop, python_loop, rust_flaky, python_flaky, rust_fatal, python_fatal) = tokio::join!(
-        one_run(guests::FAN_OUT_LOOP, "batch/items.received", items.clone()),
-        one_run(&loop_py, "batch/items.received", items),
-        one_run(guests::FLAKY_RETRY, "flaky/charge.requested", json!({})),
-        one_run(&flaky_py, "flaky/charge.requested", json!({})),
-        one_run(
-            guests::FLAKY_RETRY,
-            "flaky/validate.requested",
-            invalid.clone()
-        ),
-        one_run(&flaky_py, "flaky/validate.requested", invalid),
+async fn loops_and_retries_leave_the_same_journals_in_every_language() {
+    let items = [(
+        "batch/items.received",
+        json!({"items": [{"id": "a", "qty": 2}, {"id": "b"}, {"id": "c", "qty": 4}]}),
+    )];
+    let flaky = [
+        ("flaky/charge.requested", json!({})),
+        ("flaky/validate.requested", json!({"sku": 7})),
+    ];
+    let (loop_py, loop_js) = (
+        guest_app(guests::PYTHON_FAN_OUT_LOOP),
+        guest_app(guests::JS_FAN_OUT_LOOP),
+    );
+    let (flaky_py, flaky_js) = (
+        guest_app(guests::PYTHON_FLAKY_RETRY),
+        guest_app(guests::JS_FLAKY_RETRY),
+    );
+    let (rust_loop, python_loop, js_loop, rust_flaky, python_flaky, js_flaky) = tokio::join!(
+        runs(guests::FAN_OUT_LOOP, &items),
+        runs(&loop_py, &items),
+        runs(&loop_js, &items),
+        runs(guests::FLAKY_RETRY, &flaky),
+        runs(&flaky_py, &flaky),
+        runs(&flaky_js, &flaky),
     );
     assert_eq!(
-        rust_loop.output,
+        rust_loop[0].output,
         json!({"items": 3, "units": 7}),
         "{rust_loop:#?}"
     );
-    assert_eq!(python_loop, rust_loop);
-    assert_eq!(rust_flaky.steps[0]["attempts"], 3, "{rust_flaky:#?}");
-    assert_eq!(python_flaky, rust_flaky);
-    assert_eq!(rust_fatal.status, "failed", "{rust_fatal:#?}");
-    assert_eq!(python_fatal, rust_fatal);
+    assert_eq!(python_loop, rust_loop, "Python");
+    assert_eq!(js_loop, rust_loop, "JavaScript");
+    assert_eq!(rust_flaky[0].steps[0]["attempts"], 3, "{rust_flaky:#?}");
+    assert_eq!(rust_flaky[1].status, "failed", "{rust_flaky:#?}");
+    assert_eq!(python_flaky, rust_flaky, "Python");
+    assert_eq!(js_flaky, rust_flaky, "JavaScript");
 }

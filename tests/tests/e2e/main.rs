@@ -67,11 +67,11 @@ pub async fn start_script(host: &HostProcess, data: serde_json::Value) -> String
     host.run_for_event(&event).await.expect("the script's run")
 }
 
-/// The Python example at `source`, built with `stepwise build`.
-pub fn python_app(source: &str) -> String {
+/// The Python or JavaScript example at `source`, built with `stepwise build`.
+pub fn guest_app(source: &str) -> String {
     let tools = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("tools");
-    stepwise_tests::python_app(STEPWISE, std::path::Path::new(source), &tools)
-        .expect("building a Python app")
+    stepwise_tests::guest_app(STEPWISE, std::path::Path::new(source), &tools)
+        .unwrap_or_else(|e| panic!("building {source}: {e:#}"))
         .to_string_lossy()
         .into_owned()
 }
