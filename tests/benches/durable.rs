@@ -47,7 +47,10 @@ fn main() -> Result<()> {
             replay_cost().await?;
         }
         if wants("python") {
-            python_rows().await?;
+            guest_rows("Python", "guests/python/ten-steps/app.py").await?;
+        }
+        if wants("javascript") {
+            guest_rows("JavaScript", "guests/js/ten-steps/app.js").await?;
         }
         Ok(())
     })
@@ -293,8 +296,9 @@ fn machine() -> String {
     )
 }
 
-/// The Python build of the ten-step function: start cost and steps/s.
-async fn python_rows() -> Result<()> {
+/// The Python or JavaScript build of the ten-step function: start cost and
+/// steps/s.
+async fn guest_rows(language: &str, app: &str) -> Result<()> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let tools = Path::new(env!("CARGO_TARGET_TMPDIR")).join("tools");
     let stepwise = root.join("../target/release/stepwise");
@@ -302,7 +306,7 @@ async fn python_rows() -> Result<()> {
         stepwise.exists(),
         "build the CLI first: cargo build --release -p stepwise-host"
     );
-    let source = root.join("guests/python/ten-steps/app.py");
+    let source = root.join(app);
     let component = stepwise_tests::guest_app(stepwise.to_str().unwrap(), &source, &tools)?;
     let size = std::fs::metadata(&component)?.len();
     let bench = bench_host_with(1_000, component.to_str().unwrap()).await?;
@@ -317,7 +321,7 @@ async fn python_rows() -> Result<()> {
         samples.push(t.elapsed().as_secs_f64() * 1e6);
     }
     println!(
-        "(py a) Python run start ({:.1} MB component): median {:.1} µs, p99 {:.1} µs",
+        "({language} a) run start ({:.1} MB component): median {:.1} µs, p99 {:.1} µs",
         size as f64 / 1e6,
         median(samples.clone()),
         percentile(samples, 0.99)
@@ -328,7 +332,7 @@ async fn python_rows() -> Result<()> {
         lone.push(elapsed.as_secs_f64() * 1e6);
     }
     println!(
-        "(py b1) Python, one run of 10 durable steps: median {:.0} µs",
+        "({language} b1) one run of 10 durable steps: median {:.0} µs",
         median(lone)
     );
     let mut rates = Vec::new();
@@ -342,7 +346,7 @@ async fn python_rows() -> Result<()> {
         }
     }
     println!(
-        "(py b2) Python, 256 concurrent runs x 10 durable steps: median {:.0} steps/s",
+        "({language} b2) 256 concurrent runs x 10 durable steps: median {:.0} steps/s",
         median(rates)
     );
     Ok(())
