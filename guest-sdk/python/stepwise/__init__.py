@@ -20,6 +20,8 @@ generator seeded by the run id, and may not use the network.
 """
 
 import json
+import os
+import random
 import re
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Dict, List, Optional
@@ -268,6 +270,10 @@ class WitWorld(wit_world.WitWorld):
         return [f.config() for app in _APPS for f in app._functions.values()]
 
     def handle(self, function_id: str, ctx: _wit.RunContext) -> str:
+        # The `random` module was seeded when the component was built; seed it
+        # per run (outside steps os.urandom is the run's replayable stream),
+        # so runs differ and every replay of a run draws the same numbers.
+        random.seed(os.urandom(32))
         function = _find(function_id)
         try:
             output = function.handler(Context(ctx))

@@ -7,6 +7,7 @@ mod conformance;
 mod crash;
 mod determinism;
 mod inngest_client;
+mod polyglot;
 mod process_order;
 mod retries;
 

@@ -1,0 +1,19 @@
+"""What the sandbox shows a Python guest outside steps: the run's logical
+time, and random numbers that differ per run but repeat on every replay (the
+sleep forces one)."""
+
+import random
+import time
+
+from stepwise import App
+
+app = App("sandbox-py")
+
+
+@app.function(id="sandbox", event="sandbox/check")
+def check(ctx):
+    clock = int(time.time() * 1000)
+    number = random.randint(0, 10**12)
+    ctx.step.run(f"random-{number}", lambda: number)
+    ctx.step.sleep("nap", "200ms")
+    return {"clock": clock, "random": number}
