@@ -111,6 +111,50 @@ async fn run_all(host: &Stepwise, events: Vec<IncomingEvent>) -> Result<(Vec<Run
     Ok((accepted.wake, started.elapsed()))
 }
 
+/// Run-start costs in µs: `n` fresh instances of `version` after `warmup`.
+async fn start_samples(
+    host: &Stepwise,
+    version: &str,
+    warmup: usize,
+    n: usize,
+) -> Result<Vec<f64>> {
+    for _ in 0..warmup {
+        host.executor.registration(version).await?;
+    }
+    let mut samples = Vec::with_capacity(n);
+    for _ in 0..n {
+        let t = Instant::now();
+        host.executor.registration(version).await?;
+        samples.push(t.elapsed().as_secs_f64() * 1e6);
+    }
+    Ok(samples)
+}
+
+/// Times in µs of `n` lone runs of the ten-step function, one after another.
+async fn lone_run_samples(host: &Stepwise, n: usize) -> Result<Vec<f64>> {
+    let mut samples = Vec::with_capacity(n);
+    for _ in 0..n {
+        let (_, elapsed) = run_all(host, vec![event("bench/ten-steps", json!({}))]).await?;
+        samples.push(elapsed.as_secs_f64() * 1e6);
+    }
+    Ok(samples)
+}
+
+/// Steps/s of 256 concurrent ten-step runs, `rounds` times after a warm-up round.
+async fn concurrent_rates(host: &Stepwise, rounds: usize) -> Result<Vec<f64>> {
+    let mut rates = Vec::with_capacity(rounds);
+    for round in 0..=rounds {
+        let events = (0..256)
+            .map(|_| event("bench/ten-steps", json!({})))
+            .collect();
+        let (_, elapsed) = run_all(host, events).await?;
+        if round > 0 {
+            rates.push(2_560.0 / elapsed.as_secs_f64());
+        }
+    }
+    Ok(rates)
+}
+
 fn median(mut samples: Vec<f64>) -> f64 {
     samples.sort_by(|a, b| a.total_cmp(b));
     samples[samples.len() / 2]
@@ -123,16 +167,7 @@ fn percentile(mut samples: Vec<f64>, p: f64) -> f64 {
 
 async fn start_cost() -> Result<()> {
     let bench = bench_host(1_000).await?;
-    let executor = &bench.host.executor;
-    for _ in 0..200 {
-        executor.registration(&bench.version).await?;
-    }
-    let mut samples = Vec::new();
-    for _ in 0..3_000 {
-        let t = Instant::now();
-        executor.registration(&bench.version).await?;
-        samples.push(t.elapsed().as_secs_f64() * 1e6);
-    }
+    let samples = start_samples(&bench.host, &bench.version, 200, 3_000).await?;
     println!(
         "(a) run start from a cached component (new store + WASI context + instantiate from InstancePre + one export call + drop): median {:.1} µs, p99 {:.1} µs",
         median(samples.clone()),
@@ -162,14 +197,8 @@ async fn steps_per_second() -> Result<()> {
     let fsync = fsync_cost(host)?;
     println!("    journal insert + flush (one fsync) on this disk: median {fsync:.0} µs");
 
-    for _ in 0..5 {
-        run_all(host, vec![event("bench/ten-steps", json!({}))]).await?;
-    }
-    let mut lone = Vec::new();
-    for _ in 0..60 {
-        let (_, elapsed) = run_all(host, vec![event("bench/ten-steps", json!({}))]).await?;
-        lone.push(elapsed.as_secs_f64() * 1e6);
-    }
+    lone_run_samples(host, 5).await?;
+    let lone = lone_run_samples(host, 60).await?;
     let lone_median = median(lone.clone());
     println!(
         "(b1) one run of 10 durable steps, event accepted (on disk) to run ended: median {:.0} µs ({:.0} steps/s), p90 {:.0} µs; {:.2}x ten fsyncs",
@@ -179,16 +208,7 @@ async fn steps_per_second() -> Result<()> {
         lone_median / (10.0 * fsync)
     );
 
-    let mut rates = Vec::new();
-    for round in 0..6 {
-        let events = (0..256)
-            .map(|_| event("bench/ten-steps", json!({})))
-            .collect();
-        let (_, elapsed) = run_all(host, events).await?;
-        if round > 0 {
-            rates.push(2_560.0 / elapsed.as_secs_f64());
-        }
-    }
+    let rates = concurrent_rates(host, 5).await?;
     println!(
         "(b2) 256 concurrent runs x 10 durable steps: median {:.0} steps/s (min {:.0}, max {:.0})",
         median(rates.clone()),
@@ -311,40 +331,19 @@ async fn guest_rows(language: &str, app: &str) -> Result<()> {
     let size = std::fs::metadata(&component)?.len();
     let bench = bench_host_with(1_000, component.to_str().unwrap()).await?;
     let host = &bench.host;
-    for _ in 0..50 {
-        host.executor.registration(&bench.version).await?;
-    }
-    let mut samples = Vec::new();
-    for _ in 0..500 {
-        let t = Instant::now();
-        host.executor.registration(&bench.version).await?;
-        samples.push(t.elapsed().as_secs_f64() * 1e6);
-    }
+    let samples = start_samples(host, &bench.version, 50, 500).await?;
     println!(
         "({language} a) run start ({:.1} MB component): median {:.1} µs, p99 {:.1} µs",
         size as f64 / 1e6,
         median(samples.clone()),
         percentile(samples, 0.99)
     );
-    let mut lone = Vec::new();
-    for _ in 0..30 {
-        let (_, elapsed) = run_all(host, vec![event("bench/ten-steps", json!({}))]).await?;
-        lone.push(elapsed.as_secs_f64() * 1e6);
-    }
+    let lone = lone_run_samples(host, 30).await?;
     println!(
         "({language} b1) one run of 10 durable steps: median {:.0} µs",
         median(lone)
     );
-    let mut rates = Vec::new();
-    for round in 0..4 {
-        let events = (0..256)
-            .map(|_| event("bench/ten-steps", json!({})))
-            .collect();
-        let (_, elapsed) = run_all(host, events).await?;
-        if round > 0 {
-            rates.push(2_560.0 / elapsed.as_secs_f64());
-        }
-    }
+    let rates = concurrent_rates(host, 3).await?;
     println!(
         "({language} b2) 256 concurrent runs x 10 durable steps: median {:.0} steps/s",
         median(rates)
