@@ -145,11 +145,6 @@ impl Replay {
     pub fn replaying(&self) -> bool {
         self.calls.len() < self.loaded
     }
-
-    /// The entries loaded or written so far.
-    pub fn journal(&self) -> &[StepRecord] {
-        &self.journal
-    }
 }
 
 #[cfg(test)]
