@@ -1,7 +1,6 @@
 //! Host settings, with the defaults a user of Inngest would expect.
 
 use crate::retry::Backoff;
-use std::net::SocketAddr;
 use std::path::PathBuf;
 
 /// Bounds on what guests may use.
@@ -36,8 +35,6 @@ pub struct HostConfig {
     /// Where compiled components are cached (default `data_dir/compiled`);
     /// hosts of the same build may share one.
     pub compiled_dir: Option<PathBuf>,
-    /// The HTTP address.
-    pub listen: SocketAddr,
     /// The default tenant's event key; generated and kept in the journal
     /// when not given.
     pub event_key: Option<String>,
@@ -48,12 +45,11 @@ pub struct HostConfig {
 }
 
 impl HostConfig {
-    /// Defaults: `./.stepwise`, `127.0.0.1:8288`, Inngest's backoff.
+    /// Defaults: Inngest's backoff and limits; data in `data_dir`.
     pub fn new(data_dir: PathBuf) -> Self {
         HostConfig {
             data_dir,
             compiled_dir: None,
-            listen: SocketAddr::from(([127, 0, 0, 1], 8288)),
             event_key: None,
             backoff: Backoff::default(),
             limits: Limits::default(),

@@ -209,23 +209,26 @@ impl Stepwise {
         &self,
         tenant: &str,
         app: &str,
-        bytes: Vec<u8>,
+        bytes: bytes::Bytes,
     ) -> Result<Deployed, DeployError> {
         check_app_name(app).map_err(DeployError::Invalid)?;
         let _one_at_a_time = self.deploys.lock().await;
-        let stored = bytes.clone();
-        let (hash, configs) = self.executor.inspect(bytes).await.map_err(|e| match e {
-            InspectError::Invalid(message) => DeployError::Invalid(message),
-            InspectError::Internal(error) => DeployError::Internal(error),
-        })?;
+        let (hash, configs) = self
+            .executor
+            .inspect(bytes.clone())
+            .await
+            .map_err(|e| match e {
+                InspectError::Invalid(message) => DeployError::Invalid(message),
+                InspectError::Internal(error) => DeployError::Internal(error),
+            })?;
         let functions = self.validate(tenant, app, &hash, configs)?;
         let previous = self.journal.app(tenant, app)?;
         let changed = previous.as_ref().is_none_or(|p| p.version != hash);
         let mut batch: Batch = Vec::new();
-        if self.journal.component(&hash)?.is_none() {
+        if !self.journal.has_component(&hash)? {
             batch.push(Op::PutComponent {
                 hash: hash.clone(),
-                bytes: stored,
+                bytes,
             });
         }
         let ids: HashSet<&str> = functions.iter().map(|f| f.id.as_str()).collect();

@@ -74,7 +74,7 @@ async fn bench_host_with(max_steps: u32, component: &str) -> Result<Bench> {
     let host = Stepwise::start(config).await?;
     let bytes = std::fs::read(component)?;
     let deployed = host
-        .deploy(DEFAULT_TENANT, "probe", bytes)
+        .deploy(DEFAULT_TENANT, "probe", bytes.into())
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     Ok(Bench {

@@ -159,10 +159,14 @@ impl HostProcess {
             .context("no event id in the answer")
     }
 
+    /// `GET path`, answered with JSON.
+    pub async fn get(&self, path: &str) -> Result<Value> {
+        self.json(self.request(reqwest::Method::GET, path)).await
+    }
+
     /// A run with its steps and logs.
     pub async fn run(&self, id: &str) -> Result<Value> {
-        self.json(self.request(reqwest::Method::GET, &format!("/v1/runs/{id}")))
-            .await
+        self.get(&format!("/v1/runs/{id}")).await
     }
 
     /// Runs, newest first.

@@ -135,7 +135,7 @@ async fn deploy(
     bytes: Result<Bytes, BytesRejection>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     let bytes = body(bytes, "component")?;
-    match host.deploy(DEFAULT_TENANT, &app, bytes.to_vec()).await {
+    match host.deploy(DEFAULT_TENANT, &app, bytes).await {
         Ok(deployed) => Ok((
             StatusCode::OK,
             Json(serde_json::to_value(deployed).map_err(anyhow::Error::from)?),

@@ -27,7 +27,6 @@ pub async fn serve(args: ServeArgs, examples: Option<PathBuf>) -> Result<()> {
     let config = HostConfig {
         data_dir: args.data_dir.clone(),
         compiled_dir: args.compiled_dir.clone(),
-        listen: args.listen,
         event_key: args.event_key.clone(),
         backoff: Backoff::scaled(args.retry_backoff_scale),
         limits: Limits {
@@ -106,7 +105,7 @@ async fn shutdown_signal() {
 async fn deploy_example(host: &Arc<Stepwise>, app: &str, path: &Path) -> Result<()> {
     let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
     let deployed = host
-        .deploy(DEFAULT_TENANT, app, bytes)
+        .deploy(DEFAULT_TENANT, app, bytes.into())
         .await
         .with_context(|| format!("deploying example {app}"))?;
     let triggers: Vec<String> = deployed

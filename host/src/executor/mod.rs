@@ -27,6 +27,7 @@ use crate::retry::Backoff;
 use crate::scheduler::Scheduler;
 use anyhow::{Context, Result, anyhow};
 use bindings::{App, AppPre};
+use bytes::Bytes;
 use sha2::{Digest, Sha256};
 use state::RunState;
 use std::collections::HashMap;
@@ -63,8 +64,6 @@ pub struct RunServices {
 
 /// A component version, linked and ready to instantiate.
 pub struct Version {
-    /// Content hash (hex SHA-256).
-    pub hash: String,
     pre: AppPre<RunState>,
 }
 
@@ -164,7 +163,7 @@ impl Executor {
     }
 
     /// Compiles `bytes` (or loads the cached compilation of `hash`).
-    async fn compile(&self, hash: &str, bytes: Option<Vec<u8>>) -> Result<Component, InspectError> {
+    async fn compile(&self, hash: &str, bytes: Option<Bytes>) -> Result<Component, InspectError> {
         let path = self.compiled_path(hash);
         if path.exists() {
             // SAFETY: the file was written by `Component::serialize` of this
@@ -183,6 +182,7 @@ impl Executor {
                 .journal
                 .component(hash)
                 .map_err(InspectError::Internal)?
+                .map(Bytes::from)
                 .ok_or_else(|| {
                     InspectError::Internal(anyhow!("component {hash} is not in the journal"))
                 })?,
@@ -211,7 +211,7 @@ impl Executor {
         Ok(component)
     }
 
-    fn link(&self, hash: &str, component: &Component) -> Result<Version, InspectError> {
+    fn link(&self, component: &Component) -> Result<Version, InspectError> {
         let pre = self.linker.instantiate_pre(component).map_err(|e| {
             InspectError::Invalid(format!(
                 "the component needs an import Stepwise does not provide: {e:#}. A Stepwise app may import only the stepwise:durable step interface and WASI 0.2 (cli, clocks, random, io, http)"
@@ -222,10 +222,7 @@ impl Executor {
                 "the component is not a Stepwise app: {e:#}. Build it against the stepwise:durable/app world in wit/ (it must export `functions` and `handle`); the Rust SDK's export_app! macro does this"
             ))
         })?;
-        Ok(Version {
-            hash: hash.to_string(),
-            pre,
-        })
+        Ok(Version { pre })
     }
 
     /// The linked version `hash`, compiled (or loaded from the cache) once.
@@ -239,7 +236,7 @@ impl Executor {
     async fn version_from(
         &self,
         hash: &str,
-        bytes: Option<Vec<u8>>,
+        bytes: Option<Bytes>,
     ) -> Result<Arc<Version>, InspectError> {
         let cell = self
             .versions
@@ -250,7 +247,7 @@ impl Executor {
             .clone();
         cell.get_or_try_init(|| async {
             let component = self.compile(hash, bytes).await?;
-            Ok(Arc::new(self.link(hash, &component)?))
+            Ok(Arc::new(self.link(&component)?))
         })
         .await
         .cloned()
@@ -260,7 +257,7 @@ impl Executor {
     /// and calls `functions()` in a sandbox with a deadline.
     pub async fn inspect(
         &self,
-        bytes: Vec<u8>,
+        bytes: Bytes,
     ) -> Result<(String, Vec<FunctionConfig>), InspectError> {
         if bytes.len() > self.limits.max_component_bytes {
             return Err(InspectError::Invalid(format!(

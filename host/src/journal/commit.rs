@@ -135,7 +135,7 @@ mod tests {
     use crate::journal::{Op, SledJournal};
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn concurrent_writers_share_flushes_and_all_return() {
+    async fn concurrent_writers_all_become_durable_without_deadlock() {
         let dir = tempfile::tempdir().unwrap();
         let journal: Arc<dyn Journal> = Arc::new(SledJournal::open(dir.path()).unwrap());
         let commit = GroupCommit::start(journal.clone());

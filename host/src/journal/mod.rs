@@ -58,7 +58,7 @@ pub enum Op {
         /// Hex SHA-256 of `bytes`.
         hash: String,
         /// The component.
-        bytes: Vec<u8>,
+        bytes: bytes::Bytes,
     },
     /// Create or replace an app.
     PutApp(AppRecord),
@@ -112,6 +112,8 @@ pub trait RunJournal {
     fn event_seen(&self, tenant: &str, id: &str) -> Result<Option<u64>>;
     /// A component's bytes.
     fn component(&self, hash: &str) -> Result<Option<Vec<u8>>>;
+    /// Whether a component is stored (without reading it).
+    fn has_component(&self, hash: &str) -> Result<bool>;
     /// Every function of every tenant, to route events at start.
     fn all_functions(&self) -> Result<Vec<FunctionRecord>>;
     /// A host setting.

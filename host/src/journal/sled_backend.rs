@@ -165,7 +165,7 @@ impl SledJournal {
                 vec![Write::Put(Logs, keys::log(&key, &chunk), encode(&chunk)?)]
             }
             Op::PutComponent { hash, bytes } => {
-                vec![Write::Put(Components, hash.into_bytes(), bytes)]
+                vec![Write::Put(Components, hash.into_bytes(), bytes.to_vec())]
             }
             Op::PutApp(app) => vec![Write::Put(
                 Apps,
@@ -294,6 +294,12 @@ impl RunJournal for SledJournal {
             .tree(TreeId::Components)
             .get(hash.as_bytes())?
             .map(|bytes| bytes.to_vec()))
+    }
+
+    fn has_component(&self, hash: &str) -> Result<bool> {
+        Ok(self
+            .tree(TreeId::Components)
+            .contains_key(hash.as_bytes())?)
     }
 
     fn all_functions(&self) -> Result<Vec<FunctionRecord>> {

@@ -1,6 +1,6 @@
 //! Bad input gets a clear 4xx answer and loses nothing.
 
-use crate::{PATIENCE, start_host};
+use crate::{PATIENCE, deployed};
 use reqwest::Method;
 use serde_json::{Value, json};
 use stepwise_tests::{HostProcess, guests};
@@ -28,10 +28,7 @@ async fn refused(
 
 #[tokio::test(flavor = "multi_thread")]
 async fn bad_requests_are_refused_clearly_and_corrupt_nothing() {
-    let (_dir, mut host) = start_host();
-    host.deploy("process-order", guests::PROCESS_ORDER)
-        .await
-        .unwrap();
+    let (_dir, mut host) = deployed("process-order", guests::PROCESS_ORDER).await;
     let order = |id: &str| json!({"orderId": id, "userId": "u", "paymentDelay": "1ms", "paymentTimeout": "100ms"});
     let good = host.send("shop/order.created", order("o-1")).await.unwrap();
     let events = format!("/e/{}", host.event_key);
@@ -137,23 +134,9 @@ async fn bad_requests_are_refused_clearly_and_corrupt_nothing() {
     let run = host.run_for_event(&good).await.unwrap();
     host.wait_status(&run, "completed", PATIENCE).await.unwrap();
     host.restart().unwrap();
-    let apps: Value = host
-        .request(Method::GET, "/v1/apps")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let apps = host.get("/v1/apps").await.unwrap();
     assert_eq!(apps.as_array().unwrap().len(), 1, "{apps:#}");
-    let events: Value = host
-        .request(Method::GET, "/v1/events")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let events = host.get("/v1/events").await.unwrap();
     assert_eq!(events.as_array().unwrap().len(), 1, "{events:#}");
     host.wait_status(&run, "completed", PATIENCE).await.unwrap();
     let next = host.send("shop/order.created", order("o-2")).await.unwrap();
@@ -165,10 +148,7 @@ async fn bad_requests_are_refused_clearly_and_corrupt_nothing() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn inngest_batches_and_duplicate_ids_are_handled_as_inngest_does() {
-    let (_dir, host) = start_host();
-    host.deploy("fan-out-loop", guests::FAN_OUT_LOOP)
-        .await
-        .unwrap();
+    let (_dir, host) = deployed("fan-out-loop", guests::FAN_OUT_LOOP).await;
     let batch = json!([
         {"name": "batch/items.received", "data": {"items": []}, "id": "dup-1"},
         {"name": "batch/items.received", "data": {"items": []}, "id": "dup-1"},

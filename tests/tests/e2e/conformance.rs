@@ -2,7 +2,7 @@
 //! must leave identical journals (step ids, kinds, statuses, attempts,
 //! outputs, order), the same run output and the same log.
 
-use crate::{PATIENCE, guest_app, log_text, start_host};
+use crate::{PATIENCE, deployed, guest_app, log_text};
 use serde_json::{Value, json};
 use stepwise_tests::guests;
 
@@ -43,8 +43,7 @@ fn outcome(run: &Value) -> Outcome {
 
 /// process-order on one host: order o-1 is paid, order o-2 is not.
 async fn process_order(component: &str) -> (Outcome, Outcome) {
-    let (_dir, host) = start_host();
-    host.deploy("process-order", component).await.unwrap();
+    let (_dir, host) = deployed("process-order", component).await;
     let order = |id: &str, timeout: &str| json!({"orderId": id, "userId": "u-1", "paymentDelay": "300ms", "paymentTimeout": timeout});
     let paid = host
         .send("shop/order.created", order("o-1", "60s"))
@@ -97,8 +96,7 @@ async fn process_order_leaves_the_same_journal_in_every_language() {
 /// Sends each `(name, data)` to one host running `component` and returns
 /// the outcome of each run, once all have ended.
 async fn runs(component: &str, events: &[(&str, Value)]) -> Vec<Outcome> {
-    let (_dir, host) = start_host();
-    host.deploy("app", component).await.unwrap();
+    let (_dir, host) = deployed("app", component).await;
     let mut outcomes = Vec::new();
     for (name, data) in events {
         let event = host.send(name, data.clone()).await.unwrap();

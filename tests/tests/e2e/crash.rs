@@ -3,15 +3,14 @@
 //! finishes and no completed step body runs twice (counted by the loopback
 //! server the step bodies call).
 
-use crate::{PATIENCE, start_host, start_script};
+use crate::{PATIENCE, deployed, start_script};
 use serde_json::json;
 use std::time::Duration;
 use stepwise_tests::{Loopback, Plan, guests};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn killed_mid_step_the_run_resumes_and_completed_steps_do_not_rerun() {
-    let (_dir, mut host) = start_host();
-    host.deploy("probe", guests::PROBE).await.unwrap();
+    let (_dir, mut host) = deployed("probe", guests::PROBE).await;
     let loopback = Loopback::start().await.unwrap();
     loopback.plan("slow", Plan::Hold);
     let ops = json!([{"run": "a"}, {"run": "b"}, {"run": "slow"}, {"run": "c"}]);
@@ -39,8 +38,7 @@ async fn killed_mid_step_the_run_resumes_and_completed_steps_do_not_rerun() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn killed_while_sleeping_the_run_wakes_after_restart() {
-    let (_dir, mut host) = start_host();
-    host.deploy("probe", guests::PROBE).await.unwrap();
+    let (_dir, mut host) = deployed("probe", guests::PROBE).await;
     let loopback = Loopback::start().await.unwrap();
     let ops = json!([{"run": "a"}, {"sleep": {"id": "nap", "duration": "1500ms"}}, {"run": "b"}]);
     let run = start_script(&host, json!({"url": loopback.url, "ops": ops})).await;
@@ -60,8 +58,7 @@ async fn killed_while_sleeping_the_run_wakes_after_restart() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn killed_while_waiting_the_run_still_receives_its_event() {
-    let (_dir, mut host) = start_host();
-    host.deploy("probe", guests::PROBE).await.unwrap();
+    let (_dir, mut host) = deployed("probe", guests::PROBE).await;
     let loopback = Loopback::start().await.unwrap();
     let ops = json!([
         {"run": "a"},
@@ -98,8 +95,7 @@ async fn killed_while_waiting_the_run_still_receives_its_event() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_acknowledged_event_survives_an_immediate_kill() {
-    let (_dir, mut host) = start_host();
-    host.deploy("probe", guests::PROBE).await.unwrap();
+    let (_dir, mut host) = deployed("probe", guests::PROBE).await;
     let loopback = Loopback::start().await.unwrap();
     loopback.plan("a", Plan::Hold);
     let mut events = Vec::new();
@@ -123,8 +119,7 @@ async fn an_acknowledged_event_survives_an_immediate_kill() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_cancelled_sleeping_run_never_resumes() {
-    let (_dir, host) = start_host();
-    host.deploy("probe", guests::PROBE).await.unwrap();
+    let (_dir, host) = deployed("probe", guests::PROBE).await;
     let loopback = Loopback::start().await.unwrap();
     let ops = json!([{"run": "a"}, {"sleep": {"id": "nap", "duration": "500ms"}}, {"run": "b"}]);
     let run = start_script(&host, json!({"url": loopback.url, "ops": ops})).await;

@@ -1,14 +1,13 @@
 //! What the sandbox enforces outside step bodies: logical time, seeded
 //! randomness, no network, stable step ids, and output logged once.
 
-use crate::{PATIENCE, log_text, start_host, start_script, step_ids};
+use crate::{PATIENCE, deployed, log_text, start_script, step_ids};
 use serde_json::json;
 use stepwise_tests::{Loopback, Plan, guests};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn clock_and_random_outside_steps_replay_identically() {
-    let (_dir, host) = start_host();
-    host.deploy("probe", guests::PROBE).await.unwrap();
+    let (_dir, host) = deployed("probe", guests::PROBE).await;
     // Step ids built from the clock and a random number read outside steps;
     // the sleep forces a replay, which must rebuild the same ids.
     let ops = json!([{"clock_step": "clock"}, {"random_step": "rand"}, {"sleep": {"id": "nap", "duration": "300ms"}}, {"local": "end"}]);
@@ -27,8 +26,7 @@ async fn clock_and_random_outside_steps_replay_identically() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn code_that_calls_other_steps_on_replay_fails_with_a_determinism_error() {
-    let (_dir, host) = start_host();
-    host.deploy("probe", guests::PROBE).await.unwrap();
+    let (_dir, host) = deployed("probe", guests::PROBE).await;
     let loopback = Loopback::start().await.unwrap();
     loopback.plan("flip", Plan::FailTimes(1));
     // The step id carries ctx.attempt: `flip-0` fails, and the retry calls `flip-1`.
@@ -53,8 +51,7 @@ async fn code_that_calls_other_steps_on_replay_fails_with_a_determinism_error() 
 
 #[tokio::test(flavor = "multi_thread")]
 async fn repeated_step_ids_get_suffixes() {
-    let (_dir, host) = start_host();
-    host.deploy("probe", guests::PROBE).await.unwrap();
+    let (_dir, host) = deployed("probe", guests::PROBE).await;
     let ops = json!([{"local": "a"}, {"local": "a"}, {"local": "b"}, {"local": "a"}]);
     let run = start_script(&host, json!({"ops": ops})).await;
     let done = host.wait_status(&run, "completed", PATIENCE).await.unwrap();
@@ -63,8 +60,7 @@ async fn repeated_step_ids_get_suffixes() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn http_outside_a_step_is_refused_with_the_rule() {
-    let (_dir, host) = start_host();
-    host.deploy("probe", guests::PROBE).await.unwrap();
+    let (_dir, host) = deployed("probe", guests::PROBE).await;
     let loopback = Loopback::start().await.unwrap();
     let event = host
         .send(
@@ -89,8 +85,7 @@ async fn http_outside_a_step_is_refused_with_the_rule() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn output_printed_again_on_replay_is_logged_once() {
-    let (_dir, host) = start_host();
-    host.deploy("probe", guests::PROBE).await.unwrap();
+    let (_dir, host) = deployed("probe", guests::PROBE).await;
     let ops = json!([{"print": "before"}, {"sleep": {"id": "a", "duration": "200ms"}}, {"print": "middle"}, {"sleep": {"id": "b", "duration": "200ms"}}, {"print": "after"}]);
     let run = start_script(&host, json!({"ops": ops})).await;
     let done = host.wait_status(&run, "completed", PATIENCE).await.unwrap();
@@ -99,8 +94,7 @@ async fn output_printed_again_on_replay_is_logged_once() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_guest_side_sleep_is_refused_outside_steps_and_allowed_inside() {
-    let (_dir, host) = start_host();
-    host.deploy("probe", guests::PROBE).await.unwrap();
+    let (_dir, host) = deployed("probe", guests::PROBE).await;
     let inside = json!({"ops": [{"thread_sleep": {"ms": 20, "step": "nap-inside"}}]});
     let outside = json!({"ops": [{"local": "a"}, {"thread_sleep": {"ms": 20}}]});
     let inside = host.send("probe/script", inside).await.unwrap();

@@ -1,7 +1,7 @@
 //! Inngest's own JavaScript client (npm `inngest`) sends events to Stepwise:
 //! configured in code and through Inngest's environment variables.
 
-use crate::{PATIENCE, start_host};
+use crate::{PATIENCE, deployed};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -90,10 +90,7 @@ async fn assert_runs_started(host: &HostProcess, sent: &Value) {
 #[tokio::test(flavor = "multi_thread")]
 async fn inngest_sends_single_and_batched_events_to_stepwise() {
     let script = inngest_client();
-    let (_dir, host) = start_host();
-    host.deploy("fan-out-loop", guests::FAN_OUT_LOOP)
-        .await
-        .unwrap();
+    let (_dir, host) = deployed("fan-out-loop", guests::FAN_OUT_LOOP).await;
     let sent = send_with_inngest(
         &script,
         &[
@@ -104,10 +101,7 @@ async fn inngest_sends_single_and_batched_events_to_stepwise() {
     assert_runs_started(&host, &sent).await;
 
     // The same app configured only through Inngest's environment variables.
-    let (_dir, host) = start_host();
-    host.deploy("fan-out-loop", guests::FAN_OUT_LOOP)
-        .await
-        .unwrap();
+    let (_dir, host) = deployed("fan-out-loop", guests::FAN_OUT_LOOP).await;
     let sent = send_with_inngest(
         &script,
         &[

@@ -76,3 +76,10 @@ pub fn guest_app(source: &str) -> String {
         .to_string_lossy()
         .into_owned()
 }
+
+/// A fresh host with `component` deployed as `app`.
+pub async fn deployed(app: &str, component: &str) -> (tempfile::TempDir, HostProcess) {
+    let (dir, host) = start_host();
+    host.deploy(app, component).await.expect("deploying");
+    (dir, host)
+}

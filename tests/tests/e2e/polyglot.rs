@@ -2,7 +2,7 @@
 //! steps the clock is the run's logical time and random numbers repeat on
 //! replay (but differ between runs); `fetch` is refused outside steps.
 
-use crate::{PATIENCE, guest_app, start_host, step_ids};
+use crate::{PATIENCE, deployed, guest_app, step_ids};
 use serde_json::{Value, json};
 use stepwise_tests::{HostProcess, Loopback};
 
@@ -44,13 +44,11 @@ async fn python_and_javascript_guests_live_by_the_sandbox_rules() {
     let python = guest_app(PYTHON_SANDBOX);
     let js = guest_app(JS_SANDBOX);
     let loopback = Loopback::start().await.unwrap();
-    let (_dir, host) = start_host();
-    host.deploy("sandbox-py", &python).await.unwrap();
+    let (_dir, host) = deployed("sandbox-py", &python).await;
     let runs = two_runs(&host, json!({})).await;
     check(&runs);
 
-    let (_dir, host) = start_host();
-    host.deploy("sandbox-js", &js).await.unwrap();
+    let (_dir, host) = deployed("sandbox-js", &js).await;
     let runs = two_runs(&host, json!({"url": format!("{}/outside", loopback.url)})).await;
     check(&runs);
     let outside = runs[0]["output"]["outside"].as_str().unwrap();

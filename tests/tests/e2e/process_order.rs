@@ -1,15 +1,12 @@
 //! The process-order example end to end, both branches, and the loop example.
 
-use crate::{PATIENCE, log_text, start_host, step_ids};
+use crate::{PATIENCE, deployed, log_text, step_ids};
 use serde_json::json;
 use stepwise_tests::guests;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn payment_arrives_and_the_order_ships() {
-    let (_dir, host) = start_host();
-    host.deploy("process-order", guests::PROCESS_ORDER)
-        .await
-        .unwrap();
+    let (_dir, host) = deployed("process-order", guests::PROCESS_ORDER).await;
     let order =
         json!({"orderId": "o-1", "userId": "u-1", "paymentDelay": "1s", "paymentTimeout": "60s"});
     let event = host.send("shop/order.created", order).await.unwrap();
@@ -55,10 +52,7 @@ async fn payment_arrives_and_the_order_ships() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn without_a_payment_the_order_is_cancelled_at_the_timeout() {
-    let (_dir, host) = start_host();
-    host.deploy("process-order", guests::PROCESS_ORDER)
-        .await
-        .unwrap();
+    let (_dir, host) = deployed("process-order", guests::PROCESS_ORDER).await;
     let order =
         json!({"orderId": "o-9", "userId": "u-9", "paymentDelay": "100ms", "paymentTimeout": "1s"});
     let event = host.send("shop/order.created", order).await.unwrap();
@@ -85,10 +79,7 @@ async fn without_a_payment_the_order_is_cancelled_at_the_timeout() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_payment_sent_before_the_wait_begins_does_not_resume_it() {
-    let (_dir, host) = start_host();
-    host.deploy("process-order", guests::PROCESS_ORDER)
-        .await
-        .unwrap();
+    let (_dir, host) = deployed("process-order", guests::PROCESS_ORDER).await;
     let order = json!({"orderId": "o-3", "userId": "u-3", "paymentDelay": "1500ms", "paymentTimeout": "1s"});
     let event = host.send("shop/order.created", order).await.unwrap();
     let run = host.run_for_event(&event).await.unwrap();
@@ -103,10 +94,7 @@ async fn a_payment_sent_before_the_wait_begins_does_not_resume_it() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_loop_makes_one_step_per_item() {
-    let (_dir, host) = start_host();
-    host.deploy("fan-out-loop", guests::FAN_OUT_LOOP)
-        .await
-        .unwrap();
+    let (_dir, host) = deployed("fan-out-loop", guests::FAN_OUT_LOOP).await;
     let items = json!({"items": [{"id": "a", "qty": 2}, {"id": "b"}, {"id": "c", "qty": 4}]});
     let event = host.send("batch/items.received", items).await.unwrap();
     let run = host.run_for_event(&event).await.unwrap();

@@ -1,7 +1,7 @@
 //! Retries, NonRetriableError and handler failures, counted by the
 //! loopback server rather than by the host's own records.
 
-use crate::{PATIENCE, start_host, start_script, step_ids};
+use crate::{PATIENCE, deployed, start_script, step_ids};
 use serde_json::{Value, json};
 use stepwise_tests::{Loopback, Plan, guests};
 
@@ -11,10 +11,7 @@ fn script(loopback: &Loopback, ops: Value) -> Value {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_flaky_example_succeeds_on_its_third_attempt() {
-    let (_dir, host) = start_host();
-    host.deploy("flaky-retry", guests::FLAKY_RETRY)
-        .await
-        .unwrap();
+    let (_dir, host) = deployed("flaky-retry", guests::FLAKY_RETRY).await;
     let event = host
         .send("flaky/charge.requested", json!({}))
         .await
@@ -33,10 +30,7 @@ async fn the_flaky_example_succeeds_on_its_third_attempt() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_non_retriable_error_stops_at_once() {
-    let (_dir, host) = start_host();
-    host.deploy("flaky-retry", guests::FLAKY_RETRY)
-        .await
-        .unwrap();
+    let (_dir, host) = deployed("flaky-retry", guests::FLAKY_RETRY).await;
     let event = host
         .send("flaky/validate.requested", json!({"sku": 7}))
         .await
@@ -51,8 +45,7 @@ async fn a_non_retriable_error_stops_at_once() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn step_bodies_run_once_per_attempt_and_retries_are_bounded() {
-    let (_dir, host) = start_host();
-    host.deploy("probe", guests::PROBE).await.unwrap();
+    let (_dir, host) = deployed("probe", guests::PROBE).await;
     let loopback = Loopback::start().await.unwrap();
     loopback.plan("twice", Plan::FailTimes(2));
     loopback.plan("never", Plan::FailTimes(100));
@@ -119,8 +112,7 @@ async fn step_bodies_run_once_per_attempt_and_retries_are_bounded() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn handler_errors_outside_steps_are_retried_then_fail_the_run() {
-    let (_dir, host) = start_host();
-    host.deploy("probe", guests::PROBE).await.unwrap();
+    let (_dir, host) = deployed("probe", guests::PROBE).await;
     let loopback = Loopback::start().await.unwrap();
     let retried = host
         .send(
@@ -158,8 +150,7 @@ async fn handler_errors_outside_steps_are_retried_then_fail_the_run() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_trap_in_a_step_body_is_a_failed_attempt() {
-    let (_dir, host) = start_host();
-    host.deploy("probe", guests::PROBE).await.unwrap();
+    let (_dir, host) = deployed("probe", guests::PROBE).await;
     let loopback = Loopback::start().await.unwrap();
     let event = host
         .send(
@@ -185,8 +176,7 @@ async fn a_trap_in_a_step_body_is_a_failed_attempt() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_handler_may_catch_a_step_that_failed_for_good_and_go_on() {
-    let (_dir, host) = start_host();
-    host.deploy("probe", guests::PROBE).await.unwrap();
+    let (_dir, host) = deployed("probe", guests::PROBE).await;
     let loopback = Loopback::start().await.unwrap();
     loopback.plan("flaky", Plan::FailTimes(100));
     let ops = json!([{"run_catch": "flaky"}, {"run": "after"}]);
