@@ -27,6 +27,7 @@
 //! a component that `stepwise deploy` accepts.
 
 mod app;
+mod config;
 mod duration;
 mod error;
 mod event;
@@ -44,11 +45,14 @@ pub mod bindings {
     });
 }
 
-pub use app::{App, Ctx, Function};
+pub use app::{App, Ctx, FailureCtx, Function};
+pub use config::{
+    Batch, CancelOn, Concurrency, Debounce, RateLimit, Singleton, Throttle, Timeouts,
+};
 pub use duration::{IntoDuration, MAX_DURATION, parse_duration};
 pub use error::{Error, NonRetriableError, RetryAfterError};
 pub use event::Event;
-pub use step::{Step, Timestamp, WaitFor};
+pub use step::{Invoke, Join, NewEvent, Step, Timestamp, WaitFor};
 
 /// Exports an app: `export_app!(app)` where `fn app() -> App` lists every
 /// function. Call it once, in the component's crate root.
@@ -71,6 +75,16 @@ macro_rules! export_app {
                 $crate::bindings::stepwise::durable::types::StepError,
             > {
                 $app().handle(&function_id, ctx)
+            }
+
+            fn on_failure(
+                function_id: ::std::string::String,
+                ctx: $crate::bindings::stepwise::durable::types::FailureContext,
+            ) -> ::std::result::Result<
+                ::std::string::String,
+                $crate::bindings::stepwise::durable::types::StepError,
+            > {
+                $app().handle_failure(&function_id, ctx)
             }
         }
 

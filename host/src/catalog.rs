@@ -49,7 +49,7 @@ impl Catalog {
             .map(|functions| {
                 functions
                     .values()
-                    .filter(|f| f.triggers.iter().any(|t| t.event == event))
+                    .filter(|f| f.triggers.iter().any(|t| t.event.as_deref() == Some(event)))
                     .cloned()
                     .collect()
             })

@@ -3,16 +3,11 @@
 
 use crate::catalog::Catalog;
 use crate::config::HostConfig;
-use crate::events::{Accepted, Events, IncomingEvent, check_name};
-use crate::executor::{
-    Executor, FunctionConfig, InspectError, ReplayReport, RunDriver, RunServices, Trigger,
-};
+pub use crate::events::CancelError;
+use crate::events::{Accepted, Events, IncomingEvent};
+use crate::executor::{Executor, InspectError, ReplayReport, RunDriver, RunServices};
 use crate::journal::{Batch, GroupCommit, Journal, Op, SledJournal};
-use crate::model::{
-    AppRecord, ErrorRecord, FunctionRecord, RUN_LEVEL_SEQ, RunKey, RunRecord, RunStatus,
-    StepStatus, Timer, TimerKind, TriggerRecord, Waiter, now_ms,
-};
-use crate::retry::{DEFAULT_RETRIES, MAX_RETRIES};
+use crate::model::{AppRecord, ErrorRecord, FunctionRecord, RunKey, RunRecord, RunStatus, now_ms};
 use crate::scheduler::Scheduler;
 use anyhow::{Context, Result};
 use std::collections::HashSet;
@@ -27,20 +22,6 @@ pub enum DeployError {
     /// A function id already belongs to another app.
     #[error("{0}")]
     Conflict(String),
-    /// The host failed.
-    #[error(transparent)]
-    Internal(#[from] anyhow::Error),
-}
-
-/// Why a cancellation was refused.
-#[derive(Debug, thiserror::Error)]
-pub enum CancelError {
-    /// No such run in this tenant.
-    #[error("run {0} not found")]
-    NotFound(String),
-    /// The run is over already.
-    #[error("run {0} has already ended ({1})")]
-    AlreadyEnded(String, &'static str),
     /// The host failed.
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
@@ -96,12 +77,13 @@ impl Stepwise {
             Arc::new(SledJournal::open(&config.data_dir.join("journal"))?);
         let commit = GroupCommit::start(journal.clone());
         let catalog = Arc::new(Catalog::load(journal.as_ref())?);
+        let (scheduler, loops) = Scheduler::new();
         let events = Arc::new(Events::new(
             journal.clone(),
             commit.clone(),
             catalog.clone(),
+            scheduler.clone(),
         ));
-        let (scheduler, loops) = Scheduler::new();
         let compiled_dir = config
             .compiled_dir
             .clone()
@@ -115,6 +97,7 @@ impl Stepwise {
             journal: journal.clone(),
             commit: commit.clone(),
             events: events.clone(),
+            catalog: catalog.clone(),
             scheduler: scheduler.clone(),
             backoff: config.backoff,
             limits: config.limits.clone(),
@@ -148,6 +131,7 @@ impl Stepwise {
             deploys: tokio::sync::Mutex::new(()),
         });
         host.recover()?;
+        tokio::spawn(host.events.clone().run_crons());
         tokio::spawn(housekeeping(host.scheduler.clone()));
         Ok(host)
     }
@@ -167,7 +151,13 @@ impl Stepwise {
                 resumed += 1;
             }
         }
-        tracing::info!(resumed, armed, "recovered runs and timers from the journal");
+        let crons = self.events.arm_crons()?;
+        tracing::info!(
+            resumed,
+            armed,
+            crons,
+            "recovered runs, timers and cron schedules from the journal"
+        );
         Ok(())
     }
 
@@ -196,11 +186,7 @@ impl Stepwise {
 
     /// Accepts events: stores them, starts and resumes runs.
     pub async fn send(&self, tenant: &str, events: Vec<IncomingEvent>) -> Result<Accepted> {
-        let accepted = self.events.ingest(tenant, events).await?;
-        for run in &accepted.wake {
-            self.scheduler.wake(run.clone());
-        }
-        Ok(accepted)
+        self.events.ingest(tenant, events).await
     }
 
     /// Deploys `bytes` as a new version of `app`: new runs of its functions
@@ -221,7 +207,18 @@ impl Stepwise {
                 InspectError::Invalid(message) => DeployError::Invalid(message),
                 InspectError::Internal(error) => DeployError::Internal(error),
             })?;
-        let functions = self.validate(tenant, app, &hash, configs)?;
+        let functions = crate::registration::functions(tenant, app, &hash, configs)
+            .map_err(DeployError::Invalid)?;
+        for function in &functions {
+            if let Some(other) = self.catalog.get(tenant, &function.id)
+                && other.app != app
+            {
+                return Err(DeployError::Conflict(format!(
+                    "function {:?} already belongs to app {:?}; rename it, or remove it from that app first",
+                    function.id, other.app
+                )));
+            }
+        }
         let previous = self.journal.app(tenant, app)?;
         let changed = previous.as_ref().is_none_or(|p| p.version != hash);
         let mut batch: Batch = Vec::new();
@@ -232,17 +229,17 @@ impl Stepwise {
             });
         }
         let ids: HashSet<&str> = functions.iter().map(|f| f.id.as_str()).collect();
-        if let Some(previous) = &previous {
-            for old in previous
-                .functions
-                .iter()
-                .filter(|id| !ids.contains(id.as_str()))
-            {
-                batch.push(Op::DeleteFunction {
-                    tenant: tenant.into(),
-                    id: old.clone(),
-                });
-            }
+        let removed: Vec<String> = previous
+            .iter()
+            .flat_map(|p| p.functions.iter())
+            .filter(|id| !ids.contains(id.as_str()))
+            .cloned()
+            .collect();
+        for old in &removed {
+            batch.push(Op::DeleteFunction {
+                tenant: tenant.into(),
+                id: old.clone(),
+            });
         }
         let mut versions = previous.map(|p| p.versions).unwrap_or_default();
         if !versions.contains(&hash) {
@@ -258,8 +255,9 @@ impl Stepwise {
         }));
         batch.extend(functions.iter().cloned().map(Op::PutFunction));
         self.journal.apply(batch)?;
-        self.commit.durable().await?;
         self.catalog.replace_app(tenant, app, functions.clone());
+        self.events.schedule_crons(tenant, &removed, &functions)?;
+        self.commit.durable().await?;
         tracing::info!(tenant, app, version = %hash, functions = functions.len(), "deployed");
         Ok(Deployed {
             app: app.into(),
@@ -269,128 +267,27 @@ impl Stepwise {
         })
     }
 
-    fn validate(
-        &self,
-        tenant: &str,
-        app: &str,
-        hash: &str,
-        configs: Vec<FunctionConfig>,
-    ) -> Result<Vec<FunctionRecord>, DeployError> {
-        if configs.is_empty() {
-            return Err(DeployError::Invalid(
-                "the app registers no functions: list them in the app's registration (App::new().function(...))".into(),
-            ));
-        }
-        let mut seen = HashSet::new();
-        let mut functions = Vec::new();
-        for config in configs {
-            let id = config.id;
-            check_function_id(&id).map_err(DeployError::Invalid)?;
-            if !seen.insert(id.clone()) {
-                return Err(DeployError::Invalid(format!(
-                    "the app registers function {id:?} twice; function ids must be unique"
-                )));
-            }
-            if let Some(other) = self.catalog.get(tenant, &id)
-                && other.app != app
-            {
-                return Err(DeployError::Conflict(format!(
-                    "function {id:?} already belongs to app {:?}; rename it, or remove it from that app first",
-                    other.app
-                )));
-            }
-            if config.triggers.is_empty() {
-                return Err(DeployError::Invalid(format!(
-                    "function {id:?} has no trigger; give it at least one event (on_event)"
-                )));
-            }
-            let mut triggers = Vec::new();
-            for trigger in config.triggers {
-                match trigger {
-                    Trigger::Event(name) => {
-                        check_name(&name).map_err(|e| {
-                            DeployError::Invalid(format!("function {id:?}: trigger {e}"))
-                        })?;
-                        triggers.push(TriggerRecord { event: name });
-                    }
-                }
-            }
-            let retries = config.retries.unwrap_or(DEFAULT_RETRIES);
-            if retries > MAX_RETRIES {
-                return Err(DeployError::Invalid(format!(
-                    "function {id:?} asks for {retries} retries; at most {MAX_RETRIES} are allowed"
-                )));
-            }
-            functions.push(FunctionRecord {
-                tenant: tenant.into(),
-                id,
-                name: config.name,
-                app: app.into(),
-                version: hash.into(),
-                triggers,
-                retries,
-            });
-        }
-        Ok(functions)
-    }
-
     /// Cancels a run that has not ended: it stops where it is, its timers
     /// and waiters are removed, and it never resumes.
     pub async fn cancel(&self, key: &RunKey) -> Result<RunRecord, CancelError> {
-        let run = self.events.ordered(|| {
-            let Some(mut run) = self.journal.run(key)? else {
-                return Ok(Err(CancelError::NotFound(key.run.clone())));
-            };
-            if run.status.is_terminal() {
-                return Ok(Err(CancelError::AlreadyEnded(
-                    key.run.clone(),
-                    run.status.as_str(),
-                )));
-            }
-            let mut batch: Batch = Vec::new();
-            for step in self.journal.steps(key)? {
-                let Some(at) = step.wake_at else { continue };
-                let kind = match step.status {
-                    StepStatus::Sleeping => TimerKind::Sleep,
-                    StepStatus::Retrying => TimerKind::StepRetry,
-                    StepStatus::Waiting => TimerKind::WaitTimeout,
-                    StepStatus::Completed | StepStatus::Failed => continue,
-                };
-                batch.push(Op::DeleteTimer(Timer {
-                    at,
-                    key: key.clone(),
-                    seq: step.seq,
-                    kind,
-                }));
-                if let Some(spec) = step.wait.filter(|_| kind == TimerKind::WaitTimeout) {
-                    batch.push(Op::DeleteWaiter(Waiter {
-                        key: key.clone(),
-                        seq: step.seq,
-                        spec,
-                        timeout_at: at,
-                    }));
-                }
-            }
-            if let Some(at) = run.wake_at {
-                batch.push(Op::DeleteTimer(Timer {
-                    at,
-                    key: key.clone(),
-                    seq: RUN_LEVEL_SEQ,
-                    kind: TimerKind::RunRetry,
-                }));
-            }
-            run.status = RunStatus::Cancelled;
-            run.wake_at = None;
-            run.ended_at = Some(now_ms());
-            run.error = Some(ErrorRecord::fatal("Cancelled", "the run was cancelled"));
-            batch.push(Op::PutRun(run.clone()));
-            self.journal.apply(batch)?;
-            Ok(Ok(run))
-        })??;
-        self.commit.durable().await?;
-        self.scheduler.abort(key);
-        tracing::info!(run = %key, "run cancelled");
-        Ok(run)
+        self.events
+            .cancel(
+                key,
+                ErrorRecord::fatal("Cancelled", "the run was cancelled"),
+            )
+            .await
+    }
+
+    /// Cancels every run of `function` (or of every function) in `tenant`
+    /// created between `from` and `until` (ms) that has not ended.
+    pub async fn cancel_many(
+        &self,
+        tenant: &str,
+        function: Option<&str>,
+        from: u64,
+        until: u64,
+    ) -> Result<Vec<String>> {
+        self.events.cancel_many(tenant, function, from, until).await
     }
 }
 
@@ -420,21 +317,6 @@ pub fn check_app_name(name: &str) -> Result<(), String> {
     } else {
         Err(format!(
             "invalid app name {name:?}: use 1 to 64 letters, digits, '-', '_' or '.'"
-        ))
-    }
-}
-
-fn check_function_id(id: &str) -> Result<(), String> {
-    let ok = !id.is_empty()
-        && id.len() <= 128
-        && id
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_.:/".contains(c));
-    if ok {
-        Ok(())
-    } else {
-        Err(format!(
-            "invalid function id {id:?}: use 1 to 128 letters, digits, '-', '_', '.', ':' or '/'"
         ))
     }
 }

@@ -45,6 +45,7 @@ pub fn router(host: Arc<Stepwise>) -> Router {
         )
         .route("/v1/functions", get(list_functions))
         .route("/v1/runs", get(list_runs))
+        .route("/v1/runs/cancel", post(cancel_runs))
         .route("/v1/runs/{id}", get(get_run))
         .route("/v1/runs/{id}/cancel", post(cancel_run))
         .fallback(not_found)
@@ -177,7 +178,7 @@ async fn list_runs(
         None => None,
         Some(word) => Some(RunStatus::parse(word).ok_or_else(|| {
             ApiError::bad_request(format!(
-                "unknown status {word:?}; use queued, running, sleeping, waiting, completed, failed or cancelled"
+                "unknown status {word:?}; use queued, running, sleeping, waiting, completed, failed, cancelled or skipped"
             ))
         })?),
     };
@@ -238,4 +239,45 @@ async fn cancel_run(State(host): Host, Path(id): Path<String>) -> ApiResult<Json
         }
         Err(CancelError::Internal(error)) => Err(ApiError::internal(error)),
     }
+}
+
+/// What `POST /v1/runs/cancel` cancels: the runs of one function (or of all)
+/// created in a time range, as Inngest's bulk cancellation.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BulkCancel {
+    /// Only runs of this function.
+    function: Option<String>,
+    /// Created at or after this time, ms since the epoch (default: any).
+    from: Option<u64>,
+    /// Created at or before this time, ms since the epoch (default: now).
+    until: Option<u64>,
+}
+
+async fn cancel_runs(
+    State(host): Host,
+    bytes: Result<Bytes, BytesRejection>,
+) -> ApiResult<Json<Value>> {
+    let bytes = body(bytes, "cancellation")?;
+    let request: BulkCancel = serde_json::from_slice(&bytes).map_err(|e| {
+        ApiError::bad_request(format!(
+            "the body must be {{\"function\": \"id\", \"from\": ms, \"until\": ms}} (all optional): {e}"
+        ))
+    })?;
+    if let Some(function) = &request.function
+        && host.catalog.get(DEFAULT_TENANT, function).is_none()
+    {
+        return Err(ApiError::not_found(format!(
+            "function {function:?} not found"
+        )));
+    }
+    let from = request.from.unwrap_or(0);
+    let until = request.until.unwrap_or(u64::MAX);
+    if from > until {
+        return Err(ApiError::bad_request("\"from\" is after \"until\""));
+    }
+    let cancelled = host
+        .cancel_many(DEFAULT_TENANT, request.function.as_deref(), from, until)
+        .await?;
+    Ok(Json(json!({ "cancelled": cancelled })))
 }

@@ -1,6 +1,6 @@
 //! The JSON shapes the API answers with (and the CLI reads).
 
-use crate::model::{ErrorRecord, LogChunk, RunRecord, StepRecord, StepStatus};
+use crate::model::{ErrorRecord, LogChunk, RunKind, RunRecord, StepRecord, StepStatus};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -15,7 +15,8 @@ pub struct RunView {
     pub app: String,
     /// Pinned version (content hash).
     pub version: String,
-    /// `queued`, `running`, `sleeping`, `waiting`, `completed`, `failed` or `cancelled`.
+    /// `queued`, `running`, `sleeping`, `waiting`, `completed`, `failed`,
+    /// `cancelled` or `skipped`.
     pub status: String,
     /// Ids of the triggering events.
     pub event_ids: Vec<String>,
@@ -31,8 +32,13 @@ pub struct RunView {
     pub wake_at: Option<u64>,
     /// Output when completed.
     pub output: Option<Value>,
-    /// Error when failed or cancelled.
+    /// Error when failed or cancelled, or why it was skipped.
     pub error: Option<ErrorRecord>,
+    /// `handler`, or `on_failure` for a failure handler's run.
+    pub kind: String,
+    /// The run whose `step.invoke` started this one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<String>,
 }
 
 impl From<RunRecord> for RunView {
@@ -51,6 +57,11 @@ impl From<RunRecord> for RunView {
             wake_at: run.wake_at,
             output: run.output,
             error: run.error,
+            kind: match run.kind {
+                RunKind::Handler => "handler".into(),
+                RunKind::OnFailure => "on_failure".into(),
+            },
+            parent: run.parent.map(|p| p.run),
         }
     }
 }
@@ -60,7 +71,7 @@ impl From<RunRecord> for RunView {
 pub struct StepView {
     /// Effective step id.
     pub id: String,
-    /// `run`, `sleep` or `wait`.
+    /// `run`, `sleep`, `wait`, `send` or `invoke`.
     pub kind: String,
     /// `completed`, `failed`, `retrying`, `sleeping` or `waiting`.
     pub status: String,
@@ -78,6 +89,9 @@ pub struct StepView {
     pub duration_ms: Option<u64>,
     /// Wake time, next attempt or timeout, ms.
     pub wake_at: Option<u64>,
+    /// The run an invoke started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub child: Option<String>,
 }
 
 impl From<StepRecord> for StepView {
@@ -102,6 +116,7 @@ impl From<StepRecord> for StepView {
             started_at: step.started_at,
             ended_at: step.ended_at,
             wake_at: step.wake_at,
+            child: step.child,
         }
     }
 }

@@ -63,16 +63,10 @@ pub async fn deploy(server: &ServerArgs, file: &Path, app: Option<String>) -> Re
         &version[..version.len().min(12)]
     );
     for function in body["functions"].as_array().into_iter().flatten() {
-        let triggers: Vec<&str> = function["triggers"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|t| t["event"].as_str())
-            .collect();
         println!(
             "  {}  <- {}",
             function["id"].as_str().unwrap_or("?"),
-            triggers.join(", ")
+            triggers_text(function)
         );
     }
     Ok(())
@@ -228,6 +222,47 @@ pub async fn cancel(server: &ServerArgs, id: &str) -> Result<()> {
     Ok(())
 }
 
+/// `stepwise cancel --function ID [--since 1h]`: every run of the function
+/// created in that window that has not ended.
+pub async fn cancel_many(
+    server: &ServerArgs,
+    function: &str,
+    since: Option<Duration>,
+) -> Result<()> {
+    let from = since.map(|d| {
+        std::time::SystemTime::now()
+            .checked_sub(d)
+            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0)
+    });
+    let client = reqwest::Client::new();
+    let body = call(
+        client
+            .post(url(server, "/v1/runs/cancel"))
+            .json(&serde_json::json!({ "function": function, "from": from })),
+        server,
+    )
+    .await?;
+    if server.json {
+        return print_json(&body);
+    }
+    let cancelled = body["cancelled"].as_array().map(Vec::len).unwrap_or(0);
+    println!("cancelled {cancelled} runs of {function}");
+    Ok(())
+}
+
+/// A function's triggers as people read them.
+fn triggers_text(function: &Value) -> String {
+    let triggers: Vec<crate::model::TriggerRecord> =
+        serde_json::from_value(function["triggers"].clone()).unwrap_or_default();
+    triggers
+        .iter()
+        .map(|t| t.describe())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// `stepwise functions`
 pub async fn functions(server: &ServerArgs) -> Result<()> {
     let client = reqwest::Client::new();
@@ -240,16 +275,10 @@ pub async fn functions(server: &ServerArgs) -> Result<()> {
         .into_iter()
         .flatten()
         .map(|f| {
-            let triggers: Vec<&str> = f["triggers"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|t| t["event"].as_str())
-                .collect();
             vec![
                 f["id"].as_str().unwrap_or("?").to_string(),
                 f["app"].as_str().unwrap_or("?").to_string(),
-                triggers.join(", "),
+                triggers_text(f),
                 f["retries"].to_string(),
             ]
         })

@@ -84,10 +84,17 @@ enum Command {
         #[command(flatten)]
         server: ServerArgs,
     },
-    /// Cancel a run.
+    /// Cancel a run, or every run of a function (`--function`).
     Cancel {
         /// The run id.
-        id: String,
+        #[arg(required_unless_present = "function", conflicts_with = "function")]
+        id: Option<String>,
+        /// Cancel every run of this function that has not ended.
+        #[arg(long)]
+        function: Option<String>,
+        /// With `--function`: only runs created this recently, e.g. `1h`.
+        #[arg(long, requires = "function", value_parser = humantime::parse_duration)]
+        since: Option<std::time::Duration>,
         #[command(flatten)]
         server: ServerArgs,
     },
@@ -205,7 +212,16 @@ async fn run(cli: Cli) -> Result<()> {
             server,
         } => client::runs(&server, function, status, limit).await,
         Command::Run { id, server } => client::run(&server, &id).await,
-        Command::Cancel { id, server } => client::cancel(&server, &id).await,
+        Command::Cancel {
+            id,
+            function,
+            since,
+            server,
+        } => match (id, function) {
+            (Some(id), _) => client::cancel(&server, &id).await,
+            (None, Some(function)) => client::cancel_many(&server, &function, since).await,
+            (None, None) => anyhow::bail!("give a run id, or --function"),
+        },
         Command::Functions { server } => client::functions(&server).await,
         Command::Events { limit, server } => client::events(&server, limit).await,
     }

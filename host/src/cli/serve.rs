@@ -112,8 +112,8 @@ async fn deploy_example(host: &Arc<Stepwise>, app: &str, path: &Path) -> Result<
         .functions
         .iter()
         .map(|f| {
-            let events: Vec<&str> = f.triggers.iter().map(|t| t.event.as_str()).collect();
-            format!("{} <- {}", f.id, events.join(", "))
+            let triggers: Vec<String> = f.triggers.iter().map(|t| t.describe()).collect();
+            format!("{} <- {}", f.id, triggers.join(", "))
         })
         .collect();
     println!("  deployed {app}: {}", triggers.join("; "));

@@ -1,22 +1,34 @@
-//! Event ingestion: accept events, start the runs they trigger, and resume
-//! the runs waiting for them.
+//! Event ingestion and run transitions: accept events, start the runs they
+//! trigger under flow control, resume the runs waiting for them, cancel the
+//! runs they cancel; and end runs, with what ending one changes.
 //!
-//! Ingestion, waiter registration, wait timeouts and run cancellation all go
-//! through one lock ([`Events::ordered`]), so they happen in one order: an
-//! event accepted after a waiter was registered always finds it, and one
-//! accepted before never does (Inngest's semantics, without its race between
-//! events sent in quick succession and a waiter being set up).
+//! Every transition goes through one lock ([`Events::change`]), so they
+//! happen in one order: an event accepted after a waiter was registered
+//! always finds it, and one accepted before never does (Inngest's semantics,
+//! without its race between events sent in quick succession and a waiter
+//! being set up). A change is a [`Tx`]: its writes are applied atomically,
+//! and its [`Effects`] reach the scheduler once they are durable.
 
+mod admit;
+mod ending;
 mod parse;
+mod tx;
 
-pub use parse::{EventError, IncomingEvent, MAX_EVENT_BYTES, check_name, parse_events};
+pub use admit::delayed_start;
+pub use ending::FUNCTION_FAILED;
+pub use parse::{
+    EventError, IncomingEvent, MAX_EVENT_BYTES, check_name, parse_event, parse_events,
+};
+pub use tx::{Effects, Tx};
 
 use crate::catalog::Catalog;
-use crate::journal::{Batch, GroupCommit, Journal, Op};
+use crate::cron::{self, Armed, CronTable, Schedule};
+use crate::journal::{GroupCommit, Journal, Op};
 use crate::model::{
-    EventRecord, RunKey, RunRecord, RunStatus, StepStatus, Timer, TimerKind, WaitSpec, Waiter,
-    now_ms,
+    ErrorRecord, EventRecord, FunctionRecord, IndexKind, ParentStep, RunKey, RunRecord, RunStatus,
+    StepRecord, StepStatus, Timer, TimerKind, WaitSpec, Waiter, now_ms,
 };
+use crate::scheduler::Scheduler;
 use anyhow::{Context, Result};
 use serde_json::Value;
 use std::collections::HashSet;
@@ -31,131 +43,150 @@ pub const DEDUPE_WINDOW_MS: u64 = 24 * 60 * 60 * 1000;
 pub struct Accepted {
     /// The id of every event of the request, in order (duplicates included).
     pub ids: Vec<String>,
-    /// Runs created or resumed: the scheduler should look at them.
-    pub wake: Vec<RunKey>,
 }
 
-/// Routes events to functions and waiters.
+/// Why a run could not be cancelled.
+#[derive(Debug, thiserror::Error)]
+pub enum CancelError {
+    /// No such run in this tenant.
+    #[error("run {0} not found")]
+    NotFound(String),
+    /// The run is over already.
+    #[error("run {0} has already ended ({1})")]
+    AlreadyEnded(String, &'static str),
+    /// The host failed.
+    #[error(transparent)]
+    Internal(#[from] anyhow::Error),
+}
+
+/// Routes events to functions and waiters, and orders run transitions.
 pub struct Events {
     journal: Arc<dyn Journal>,
     commit: GroupCommit,
     catalog: Arc<Catalog>,
+    scheduler: Scheduler,
+    crons: CronTable,
     order: Mutex<()>,
 }
 
 impl Events {
-    /// Routing over `catalog`, writing to `journal`.
-    pub fn new(journal: Arc<dyn Journal>, commit: GroupCommit, catalog: Arc<Catalog>) -> Self {
+    /// Routing over `catalog`, writing to `journal`, waking through
+    /// `scheduler`.
+    pub fn new(
+        journal: Arc<dyn Journal>,
+        commit: GroupCommit,
+        catalog: Arc<Catalog>,
+        scheduler: Scheduler,
+    ) -> Self {
         Events {
             journal,
             commit,
             catalog,
+            scheduler,
+            crons: CronTable::default(),
             order: Mutex::new(()),
         }
     }
 
-    /// Runs `f` in the one order shared by ingestion, waiter registration and
-    /// run transitions. Keep `f` short and free of awaits.
-    pub fn ordered<R>(&self, f: impl FnOnce() -> Result<R>) -> Result<R> {
+    /// Runs `f` in the one order of transitions, as one change: its writes
+    /// are applied atomically (not yet durable). Keep `f` short and free of
+    /// awaits.
+    pub fn change<R>(&self, f: impl FnOnce(&mut Tx<'_>) -> Result<R>) -> Result<(R, Effects)> {
         let _guard = self
             .order
             .lock()
             .unwrap_or_else(|poison| poison.into_inner());
-        f()
+        let mut tx = Tx::new(self.journal.as_ref(), &self.catalog, now_ms());
+        let result = f(&mut tx)?;
+        Ok((result, tx.apply()?))
     }
 
-    /// Accepts `incoming` for `tenant`: stores each event, creates a run for
-    /// every function it triggers, resolves every waiter it matches, and
-    /// returns once all of that is on disk.
-    pub async fn ingest(&self, tenant: &str, incoming: Vec<IncomingEvent>) -> Result<Accepted> {
-        let accepted = self.ordered(|| {
-            let now = now_ms();
-            let mut accepted = Accepted::default();
-            let mut batch: Batch = Vec::new();
-            let mut seen_here = HashSet::new();
-            let mut resolved = HashSet::new();
-            for event in incoming {
-                let sender_id = event.id.clone();
-                let id = sender_id
-                    .clone()
-                    .unwrap_or_else(|| ulid::Ulid::new().to_string());
-                accepted.ids.push(id.clone());
-                if let Some(dedupe) = &sender_id {
-                    let seen_before = self
-                        .journal
-                        .event_seen(tenant, dedupe)?
-                        .is_some_and(|at| now.saturating_sub(at) < DEDUPE_WINDOW_MS);
-                    if seen_before || !seen_here.insert(dedupe.clone()) {
-                        tracing::info!(tenant, id = %dedupe, "duplicate event id: nothing started");
-                        continue;
-                    }
-                }
-                let record = EventRecord {
-                    id,
-                    name: event.name,
-                    data: event.data,
-                    user: event.user,
-                    ts: event.ts.unwrap_or(now),
-                    v: event.v,
-                    received_at: now,
-                };
-                for function in self.catalog.triggered_by(tenant, &record.name) {
-                    let key = RunKey::new(tenant, ulid::Ulid::new().to_string());
-                    batch.push(Op::PutRun(RunRecord {
-                        key: key.clone(),
-                        app: function.app.clone(),
-                        version: function.version.clone(),
-                        function: function.id.clone(),
-                        status: RunStatus::Queued,
-                        event_ids: vec![record.id.clone()],
-                        retries: function.retries,
-                        attempt: 0,
-                        wake_at: None,
-                        created_at: now,
-                        started_at: None,
-                        ended_at: None,
-                        output: None,
-                        error: None,
-                    }));
-                    batch.push(Op::PutRunEvents(key.clone(), vec![record.clone()]));
-                    accepted.wake.push(key);
-                }
-                for waiter in self.journal.waiters(tenant, &record.name)? {
-                    if !wait_matches(&waiter.spec, &record)
-                        || !resolved.insert((waiter.key.clone(), waiter.seq))
-                    {
-                        continue;
-                    }
-                    let output = serde_json::to_string(&record).context("encoding an event")?;
-                    if self.resolve_wait(&waiter, Some(output), now, &mut batch)? {
-                        accepted.wake.push(waiter.key.clone());
-                    }
-                }
-                batch.push(Op::PutEvent {
-                    tenant: tenant.to_string(),
-                    event: record,
-                    dedupe: sender_id.is_some(),
-                });
-            }
-            self.journal.apply(batch)?;
-            Ok(accepted)
-        })?;
+    /// Waits until every change so far is durable, then hands `effects` to
+    /// the scheduler.
+    pub async fn settle(&self, effects: Effects) -> Result<()> {
         self.commit.durable().await?;
+        effects.apply(&self.scheduler);
+        Ok(())
+    }
+
+    /// Accepts `incoming` for `tenant`: stores each event, starts (or holds
+    /// back, or skips) a run of every function it triggers, resolves the
+    /// waiters it matches, cancels the runs it cancels, and returns once all
+    /// of that is on disk.
+    pub async fn ingest(&self, tenant: &str, incoming: Vec<IncomingEvent>) -> Result<Accepted> {
+        let mut accepted = Accepted::default();
+        let mut effects = Effects::default();
+        let mut seen_here = HashSet::new();
+        for event in incoming {
+            let (id, more) = self.change(|tx| self.accept(tx, tenant, event, &mut seen_here))?;
+            accepted.ids.push(id);
+            effects.extend(more);
+        }
+        self.settle(effects).await?;
         Ok(accepted)
+    }
+
+    /// One event, in one change. Returns its id.
+    fn accept(
+        &self,
+        tx: &mut Tx<'_>,
+        tenant: &str,
+        event: IncomingEvent,
+        seen_here: &mut HashSet<String>,
+    ) -> Result<String> {
+        let sender_id = event.id.clone();
+        let id = sender_id
+            .clone()
+            .unwrap_or_else(|| ulid::Ulid::new().to_string());
+        if let Some(dedupe) = &sender_id {
+            let seen_before = self
+                .journal
+                .event_seen(tenant, dedupe)?
+                .is_some_and(|at| tx.now.saturating_sub(at) < DEDUPE_WINDOW_MS);
+            if seen_before || !seen_here.insert(dedupe.clone()) {
+                tracing::info!(tenant, id = %dedupe, "duplicate event id: nothing started");
+                return Ok(id);
+            }
+        }
+        let record = EventRecord {
+            id: id.clone(),
+            name: event.name,
+            data: event.data,
+            user: event.user,
+            ts: event.ts.unwrap_or(tx.now),
+            v: event.v,
+            received_at: tx.now,
+        };
+        for function in self.catalog.triggered_by(tenant, &record.name) {
+            if admit::triggered(&function, &record) {
+                admit::admit(tx, &function, &record)?;
+            }
+        }
+        let mut resolved = HashSet::new();
+        for waiter in self.journal.waiters(tenant, &record.name)? {
+            if !ending::wait_satisfied(tx, &waiter.spec, &waiter.key, &record)?
+                || !resolved.insert((waiter.key.clone(), waiter.seq))
+            {
+                continue;
+            }
+            let output = serde_json::to_string(&record).context("encoding an event")?;
+            resolve_wait(tx, &waiter, Some(output))?;
+        }
+        ending::cancellations(tx, tenant, &record)?;
+        tx.ops.push(Op::PutEvent {
+            tenant: tenant.to_string(),
+            event: record,
+            dedupe: sender_id.is_some(),
+        });
+        Ok(id)
     }
 
     /// Registers a waiter, with its step, timeout timer and run status, in
     /// the ingestion order: only events accepted after this can match it.
     /// Returns false (and writes nothing) if the run has ended meanwhile.
-    pub fn register_wait(
-        &self,
-        run: RunRecord,
-        waiter: Waiter,
-        step: crate::model::StepRecord,
-    ) -> Result<bool> {
-        self.ordered(|| {
-            let current = self.journal.run(&run.key)?;
-            if current.is_none_or(|r| r.status.is_terminal()) {
+    pub fn register_wait(&self, run: RunRecord, waiter: Waiter, step: StepRecord) -> Result<bool> {
+        let (registered, _) = self.change(|tx| {
+            if !self.active(&run.key)? {
                 return Ok(false);
             }
             let timer = Timer {
@@ -164,23 +195,125 @@ impl Events {
                 seq: waiter.seq,
                 kind: TimerKind::WaitTimeout,
             };
-            let key = run.key.clone();
-            self.journal.apply(vec![
-                Op::PutStep(key, step),
-                Op::PutWaiter(waiter),
-                Op::PutTimer(timer),
-                Op::PutRun(run),
-            ])?;
+            tx.ops.push(Op::PutStep(run.key.clone(), step));
+            tx.ops.push(Op::PutWaiter(waiter));
+            tx.ops.push(Op::PutTimer(timer));
+            tx.put_run(run);
             Ok(true)
-        })
+        })?;
+        Ok(registered)
+    }
+
+    /// Whether `key` exists and has not ended.
+    fn active(&self, key: &RunKey) -> Result<bool> {
+        Ok(self
+            .journal
+            .run(key)?
+            .is_some_and(|r| !r.status.is_terminal()))
+    }
+
+    /// Applies `ops` and writes `run` unless it has ended meanwhile; returns
+    /// whether it had not.
+    pub fn transition(&self, run: &RunRecord, ops: Vec<Op>) -> Result<bool> {
+        let (applied, _) = self.change(|tx| {
+            if !self.active(&run.key)? {
+                return Ok(false);
+            }
+            tx.ops.extend(ops);
+            tx.put_run(run.clone());
+            Ok(true)
+        })?;
+        Ok(applied)
+    }
+
+    /// Applies `ops` (a run's journal entries) unless the run has ended.
+    pub fn run_ops(&self, key: &RunKey, ops: Vec<Op>) -> Result<bool> {
+        let (applied, _) = self.change(|tx| {
+            if !self.active(key)? {
+                return Ok(false);
+            }
+            tx.ops.extend(ops);
+            Ok(true)
+        })?;
+        Ok(applied)
+    }
+
+    /// Ends `run` (completed or failed, already set on it) unless it ended
+    /// meanwhile: its record, and what ending changes (index entries, the
+    /// invoker's step, an on-failure run). The scheduler is told at once:
+    /// whatever the woken runs write is flushed after this.
+    pub fn end_run(&self, run: &RunRecord) -> Result<bool> {
+        let (ended, effects) = self.change(|tx| {
+            if !self.active(&run.key)? {
+                return Ok(false);
+            }
+            ending::end(tx, run)?;
+            tx.put_run(run.clone());
+            Ok(true)
+        })?;
+        effects.apply(&self.scheduler);
+        Ok(ended)
+    }
+
+    /// Cancels a run that has not ended: it stops where it is, its timers
+    /// and waiters are removed, and it never resumes.
+    pub async fn cancel(&self, key: &RunKey, error: ErrorRecord) -> Result<RunRecord, CancelError> {
+        let (run, effects) = self.change(|tx| {
+            let Some(run) = self.journal.run(key)? else {
+                return Ok(Err(CancelError::NotFound(key.run.clone())));
+            };
+            if run.status.is_terminal() {
+                return Ok(Err(CancelError::AlreadyEnded(
+                    key.run.clone(),
+                    run.status.as_str(),
+                )));
+            }
+            Ok(Ok(ending::cancel(tx, run, error)?))
+        })?;
+        let run = run?;
+        self.settle(effects).await?;
+        Ok(run)
+    }
+
+    /// Cancels every run of `function` (any, if `None`) created between
+    /// `from` and `until` (ms) that has not ended; returns their ids.
+    pub async fn cancel_many(
+        &self,
+        tenant: &str,
+        function: Option<&str>,
+        from: u64,
+        until: u64,
+    ) -> Result<Vec<String>> {
+        let mut cancelled = Vec::new();
+        let mut effects = Effects::default();
+        for run in self.journal.active_runs()? {
+            let in_scope = run.key.tenant == tenant
+                && function.is_none_or(|f| f == run.function)
+                && (from..=until).contains(&run.created_at);
+            if !in_scope {
+                continue;
+            }
+            let (done, more) = self.change(|tx| {
+                let Some(run) = tx.journal.run(&run.key)? else {
+                    return Ok(None);
+                };
+                if run.status.is_terminal() {
+                    return Ok(None);
+                }
+                let error = ErrorRecord::fatal("Cancelled", "cancelled in bulk through the API");
+                Ok(Some(ending::cancel(tx, run, error)?.key.run))
+            })?;
+            cancelled.extend(done);
+            effects.extend(more);
+        }
+        self.settle(effects).await?;
+        Ok(cancelled)
     }
 
     /// Ends a wait whose timeout fired: its step completes with `null`.
-    /// Returns whether the run should be resumed.
-    pub fn wait_timed_out(&self, timer: &Timer) -> Result<bool> {
-        self.ordered(|| {
-            let mut batch = vec![Op::DeleteTimer(timer.clone())];
-            let mut wake = false;
+    pub fn wait_timed_out(&self, timer: &Timer) -> Result<Effects> {
+        let ((), effects) = self.change(|tx| {
+            tx.ops.push(Op::DeleteTimer(timer.clone()));
             if let Some(step) = self.journal.step(&timer.key, timer.seq)?
                 && step.status == StepStatus::Waiting
                 && let Some(spec) = step.wait.clone()
@@ -191,49 +324,268 @@ impl Events {
                     spec,
                     timeout_at: timer.at,
                 };
-                wake = self.resolve_wait(&waiter, None, now_ms(), &mut batch)?;
+                resolve_wait(tx, &waiter, None)?;
             }
-            self.journal.apply(batch)?;
-            Ok(wake)
-        })
+            Ok(())
+        })?;
+        Ok(effects)
     }
 
-    /// Adds to `batch` what ends a wait: the step completes with the event
-    /// (or `null` on timeout), the waiter and its timer go, the run is queued.
-    fn resolve_wait(
-        &self,
-        waiter: &Waiter,
-        event_json: Option<String>,
-        now: u64,
-        batch: &mut Batch,
-    ) -> Result<bool> {
-        batch.push(Op::DeleteWaiter(waiter.clone()));
-        batch.push(Op::DeleteTimer(Timer {
-            at: waiter.timeout_at,
-            key: waiter.key.clone(),
-            seq: waiter.seq,
-            kind: TimerKind::WaitTimeout,
-        }));
-        let Some(mut step) = self.journal.step(&waiter.key, waiter.seq)? else {
-            return Ok(false);
-        };
-        if step.status != StepStatus::Waiting {
-            return Ok(false);
-        }
-        step.status = StepStatus::Completed;
-        step.output = Some(event_json.unwrap_or_else(|| "null".into()));
-        step.ended_at = Some(now);
-        batch.push(Op::PutStep(waiter.key.clone(), step));
-        let Some(mut run) = self.journal.run(&waiter.key)? else {
-            return Ok(false);
-        };
-        if run.status.is_terminal() {
-            return Ok(false);
-        }
-        run.status = RunStatus::Queued;
-        batch.push(Op::PutRun(run));
-        Ok(true)
+    /// Ends an invoke whose child did not end in time: its step fails.
+    pub fn invoke_timed_out(&self, timer: &Timer) -> Result<Effects> {
+        Ok(self.change(|tx| ending::invoke_timed_out(tx, timer))?.1)
     }
+
+    /// A held-back run (debounce, batch) may start now.
+    pub fn delayed_start(&self, timer: &Timer) -> Result<Effects> {
+        let ((), effects) = self.change(|tx| {
+            tx.ops.push(Op::DeleteTimer(timer.clone()));
+            let Some(mut run) = tx.journal.run(&timer.key)? else {
+                return Ok(());
+            };
+            if run.status != RunStatus::Queued || run.wake_at != Some(timer.at) {
+                return Ok(());
+            }
+            // The window closes: later events start another run.
+            let windows: Vec<_> = run
+                .cleanup
+                .iter()
+                .filter(|r| matches!(r.kind, IndexKind::Debounce | IndexKind::Batch))
+                .cloned()
+                .collect();
+            for at in windows {
+                run.cleanup.retain(|r| *r != at);
+                tx.delete_index(at);
+            }
+            run.wake_at = None;
+            tx.effects.wake.push(run.key.clone());
+            tx.put_run(run);
+            Ok(())
+        })?;
+        Ok(effects)
+    }
+
+    /// A run over `timeouts.start` (not started) or `timeouts.finish` (not
+    /// ended) is cancelled.
+    pub fn run_timed_out(&self, timer: &Timer) -> Result<Effects> {
+        let ((), effects) = self.change(|tx| {
+            tx.ops.push(Op::DeleteTimer(timer.clone()));
+            let Some(run) = tx.journal.run(&timer.key)? else {
+                return Ok(());
+            };
+            let message = match timer.kind {
+                TimerKind::StartTimeout if run.started_at.is_none() => {
+                    "the run did not start within its timeouts.start"
+                }
+                TimerKind::FinishTimeout => "the run did not finish within its timeouts.finish",
+                _ => return Ok(()),
+            };
+            if run.status.is_terminal() {
+                return Ok(());
+            }
+            ending::cancel(tx, run, ErrorRecord::fatal("FunctionTimeoutError", message))?;
+            Ok(())
+        })?;
+        Ok(effects)
+    }
+
+    /// Starts a run of `function` for `data`, invoked by step `seq` of
+    /// `parent`, and records that step as waiting for it (until
+    /// `timeout_at`). Returns false if the parent ended meanwhile.
+    pub fn invoke(
+        &self,
+        parent: &RunRecord,
+        function: &FunctionRecord,
+        data: Value,
+        mut step: StepRecord,
+    ) -> Result<Option<Effects>> {
+        let (started, effects) = self.change(|tx| {
+            if !self.active(&parent.key)? {
+                return Ok(false);
+            }
+            let event = EventRecord {
+                id: ulid::Ulid::new().to_string(),
+                name: "inngest/function.invoked".into(),
+                data,
+                user: None,
+                ts: tx.now,
+                v: None,
+                received_at: tx.now,
+            };
+            let key = RunKey::new(&parent.key.tenant, ulid::Ulid::new().to_string());
+            let mut child = admit::new_run(function, key, std::slice::from_ref(&event), tx.now);
+            child.parent = Some(ParentStep {
+                run: parent.key.run.clone(),
+                seq: step.seq,
+            });
+            step.child = Some(child.key.run.clone());
+            if let Some(at) = step.wake_at {
+                tx.put_timer(Timer {
+                    at,
+                    key: parent.key.clone(),
+                    seq: step.seq,
+                    kind: TimerKind::InvokeTimeout,
+                });
+            }
+            tx.ops.push(Op::PutStep(parent.key.clone(), step));
+            tx.put_run(parent.clone());
+            admit::launch(tx, function, child, vec![event])?;
+            Ok(true)
+        })?;
+        Ok(started.then_some(effects))
+    }
+
+    /// Stores and routes the events a run sends (`step.send_event`).
+    pub async fn send(&self, tenant: &str, events: Vec<IncomingEvent>) -> Result<Accepted> {
+        self.ingest(tenant, events).await
+    }
+
+    /// Writes the cron schedules of `functions` (the functions `app` now
+    /// registers in `tenant`): new schedules get their next fire time,
+    /// removed ones go; then arms them.
+    pub fn schedule_crons(
+        &self,
+        tenant: &str,
+        removed: &[String],
+        functions: &[FunctionRecord],
+    ) -> Result<()> {
+        let ((), _) = self.change(|tx| {
+            for id in removed.iter().chain(functions.iter().map(|f| &f.id)) {
+                let keep: Vec<String> = functions
+                    .iter()
+                    .filter(|f| &f.id == id)
+                    .flat_map(|f| f.crons().map(|c| cron::index_key(tenant, id, c)))
+                    .collect();
+                for (key, _) in tx
+                    .journal
+                    .index_scan(IndexKind::Cron, &cron::function_prefix(tenant, id))?
+                {
+                    if !keep.contains(&key) {
+                        tx.delete_index(crate::model::IndexRef {
+                            kind: IndexKind::Cron,
+                            key,
+                        });
+                    }
+                }
+                for key in keep {
+                    if tx.journal.index(IndexKind::Cron, &key)?.is_some() {
+                        continue;
+                    }
+                    let (_, _, text) = cron::split_key(&key).context("a cron key")?;
+                    let schedule = Schedule::parse(text).map_err(anyhow::Error::msg)?;
+                    if let Some(at) = schedule.next_after(tx.now) {
+                        tx.put_index(IndexKind::Cron, &key, at.to_string());
+                        self.crons.arm(Armed { at, key });
+                    }
+                }
+            }
+            Ok(())
+        })?;
+        Ok(())
+    }
+
+    /// Arms every cron schedule in the journal (at start).
+    pub fn arm_crons(&self) -> Result<usize> {
+        let entries = self.journal.index_scan(IndexKind::Cron, "")?;
+        let count = entries.len();
+        for (key, at) in entries {
+            if let Ok(at) = at.parse() {
+                self.crons.arm(Armed { at, key });
+            }
+        }
+        Ok(count)
+    }
+
+    /// Fires due cron schedules for ever: each creates a run and moves its
+    /// schedule on, in one write.
+    pub async fn run_crons(self: Arc<Self>) {
+        loop {
+            let due = self.crons.next_due().await;
+            match self.fire_cron(&due) {
+                Ok(Some((next, effects))) => {
+                    if let Err(error) = self.settle(effects).await {
+                        tracing::error!(error = format!("{error:#}"), "could not flush a cron run");
+                    }
+                    self.crons.arm(Armed {
+                        at: next,
+                        key: due.key,
+                    });
+                }
+                Ok(None) => {}
+                Err(error) => {
+                    tracing::error!(
+                        error = format!("{error:#}"),
+                        "a cron schedule failed to fire; retrying in 1 s"
+                    );
+                    self.crons.arm(Armed {
+                        at: now_ms() + 1_000,
+                        key: due.key,
+                    });
+                }
+            }
+        }
+    }
+
+    fn fire_cron(&self, due: &Armed) -> Result<Option<(u64, Effects)>> {
+        let (next, effects) = self.change(|tx| {
+            let Some(stored) = tx.journal.index(IndexKind::Cron, &due.key)? else {
+                return Ok(None);
+            };
+            if stored.parse::<u64>().ok() != Some(due.at) {
+                return Ok(None);
+            }
+            let (tenant, id, text) = cron::split_key(&due.key).context("a cron key")?;
+            let Some(function) = self.catalog.get(tenant, id) else {
+                return Ok(None);
+            };
+            let schedule = Schedule::parse(text).map_err(anyhow::Error::msg)?;
+            let event = EventRecord {
+                id: ulid::Ulid::new().to_string(),
+                name: cron::CRON_EVENT.into(),
+                data: serde_json::json!({ "cron": text }),
+                user: None,
+                ts: due.at,
+                v: None,
+                received_at: tx.now,
+            };
+            tracing::info!(tenant, function = id, schedule = text, "cron fired");
+            admit::admit(tx, &function, &event)?;
+            tx.ops.push(Op::PutEvent {
+                tenant: tenant.to_string(),
+                event,
+                dedupe: false,
+            });
+            let next = schedule
+                .next_after(tx.now.max(due.at))
+                .context("the schedule has no next time")?;
+            tx.put_index(IndexKind::Cron, &due.key, next.to_string());
+            Ok(Some(next))
+        })?;
+        Ok(next.map(|next| (next, effects)))
+    }
+}
+
+/// Adds to `tx` what ends a wait: the step completes with the event (or
+/// `null` on timeout), the waiter and its timer go, the run is queued.
+fn resolve_wait(tx: &mut Tx<'_>, waiter: &Waiter, event_json: Option<String>) -> Result<()> {
+    tx.ops.push(Op::DeleteWaiter(waiter.clone()));
+    tx.ops.push(Op::DeleteTimer(Timer {
+        at: waiter.timeout_at,
+        key: waiter.key.clone(),
+        seq: waiter.seq,
+        kind: TimerKind::WaitTimeout,
+    }));
+    let Some(mut step) = tx.journal.step(&waiter.key, waiter.seq)? else {
+        return Ok(());
+    };
+    if step.status != StepStatus::Waiting {
+        return Ok(());
+    }
+    step.status = StepStatus::Completed;
+    step.output = Some(event_json.unwrap_or_else(|| "null".into()));
+    step.ended_at = Some(tx.now);
+    tx.ops.push(Op::PutStep(waiter.key.clone(), step));
+    ending::queue_again(tx, &waiter.key)
 }
 
 /// Whether `event` satisfies a wait (the name is already known to match):
@@ -293,6 +645,7 @@ mod tests {
             event: "shop/payment.success".into(),
             match_path: Some("data.orderId".into()),
             match_value: value,
+            condition: None,
         };
         let paid = event(json!({"orderId": "o-1", "amount": 5}));
         assert!(wait_matches(&spec(Some(json!("o-1"))), &paid));

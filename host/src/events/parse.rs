@@ -97,11 +97,12 @@ pub fn parse_events(body: &[u8]) -> Result<Vec<IncomingEvent>, EventError> {
     items
         .into_iter()
         .enumerate()
-        .map(|(index, item)| parse_one(index, item))
+        .map(|(index, item)| parse_event(index, item))
         .collect()
 }
 
-fn parse_one(index: usize, item: Value) -> Result<IncomingEvent, EventError> {
+/// Reads event number `index` of a request (or of a `step.send_event`).
+pub fn parse_event(index: usize, item: Value) -> Result<IncomingEvent, EventError> {
     let bytes = serde_json::to_vec(&item).map(|v| v.len()).unwrap_or(0);
     if bytes > MAX_EVENT_BYTES {
         return Err(EventError::TooLarge { index, bytes });

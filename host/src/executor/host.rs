@@ -1,11 +1,12 @@
 //! The `step` interface as the host implements it: every answer comes from,
-//! or goes to, the journal before the guest sees it.
+//! or goes to, the journal before the guest sees it. `parallel` is in
+//! [`super::parallel`], `send-event` and `invoke` in [`super::messages`].
 
 use super::bindings::stepwise::durable::step::{self, Memo};
-use super::bindings::stepwise::durable::types::{Event, StepError, WaitOptions};
+use super::bindings::stepwise::durable::types::{Event, EventPayload, StepError, WaitOptions};
 use super::outcome::{Ended, Suspended, fault, host_fault, replay_end};
 use super::replay::Slot;
-use super::state::{OpenStep, RunState, Session, error_record, wit_error};
+use super::state::{OpenStep, Role, RunState, Session, error_record, wit_error};
 use crate::events::{check_name, lookup};
 use crate::journal::{Batch, Op};
 use crate::model::{
@@ -18,6 +19,9 @@ use wasmtime::Result;
 pub const MAX_STEP_OUTPUT_BYTES: usize = 4 * 1024 * 1024;
 /// Longest sleep or wait, as in Inngest.
 pub const MAX_SUSPEND_MS: u64 = 365 * 24 * 60 * 60 * 1000;
+/// Output segments of parallel branches are numbered from here, apart from
+/// the run's own (which count calls).
+pub const BRANCH_SEGMENTS: u32 = 1 << 31;
 
 /// What a failed attempt leads to.
 pub enum AttemptOutcome {
@@ -28,7 +32,7 @@ pub enum AttemptOutcome {
 }
 
 impl RunState {
-    fn session(&mut self) -> Result<&mut Session> {
+    pub(super) fn session(&mut self) -> Result<&mut Session> {
         self.session.as_mut().ok_or_else(|| {
             fault(
                 "RegistrationError",
@@ -37,32 +41,27 @@ impl RunState {
         })
     }
 
-    /// Journal work common to every durable call: log the output written
-    /// since the previous call, then place this call in the sequence.
-    fn enter_call(&mut self, id: &str, kind: StepKind) -> Result<Slot> {
-        self.flush_output()?;
+    /// Fails with a clear error if a step body is running (steps cannot be
+    /// nested).
+    pub(super) fn check_not_nested(&mut self, what: &str, id: &str) -> Result<()> {
         let session = self.session()?;
-        if let Some(open) = &session.open {
+        let open = session.open.as_ref().or(session.group.first());
+        if let Some(open) = open {
             return Err(fault(
                 "StepError",
                 format!(
-                    "{} {id:?} was called inside the body of step {:?}; steps cannot be nested: call it after the step returns",
-                    kind.as_str(),
+                    "{what} {id:?} was called inside the body of step {:?}; steps cannot be nested: call it after the step returns",
                     open.raw_id
                 ),
             ));
         }
-        let max_steps = session.services.limits.max_steps_per_run;
-        let slot = session
-            .replay
-            .next(id, kind)
-            .map_err(|e| fault("DeterminismError", e.to_string()))?;
-        if session.dry_run && matches!(slot, Slot::New { .. }) {
-            return Err(replay_end());
-        }
-        if let Slot::New { seq, .. } = &slot
-            && *seq >= max_steps
-        {
+        Ok(())
+    }
+
+    /// Fails the run if `seq` is past the most step calls a run may make.
+    pub(super) fn check_step_limit(&mut self, seq: u32) -> Result<()> {
+        let max_steps = self.session()?.services.limits.max_steps_per_run;
+        if seq >= max_steps {
             return Err(fault(
                 "StepLimitError",
                 format!(
@@ -70,6 +69,37 @@ impl RunState {
                 ),
             ));
         }
+        Ok(())
+    }
+
+    /// Journal work common to every durable call: log the output written
+    /// since the previous call, then place this call in the sequence.
+    pub(super) fn enter_call(&mut self, id: &str, kind: StepKind) -> Result<Slot> {
+        self.flush_output()?;
+        self.check_not_nested(kind.as_str(), id)?;
+        let session = self.session()?;
+        let slot = session
+            .replay
+            .next(id, kind)
+            .map_err(|e| fault("DeterminismError", e.to_string()))?;
+        if let Slot::New { .. } = &slot {
+            if session.dry_run {
+                return Err(replay_end());
+            }
+            if let Role::Branch(seq) = session.role {
+                return Err(fault(
+                    "DeterminismError",
+                    format!(
+                        "replaying the run for parallel branch #{seq}, the code made a call ({} {id:?}) the run had not made before reaching the branch's group",
+                        kind.as_str()
+                    ),
+                ));
+            }
+        }
+        if let Slot::New { seq, .. } = &slot {
+            self.check_step_limit(*seq)?;
+        }
+        let session = self.session()?;
         let (calls, replaying) = (session.replay.calls_made(), session.replay.replaying());
         let attempt = match &slot {
             Slot::Journaled(step) => step.attempts,
@@ -102,38 +132,42 @@ impl RunState {
 
     /// Writes `ops` and the session's run record with `status`, unless the
     /// run ended meanwhile (then the execution stops with [`Ended`]).
-    fn write_run(&mut self, status: RunStatus, wake_at: Option<u64>, mut ops: Batch) -> Result<()> {
+    pub(super) fn write_run(
+        &mut self,
+        status: RunStatus,
+        wake_at: Option<u64>,
+        ops: Batch,
+    ) -> Result<()> {
         let session = self.session()?;
         session.run.status = status;
         session.run.wake_at = wake_at;
-        ops.push(Op::PutRun(session.run.clone()));
         let services = session.services.clone();
-        let key = session.run.key.clone();
-        let applied = services.events.ordered(|| {
-            if services
-                .journal
-                .run(&key)?
-                .is_none_or(|r| r.status.is_terminal())
-            {
-                return Ok(false);
-            }
-            services.journal.apply(ops)?;
-            Ok(true)
-        });
-        match applied {
+        match services.events.transition(&session.run, ops) {
             Ok(true) => Ok(()),
             Ok(false) => Err(wasmtime::Error::new(Ended)),
             Err(e) => Err(host_fault(e)),
         }
     }
 
-    async fn durable(&mut self) -> Result<()> {
+    /// Writes a run's journal entries without touching its record, unless
+    /// the run ended meanwhile.
+    fn write_steps(&mut self, ops: Batch) -> Result<()> {
+        let session = self.session()?;
+        let services = session.services.clone();
+        match services.events.run_ops(&session.run.key, ops) {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(wasmtime::Error::new(Ended)),
+            Err(e) => Err(host_fault(e)),
+        }
+    }
+
+    pub(super) async fn durable(&mut self) -> Result<()> {
         let services = self.session()?.services.clone();
         services.commit.durable().await.map_err(host_fault)
     }
 
     /// Records a failed attempt of the open step: times the next attempt
-    /// (suspending the run), or journals the failure as final.
+    /// (the run suspends until then), or journals the failure as final.
     pub async fn fail_attempt(
         &mut self,
         open: OpenStep,
@@ -143,19 +177,16 @@ impl RunState {
         let now = now_ms();
         let session = self.session()?;
         let failed = open.attempts + 1;
-        let mut step = StepRecord {
-            seq: open.seq,
-            id: open.id.clone(),
-            kind: StepKind::Run,
-            status: StepStatus::Failed,
-            attempts: failed,
-            output: None,
-            error: Some(error.clone()),
-            started_at: open.started_at,
-            ended_at: Some(now),
-            wake_at: None,
-            wait: None,
-        };
+        let mut step = StepRecord::new(
+            open.seq,
+            open.id.clone(),
+            StepKind::Run,
+            StepStatus::Failed,
+            open.started_at,
+        );
+        step.attempts = failed;
+        step.error = Some(error.clone());
+        step.ended_at = Some(now);
         let key = session.run.key.clone();
         if error.retriable && failed <= session.run.retries {
             let wake_at = now
@@ -173,21 +204,14 @@ impl RunState {
             };
             let services = session.services.clone();
             tracing::info!(run = %key, step = %open.id, attempt = failed, wake_at, "step failed; retrying later");
-            self.write_run(
-                RunStatus::Running,
-                Some(wake_at),
-                vec![Op::PutStep(key, step), Op::PutTimer(timer.clone())],
-            )?;
+            self.write_steps(vec![Op::PutStep(key, step), Op::PutTimer(timer.clone())])?;
             self.durable().await?;
             services.scheduler.add_timer(timer);
             return Ok(AttemptOutcome::Retry);
         }
         tracing::info!(run = %key, step = %open.id, attempts = failed, "step failed for good");
         session.replay.record(step.clone());
-        let journal = session.services.journal.clone();
-        journal
-            .apply(vec![Op::PutStep(key, step)])
-            .map_err(host_fault)?;
+        self.write_steps(vec![Op::PutStep(key, step)])?;
         self.durable().await?;
         Ok(AttemptOutcome::Final)
     }
@@ -219,19 +243,8 @@ impl RunState {
             }
             Slot::New { seq, id } => (seq, id),
         };
-        let step = StepRecord {
-            seq,
-            id,
-            kind,
-            status: StepStatus::Sleeping,
-            attempts: 0,
-            output: None,
-            error: None,
-            started_at: now,
-            ended_at: None,
-            wake_at: Some(wake_at),
-            wait: None,
-        };
+        let mut step = StepRecord::new(seq, id, kind, StepStatus::Sleeping, now);
+        step.wake_at = Some(wake_at);
         if wake_at <= now {
             return self.complete_sleep(step, None, now);
         }
@@ -279,6 +292,33 @@ impl RunState {
         self.flags.set_logical_ms(now);
         Ok(())
     }
+
+    /// The step `complete(id)` finishes: the open one, or the next of a
+    /// parallel group.
+    fn take_open(&mut self, id: &str) -> Result<OpenStep> {
+        let session = self.session()?;
+        if let Some(open) = session.open.take() {
+            if open.raw_id != id {
+                return Err(fault(
+                    "StepError",
+                    format!(
+                        "complete({id:?}) does not match the step being run, {:?}",
+                        open.raw_id
+                    ),
+                ));
+            }
+            return Ok(open);
+        }
+        match session.group.iter().position(|o| o.raw_id == id) {
+            Some(index) => Ok(session.group.remove(index)),
+            None => Err(fault(
+                "StepError",
+                format!(
+                    "complete({id:?}) was called for a step that was never begun; call begin first"
+                ),
+            )),
+        }
+    }
 }
 
 /// The `types` interface has no functions; its types are the bindings'.
@@ -301,6 +341,10 @@ impl step::Host for RunState {
                     return Ok(Memo::Failed(wit_error(&error)));
                 }
                 StepStatus::Retrying if self.session()?.dry_run => return Err(replay_end()),
+                // Not due yet: its timer wakes the run.
+                StepStatus::Retrying if step.wake_at.is_some_and(|at| at > now) => {
+                    return Err(wasmtime::Error::new(Suspended));
+                }
                 StepStatus::Retrying => (step.seq, step.id, step.attempts),
                 StepStatus::Sleeping | StepStatus::Waiting => {
                     return Err(fault(
@@ -328,24 +372,10 @@ impl step::Host for RunState {
         outcome: std::result::Result<String, StepError>,
     ) -> Result<()> {
         self.flush_output()?;
+        let open = self.take_open(&id)?;
         let session = self.session()?;
-        let Some(open) = session.open.take() else {
-            return Err(fault(
-                "StepError",
-                format!(
-                    "complete({id:?}) was called for a step that was never begun; call begin first"
-                ),
-            ));
-        };
-        if open.raw_id != id {
-            return Err(fault(
-                "StepError",
-                format!(
-                    "complete({id:?}) does not match the step being run, {:?}",
-                    open.raw_id
-                ),
-            ));
-        }
+        let more = !session.group.is_empty();
+        let branch = matches!(session.role, Role::Branch(_));
         self.flags.set_in_step(false);
         let output = match outcome {
             Ok(json) => check_output(&json).map(|()| json),
@@ -355,25 +385,25 @@ impl step::Host for RunState {
             Ok(json) => json,
             Err(error) => {
                 return match self.fail_attempt(open, error).await? {
-                    AttemptOutcome::Final => Ok(()),
-                    AttemptOutcome::Retry => Err(wasmtime::Error::new(Suspended)),
+                    AttemptOutcome::Final if !branch => {
+                        self.flags.set_in_step(more);
+                        Ok(())
+                    }
+                    _ => Err(wasmtime::Error::new(Suspended)),
                 };
             }
         };
         let now = now_ms();
-        let step = StepRecord {
-            seq: open.seq,
-            id: open.id,
-            kind: StepKind::Run,
-            status: StepStatus::Completed,
-            attempts: open.attempts,
-            output: Some(json),
-            error: None,
-            started_at: open.started_at,
-            ended_at: Some(now),
-            wake_at: None,
-            wait: None,
-        };
+        let mut step = StepRecord::new(
+            open.seq,
+            open.id,
+            StepKind::Run,
+            StepStatus::Completed,
+            open.started_at,
+        );
+        step.attempts = open.attempts;
+        step.output = Some(json);
+        step.ended_at = Some(now);
         let session = self.session()?;
         let key = session.run.key.clone();
         session.replay.record(step.clone());
@@ -383,7 +413,13 @@ impl step::Host for RunState {
             .apply(vec![Op::PutStep(key, step)])
             .map_err(host_fault)?;
         self.flags.set_logical_ms(now);
-        self.durable().await
+        self.durable().await?;
+        if branch {
+            // A branch's work is this one step: the run goes on elsewhere.
+            return Err(wasmtime::Error::new(Suspended));
+        }
+        self.flags.set_in_step(more);
+        Ok(())
     }
 
     async fn sleep(&mut self, id: String, duration_ms: u64) -> Result<()> {
@@ -422,6 +458,10 @@ impl step::Host for RunState {
                 ),
             ));
         }
+        if let Some(condition) = &opts.condition {
+            crate::expr::compile(condition)
+                .map_err(|e| fault("WaitError", format!("wait_for_event {id:?}: {e}")))?;
+        }
         let session = self.session()?;
         let match_value = match (&opts.match_, session.events.first()) {
             (Some(path), Some(trigger)) => lookup(trigger, path).cloned(),
@@ -431,21 +471,12 @@ impl step::Host for RunState {
             event: opts.event.clone(),
             match_path: opts.match_.clone(),
             match_value,
+            condition: opts.condition.clone(),
         };
         let timeout_at = now.saturating_add(opts.timeout_ms);
-        let step = StepRecord {
-            seq,
-            id: effective,
-            kind: StepKind::Wait,
-            status: StepStatus::Waiting,
-            attempts: 0,
-            output: None,
-            error: None,
-            started_at: now,
-            ended_at: None,
-            wake_at: Some(timeout_at),
-            wait: Some(spec.clone()),
-        };
+        let mut step = StepRecord::new(seq, effective, StepKind::Wait, StepStatus::Waiting, now);
+        step.wake_at = Some(timeout_at);
+        step.wait = Some(spec.clone());
         let key = session.run.key.clone();
         let waiter = Waiter {
             key: key.clone(),
@@ -473,10 +504,33 @@ impl step::Host for RunState {
         });
         Err(wasmtime::Error::new(Suspended))
     }
+
+    async fn parallel(&mut self, ids: Vec<String>) -> Result<Vec<Memo>> {
+        self.start_group(ids).await
+    }
+
+    async fn send_event(
+        &mut self,
+        id: String,
+        events: Vec<EventPayload>,
+    ) -> Result<std::result::Result<Vec<String>, StepError>> {
+        self.send_events(id, events).await
+    }
+
+    async fn invoke(
+        &mut self,
+        id: String,
+        function_id: String,
+        data: String,
+        timeout_ms: Option<u64>,
+    ) -> Result<std::result::Result<String, StepError>> {
+        self.invoke_function(id, function_id, data, timeout_ms)
+            .await
+    }
 }
 
 /// Checks a step output: JSON, and no larger than Inngest allows.
-fn check_output(json: &str) -> std::result::Result<(), ErrorRecord> {
+pub(super) fn check_output(json: &str) -> std::result::Result<(), ErrorRecord> {
     if json.len() > MAX_STEP_OUTPUT_BYTES {
         return Err(ErrorRecord::fatal(
             "OutputTooLargeError",

@@ -8,18 +8,21 @@
 
 mod bindings;
 mod host;
+mod messages;
 mod outcome;
+mod parallel;
 mod replay;
 mod run;
 mod sandbox;
 mod state;
 
-pub use bindings::stepwise::durable::types::{FunctionConfig, Trigger};
+pub use bindings::stepwise::durable::types as wit;
 pub use host::{MAX_STEP_OUTPUT_BYTES, MAX_SUSPEND_MS};
 pub use replay::{DeterminismError, Replay};
 pub use run::{ReplayReport, ReplayVerdict, RunDriver};
 pub use sandbox::HTTP_OUTSIDE_STEP;
 
+use crate::catalog::Catalog;
 use crate::config::Limits;
 use crate::events::Events;
 use crate::journal::{GroupCommit, Journal};
@@ -52,6 +55,8 @@ pub struct RunServices {
     pub commit: GroupCommit,
     /// The ingestion order, for waiters and run transitions.
     pub events: Arc<Events>,
+    /// The deployed functions (for `invoke`).
+    pub catalog: Arc<Catalog>,
     /// Timers and wake-ups.
     pub scheduler: Scheduler,
     /// Retry delays.
@@ -258,7 +263,7 @@ impl Executor {
     pub async fn inspect(
         &self,
         bytes: Bytes,
-    ) -> Result<(String, Vec<FunctionConfig>), InspectError> {
+    ) -> Result<(String, Vec<wit::FunctionConfig>), InspectError> {
         if bytes.len() > self.limits.max_component_bytes {
             return Err(InspectError::Invalid(format!(
                 "the component is {} bytes; at most {} are accepted",
@@ -280,7 +285,7 @@ impl Executor {
     /// The registration of version `hash` (compiled and linked already or
     /// now), read from a fresh instance: what a run start costs, plus one
     /// call.
-    pub async fn registration(&self, hash: &str) -> Result<Vec<FunctionConfig>> {
+    pub async fn registration(&self, hash: &str) -> Result<Vec<wit::FunctionConfig>> {
         let version = self.version(hash).await?;
         self.read_functions(&version).await.map_err(|e| match e {
             InspectError::Invalid(message) => anyhow!(message),
@@ -288,7 +293,10 @@ impl Executor {
         })
     }
 
-    async fn read_functions(&self, version: &Version) -> Result<Vec<FunctionConfig>, InspectError> {
+    async fn read_functions(
+        &self,
+        version: &Version,
+    ) -> Result<Vec<wit::FunctionConfig>, InspectError> {
         let mut store = self.store(RunState::new(
             "registration",
             0,
@@ -308,7 +316,27 @@ impl Executor {
             .await
             .map_err(|e| InspectError::Invalid(format!("the component failed to start: {e:#}")))?;
         app.call_functions(&mut store).await.map_err(|e| {
-            InspectError::Invalid(format!("the component's functions() failed: {e:#}"))
+            // What the guest printed (a Rust panic message, a Python
+            // traceback) usually says why.
+            let printed: String = store
+                .data()
+                .output
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take()
+                .into_iter()
+                .map(|chunk| chunk.text)
+                .collect();
+            let printed = printed.trim();
+            let printed = if printed.is_empty() {
+                String::new()
+            } else {
+                let shown: String = printed.chars().take(2_000).collect();
+                format!("; it printed: {shown}")
+            };
+            InspectError::Invalid(format!(
+                "the component's functions() failed: {e:#}{printed}"
+            ))
         })
     }
 

@@ -7,7 +7,7 @@
 //! Repeated ids get Inngest's suffixes: `id`, `id:1`, `id:2`.
 
 use crate::model::{StepKind, StepRecord};
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 
 /// A run's calls diverged from its journal.
@@ -60,9 +60,13 @@ pub enum Slot {
 }
 
 /// The cursor over one execution of a run.
+///
+/// The journal may have gaps: the branches of a parallel group are
+/// journaled in the order they finish, not in call order.
 #[derive(Debug, Default)]
 pub struct Replay {
-    journal: Vec<StepRecord>,
+    journal: BTreeMap<u32, StepRecord>,
+    /// One past the last position the journal held when loaded.
     loaded: usize,
     calls: Vec<String>,
     counts: HashMap<String, u32>,
@@ -75,10 +79,14 @@ fn describe(kind: StepKind, id: &str) -> String {
 
 impl Replay {
     /// A cursor over `journal` (entries in sequence order, from 0).
-    pub fn new(mut journal: Vec<StepRecord>) -> Self {
-        journal.sort_by_key(|s| s.seq);
+    pub fn new(journal: Vec<StepRecord>) -> Self {
+        let journal: BTreeMap<u32, StepRecord> = journal.into_iter().map(|s| (s.seq, s)).collect();
         Replay {
-            loaded: journal.len(),
+            loaded: journal
+                .keys()
+                .next_back()
+                .map(|s| *s as usize + 1)
+                .unwrap_or(0),
             journal,
             ..Replay::default()
         }
@@ -89,7 +97,7 @@ impl Replay {
         let id = self.effective_id(raw_id);
         let seq = self.calls.len();
         self.calls.push(describe(kind, &id));
-        match self.journal.get(seq) {
+        match self.journal.get(&(seq as u32)) {
             Some(entry) if entry.id == id && entry.kind == kind => {
                 Ok(Slot::Journaled(Box::new(entry.clone())))
             }
@@ -97,7 +105,7 @@ impl Replay {
                 position: seq,
                 journal: self
                     .journal
-                    .iter()
+                    .values()
                     .map(|s| describe(s.kind, &s.id))
                     .collect(),
                 calls: self.calls.clone(),
@@ -127,12 +135,7 @@ impl Replay {
 
     /// Records a journal entry written during this execution.
     pub fn record(&mut self, step: StepRecord) {
-        let seq = step.seq as usize;
-        if seq < self.journal.len() {
-            self.journal[seq] = step;
-        } else {
-            self.journal.push(step);
-        }
+        self.journal.insert(step.seq, step);
     }
 
     /// Calls made so far: the current output segment.
@@ -165,6 +168,7 @@ mod tests {
             ended_at: Some(0),
             wake_at: None,
             wait: None,
+            child: None,
         }
     }
 
@@ -224,5 +228,31 @@ mod tests {
         let mut replay = Replay::new(vec![done(0, "a", StepKind::Run)]);
         let err = replay.next("a", StepKind::Sleep).unwrap_err();
         assert!(err.to_string().contains("code called sleep \"a\""));
+    }
+
+    #[test]
+    fn a_gap_left_by_an_unfinished_branch_is_a_new_call() {
+        // Branches 0 and 2 of a group finished, branch 1 did not.
+        let mut replay = Replay::new(vec![
+            done(0, "a", StepKind::Run),
+            done(2, "c", StepKind::Run),
+        ]);
+        assert!(matches!(
+            replay.next("a", StepKind::Run).unwrap(),
+            Slot::Journaled(_)
+        ));
+        assert_eq!(
+            replay.next("b", StepKind::Run).unwrap(),
+            Slot::New {
+                seq: 1,
+                id: "b".into()
+            }
+        );
+        assert!(replay.replaying(), "the journal goes on past the gap");
+        assert!(matches!(
+            replay.next("c", StepKind::Run).unwrap(),
+            Slot::Journaled(_)
+        ));
+        assert!(!replay.replaying());
     }
 }

@@ -1,16 +1,18 @@
-//! Driving one execution of a run, and applying timers: the executor's side
-//! of the scheduler's [`Dispatch`] trait.
+//! Driving one execution of a run (or of one parallel branch), and applying
+//! timers: the executor's side of the scheduler's [`Dispatch`] trait.
 
-use super::bindings::stepwise::durable::types::RunContext;
+use super::bindings::stepwise::durable::types::{FailureContext, RunContext, StepError};
+use super::bindings::{App, AppPre};
 use super::host::{AttemptOutcome, wit_event};
 use super::outcome::{Ended, HostFault, ReplayEnd, RunFault, Suspended};
-use super::state::{RunState, Session, error_record};
+use super::state::{Role, RunState, Session, error_record};
 use super::{Executor, Replay, RunServices};
-use crate::journal::{Batch, Op};
+use crate::journal::Op;
 use crate::model::{
-    ErrorRecord, RunKey, RunRecord, RunStatus, StepStatus, Timer, TimerKind, now_ms,
+    ErrorRecord, EventRecord, RUN_LEVEL_SEQ, RunKey, RunKind, RunRecord, RunStatus, StepRecord,
+    StepStatus, Timer, TimerKind, now_ms,
 };
-use crate::scheduler::{BoxFuture, Dispatch};
+use crate::scheduler::{Admission, BoxFuture, Dispatch, Job};
 use anyhow::{Context, Result};
 use std::sync::Arc;
 use std::time::Duration;
@@ -40,6 +42,29 @@ pub struct ReplayReport {
     pub verdict: ReplayVerdict,
 }
 
+/// Which export an execution calls, with its argument.
+enum Entry {
+    Handle(RunContext),
+    OnFailure(FailureContext),
+}
+
+type HandlerResult = wasmtime::Result<std::result::Result<String, StepError>>;
+
+impl Entry {
+    async fn call(
+        &self,
+        pre: &AppPre<RunState>,
+        store: &mut Store<RunState>,
+        function: &str,
+    ) -> HandlerResult {
+        let app: App = pre.instantiate_async(&mut *store).await?;
+        match self {
+            Entry::Handle(ctx) => app.call_handle(&mut *store, function, ctx).await,
+            Entry::OnFailure(ctx) => app.call_on_failure(&mut *store, function, ctx).await,
+        }
+    }
+}
+
 /// Executes runs for the scheduler.
 pub struct RunDriver {
     executor: Arc<Executor>,
@@ -60,22 +85,6 @@ impl RunDriver {
         });
     }
 
-    /// Writes `run` (and `ops`) unless the run has ended meanwhile.
-    fn transition(&self, run: &RunRecord, mut ops: Batch) -> Result<bool> {
-        let journal = &self.services.journal;
-        self.services.events.ordered(|| {
-            if journal
-                .run(&run.key)?
-                .is_none_or(|r| r.status.is_terminal())
-            {
-                return Ok(false);
-            }
-            ops.push(Op::PutRun(run.clone()));
-            journal.apply(ops)?;
-            Ok(true)
-        })
-    }
-
     async fn finish(
         &self,
         mut run: RunRecord,
@@ -89,7 +98,7 @@ impl RunDriver {
         run.wake_at = None;
         run.ended_at = Some(now_ms());
         tracing::info!(run = %run.key, function = %run.function, status = status.as_str(), "run ended");
-        if self.transition(&run, Vec::new())? {
+        if self.services.events.end_run(&run)? {
             let _ = self.services.ended.send(run.key.clone());
             // Nothing waits for this flush: every step is on disk already, so
             // if the host dies before the end is, the run replays from its
@@ -120,11 +129,15 @@ impl RunDriver {
             let timer = Timer {
                 at: wake_at,
                 key: run.key.clone(),
-                seq: crate::model::RUN_LEVEL_SEQ,
+                seq: RUN_LEVEL_SEQ,
                 kind: TimerKind::RunRetry,
             };
             tracing::info!(run = %run.key, attempt = run.attempt, wake_at, "handler failed; retrying later");
-            if self.transition(&run, vec![Op::PutTimer(timer.clone())])? {
+            if self
+                .services
+                .events
+                .transition(&run, vec![Op::PutTimer(timer.clone())])?
+            {
                 self.services.commit.durable().await?;
                 self.services.scheduler.add_timer(timer);
             }
@@ -133,26 +146,38 @@ impl RunDriver {
         self.finish(run, RunStatus::Failed, None, Some(error)).await
     }
 
-    /// A sandbox loaded with `run`'s journal, ready to call its handler.
+    /// A sandbox loaded with `run`'s journal, ready to call its handler (or
+    /// failure handler) as `role`.
     fn prepare(
         &self,
         run: RunRecord,
-        steps: Vec<crate::model::StepRecord>,
-        events: Vec<crate::model::EventRecord>,
+        steps: Vec<StepRecord>,
+        events: Vec<EventRecord>,
         dry_run: bool,
-    ) -> Result<(Store<RunState>, RunContext)> {
+        role: Role,
+    ) -> Result<(Store<RunState>, Entry)> {
         let trigger = events.first().context("the run has no triggering event")?;
-        let attempt = steps
-            .iter()
-            .rev()
-            .find(|s| s.status == StepStatus::Retrying)
-            .map(|s| s.attempts)
-            .unwrap_or(run.attempt);
-        let ctx = RunContext {
-            run_id: run.key.run.clone(),
-            attempt,
-            event: wit_event(trigger),
-            events: events.iter().map(wit_event).collect(),
+        let attempt = match role {
+            Role::Branch(seq) => steps
+                .iter()
+                .find(|s| s.seq == seq)
+                .map(|s| s.attempts)
+                .unwrap_or(0),
+            Role::Main => steps
+                .iter()
+                .rev()
+                .find(|s| s.status == StepStatus::Retrying)
+                .map(|s| s.attempts)
+                .unwrap_or(run.attempt),
+        };
+        let entry = match run.kind {
+            RunKind::Handler => Entry::Handle(RunContext {
+                run_id: run.key.run.clone(),
+                attempt,
+                event: wit_event(trigger),
+                events: events.iter().map(wit_event).collect(),
+            }),
+            RunKind::OnFailure => Entry::OnFailure(failure_context(&run, trigger, attempt)?),
         };
         let (run_id, run_attempt) = (run.key.run.clone(), run.attempt);
         let logical_start = run.started_at.unwrap_or(run.created_at);
@@ -162,6 +187,8 @@ impl RunDriver {
             events,
             replay: Replay::new(steps),
             open: None,
+            group: Vec::new(),
+            role,
             dry_run,
         };
         let state = RunState::new(
@@ -175,7 +202,7 @@ impl RunDriver {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .set_run_attempt(run_attempt);
-        Ok((self.executor.store(state), ctx))
+        Ok((self.executor.store(state), entry))
     }
 
     async fn execute(&self, key: &RunKey) -> Result<()> {
@@ -206,11 +233,28 @@ impl RunDriver {
             }
         };
         let _permit = self.executor.permits.clone().acquire_owned().await?;
+        let first_start = run.started_at.is_none();
+        let now = now_ms();
         run.status = RunStatus::Running;
         run.wake_at = None;
-        run.started_at.get_or_insert(now_ms());
-        if !self.transition(&run, Vec::new())? {
+        run.started_at.get_or_insert(now);
+        let mut ops = Vec::new();
+        let mut finish_timer = None;
+        if first_start && let Some(limit) = run.finish_timeout_ms {
+            let timer = Timer {
+                at: now.saturating_add(limit),
+                key: key.clone(),
+                seq: RUN_LEVEL_SEQ,
+                kind: TimerKind::FinishTimeout,
+            };
+            ops.push(Op::PutTimer(timer.clone()));
+            finish_timer = Some(timer);
+        }
+        if !self.services.events.transition(&run, ops)? {
             return Ok(());
+        }
+        if let Some(timer) = finish_timer {
+            self.services.scheduler.add_timer(timer);
         }
         let steps = journal.steps(key)?;
         let events = journal.run_events(key)?;
@@ -219,14 +263,38 @@ impl RunDriver {
             return self.finish(run, RunStatus::Failed, None, Some(error)).await;
         }
         let function = run.function.clone();
-        let (mut store, ctx) = self.prepare(run, steps, events, false)?;
-        let result = async {
-            let app = version.pre.instantiate_async(&mut store).await?;
-            app.call_handle(&mut store, &function, &ctx).await
-        }
-        .await;
+        let (mut store, entry) = self.prepare(run, steps, events, false, Role::Main)?;
+        let result = entry.call(&version.pre, &mut store, &function).await;
         if let Err(error) = store.data_mut().flush_output() {
             tracing::warn!(run = %key, %error, "could not log the run's output");
+        }
+        self.settle(key, &mut store, result).await
+    }
+
+    /// Runs branch `seq` of `key`'s parallel group in an instance of its own.
+    async fn execute_branch(&self, key: &RunKey, seq: u32) -> Result<()> {
+        let journal = self.services.journal.clone();
+        let Some(run) = journal.run(key)? else {
+            return Ok(());
+        };
+        if run.status.is_terminal() {
+            return Ok(());
+        }
+        let version = self.executor.version(&run.version).await?;
+        let _permit = self.executor.permits.clone().acquire_owned().await?;
+        let steps = journal.steps(key)?;
+        if steps
+            .iter()
+            .any(|s| s.seq == seq && matches!(s.status, StepStatus::Completed | StepStatus::Failed))
+        {
+            return Ok(());
+        }
+        let events = journal.run_events(key)?;
+        let function = run.function.clone();
+        let (mut store, entry) = self.prepare(run, steps, events, false, Role::Branch(seq))?;
+        let result = entry.call(&version.pre, &mut store, &function).await;
+        if let Err(error) = store.data_mut().flush_output() {
+            tracing::warn!(run = %key, %error, "could not log a branch's output");
         }
         self.settle(key, &mut store, result).await
     }
@@ -247,14 +315,10 @@ impl RunDriver {
         let journaled = steps.len();
         let events = journal.run_events(key)?;
         let function = run.function.clone();
-        let (mut store, ctx) = self.prepare(run, steps, events, true)?;
+        let (mut store, entry) = self.prepare(run, steps, events, true, Role::Main)?;
         let _permit = self.executor.permits.clone().acquire_owned().await?;
         let started = std::time::Instant::now();
-        let result = async {
-            let app = version.pre.instantiate_async(&mut store).await?;
-            app.call_handle(&mut store, &function, &ctx).await
-        }
-        .await;
+        let result = entry.call(&version.pre, &mut store, &function).await;
         let elapsed = started.elapsed();
         let replayed = store
             .data()
@@ -284,149 +348,224 @@ impl RunDriver {
         &self,
         key: &RunKey,
         store: &mut Store<RunState>,
-        result: wasmtime::Result<
-            std::result::Result<String, super::bindings::stepwise::durable::types::StepError>,
-        >,
+        result: HandlerResult,
     ) -> Result<()> {
-        let run = store
+        let session = store
             .data()
             .session
             .as_ref()
-            .map(|s| s.run.clone())
             .context("a run's store lost its session")?;
-        match result {
-            Ok(Ok(json)) => {
+        let (run, role) = (session.run.clone(), session.role);
+        let trap = match result {
+            Ok(Ok(json)) if role == Role::Main => {
                 let output = serde_json::from_str(&json).unwrap_or(serde_json::Value::String(json));
-                self.finish(run, RunStatus::Completed, Some(output), None)
-                    .await
+                return self
+                    .finish(run, RunStatus::Completed, Some(output), None)
+                    .await;
             }
-            Ok(Err(error)) => self.handler_failed(run, error_record(&error)).await,
-            Err(trap) => {
-                if trap.downcast_ref::<Suspended>().is_some()
-                    || trap.downcast_ref::<Ended>().is_some()
-                {
-                    return Ok(());
-                }
-                if let Some(RunFault(error)) = trap.downcast_ref::<RunFault>() {
-                    return self
-                        .finish(run, RunStatus::Failed, None, Some(error.clone()))
-                        .await;
-                }
-                if let Some(HostFault(message)) = trap.downcast_ref::<HostFault>() {
-                    tracing::error!(run = %key, error = %message, "the host failed during a run; resuming it in 1 s");
-                    self.wake_later(key.clone(), Duration::from_secs(1));
-                    return Ok(());
-                }
-                let open = store
-                    .data_mut()
-                    .session
-                    .as_mut()
-                    .and_then(|s| s.open.take());
-                let Some(open) = open else {
-                    let error = ErrorRecord {
-                        name: "GuestTrap".into(),
-                        message: format!("the function trapped outside any step: {trap:#}"),
-                        retriable: true,
-                        retry_after_ms: None,
-                    };
-                    return self.handler_failed(run, error).await;
-                };
-                let error = ErrorRecord {
-                    name: "GuestTrap".into(),
-                    message: format!("step {:?} trapped: {trap:#}", open.id),
-                    retriable: true,
-                    retry_after_ms: None,
-                };
-                match store.data_mut().fail_attempt(open, error).await {
-                    // The failure is final but the guest never saw it: replay
-                    // so that it gets the error from the journal.
-                    Ok(AttemptOutcome::Final) => self.services.scheduler.wake(key.clone()),
-                    Ok(AttemptOutcome::Retry) => {}
-                    Err(e) if e.downcast_ref::<Ended>().is_some() => {}
-                    Err(e) => {
-                        tracing::error!(run = %key, error = %e, "could not record a trapped step; resuming in 1 s");
-                        self.wake_later(key.clone(), Duration::from_secs(1));
-                    }
-                }
-                Ok(())
+            Ok(Err(error)) if role == Role::Main => {
+                return self.handler_failed(run, error_record(&error)).await;
+            }
+            Ok(_) => {
+                let error = ErrorRecord::fatal(
+                    "DeterminismError",
+                    "replaying the run for a parallel branch, the handler returned before reaching the branch's group",
+                );
+                return self.finish(run, RunStatus::Failed, None, Some(error)).await;
+            }
+            Err(trap) => trap,
+        };
+        if trap.downcast_ref::<Suspended>().is_some() || trap.downcast_ref::<Ended>().is_some() {
+            return Ok(());
+        }
+        if let Some(RunFault(error)) = trap.downcast_ref::<RunFault>() {
+            return self
+                .finish(run, RunStatus::Failed, None, Some(error.clone()))
+                .await;
+        }
+        if let Some(HostFault(message)) = trap.downcast_ref::<HostFault>() {
+            tracing::error!(run = %key, error = %message, "the host failed during a run; resuming it in 1 s");
+            if role == Role::Main {
+                self.wake_later(key.clone(), Duration::from_secs(1));
+            }
+            return Ok(());
+        }
+        let open = store.data_mut().session.as_mut().and_then(|s| {
+            s.open
+                .take()
+                .or_else(|| (!s.group.is_empty()).then(|| s.group.remove(0)))
+        });
+        let Some(open) = open else {
+            let error = ErrorRecord {
+                name: "GuestTrap".into(),
+                message: format!("the function trapped outside any step: {trap:#}"),
+                retriable: role == Role::Main,
+                retry_after_ms: None,
+            };
+            if role != Role::Main {
+                // The run got past this point itself: only a code that is
+                // not deterministic traps here in a branch.
+                return self.finish(run, RunStatus::Failed, None, Some(error)).await;
+            }
+            return self.handler_failed(run, error).await;
+        };
+        let error = ErrorRecord {
+            name: "GuestTrap".into(),
+            message: format!("step {:?} trapped: {trap:#}", open.id),
+            retriable: true,
+            retry_after_ms: None,
+        };
+        match store.data_mut().fail_attempt(open, error).await {
+            // The failure is final but the guest never saw it: replay so
+            // that it gets the error from the journal (a branch's run is
+            // woken when its last branch ends).
+            Ok(AttemptOutcome::Final) if role == Role::Main => {
+                self.services.scheduler.wake(key.clone())
+            }
+            Ok(_) => {}
+            Err(e) if e.downcast_ref::<Ended>().is_some() => {}
+            Err(e) => {
+                tracing::error!(run = %key, error = %e, "could not record a trapped step; resuming in 1 s");
+                self.wake_later(key.clone(), Duration::from_secs(1));
             }
         }
+        Ok(())
     }
 
     fn fire_sleep(&self, timer: &Timer) -> Result<bool> {
-        let journal = &self.services.journal;
-        self.services.events.ordered(|| {
-            let mut batch = vec![Op::DeleteTimer(timer.clone())];
-            if let Some(mut step) = journal.step(&timer.key, timer.seq)?
+        let ((), effects) = self.services.events.change(|tx| {
+            tx.ops.push(Op::DeleteTimer(timer.clone()));
+            if let Some(mut step) = tx.journal.step(&timer.key, timer.seq)?
                 && step.status == StepStatus::Sleeping
             {
                 step.status = StepStatus::Completed;
                 step.output = Some("null".into());
-                step.ended_at = Some(now_ms());
-                batch.push(Op::PutStep(timer.key.clone(), step));
+                step.ended_at = Some(tx.now);
+                tx.ops.push(Op::PutStep(timer.key.clone(), step));
             }
-            let wake = queue(
-                journal.run(&timer.key)?,
-                RunStatus::Sleeping,
-                None,
-                &mut batch,
-            );
-            journal.apply(batch)?;
-            Ok(wake)
-        })
+            if let Some(run) = requeue(tx.journal.run(&timer.key)?, RunStatus::Sleeping, None) {
+                tx.effects.wake.push(run.key.clone());
+                tx.put_run(run);
+            }
+            Ok(())
+        })?;
+        Ok(self.woken(effects))
     }
 
     fn fire_retry(&self, timer: &Timer) -> Result<bool> {
-        let journal = &self.services.journal;
-        self.services.events.ordered(|| {
-            let mut batch = vec![Op::DeleteTimer(timer.clone())];
-            let wake = queue(
-                journal.run(&timer.key)?,
-                RunStatus::Running,
-                Some(timer.at),
-                &mut batch,
-            );
-            journal.apply(batch)?;
-            Ok(wake)
-        })
+        let ((), effects) = self.services.events.change(|tx| {
+            tx.ops.push(Op::DeleteTimer(timer.clone()));
+            let due = match timer.kind {
+                // The step must still wait for this very attempt.
+                TimerKind::StepRetry => tx.journal.step(&timer.key, timer.seq)?.is_some_and(|s| {
+                    s.status == StepStatus::Retrying && s.wake_at == Some(timer.at)
+                }),
+                _ => true,
+            };
+            let expected = (timer.kind == TimerKind::RunRetry).then_some(timer.at);
+            if due
+                && let Some(run) =
+                    requeue(tx.journal.run(&timer.key)?, RunStatus::Running, expected)
+            {
+                tx.effects.wake.push(run.key.clone());
+                tx.put_run(run);
+            }
+            Ok(())
+        })?;
+        Ok(self.woken(effects))
+    }
+
+    /// Hands a timer's effects to the scheduler, except the wake of the
+    /// timer's own run, which the timer loop does.
+    fn woken(&self, mut effects: crate::events::Effects) -> bool {
+        let woken = !effects.wake.is_empty();
+        effects.wake.clear();
+        effects.apply(&self.services.scheduler);
+        woken
+    }
+
+    /// Applies timer effects (other runs may be involved) and says whether
+    /// the timer's run should be woken.
+    fn settle_timer(&self, timer: &Timer, mut effects: crate::events::Effects) -> bool {
+        let own = effects.wake.iter().any(|k| *k == timer.key);
+        effects.wake.retain(|k| *k != timer.key);
+        effects.apply(&self.services.scheduler);
+        own
     }
 }
 
-/// Queues `run` if it is still in `from` (and, for retries, still waiting
-/// for this very timer).
-fn queue(
-    run: Option<RunRecord>,
-    from: RunStatus,
-    timer_at: Option<u64>,
-    batch: &mut Batch,
-) -> bool {
-    let Some(mut run) = run else {
-        return false;
-    };
+/// `run`, queued again if it is still in `from` (and, for run-level retries,
+/// still waiting for this very timer).
+fn requeue(run: Option<RunRecord>, from: RunStatus, timer_at: Option<u64>) -> Option<RunRecord> {
+    let mut run = run?;
     if run.status != from || (timer_at.is_some() && run.wake_at != timer_at) {
-        return !run.status.is_terminal() && run.status == RunStatus::Queued;
+        return None;
     }
     run.status = RunStatus::Queued;
     run.wake_at = None;
-    batch.push(Op::PutRun(run));
-    true
+    Some(run)
+}
+
+/// The failure context of an on-failure run, from its
+/// `inngest/function.failed` event.
+fn failure_context(run: &RunRecord, event: &EventRecord, attempt: u32) -> Result<FailureContext> {
+    let error = &event.data["error"];
+    let original: EventRecord = serde_json::from_value(event.data["event"].clone())
+        .context("the function.failed event does not hold the original event")?;
+    Ok(FailureContext {
+        run_id: run.key.run.clone(),
+        attempt,
+        event: wit_event(event),
+        error: StepError {
+            name: error["name"].as_str().unwrap_or("Error").to_string(),
+            message: error["message"].as_str().unwrap_or_default().to_string(),
+            retriable: false,
+            retry_after_ms: None,
+        },
+        original_event: wit_event(&original),
+    })
 }
 
 impl Dispatch for RunDriver {
-    fn drive(self: Arc<Self>, run: RunKey) -> BoxFuture {
+    fn drive(self: Arc<Self>, job: Job) -> BoxFuture {
         Box::pin(async move {
-            if let Err(error) = self.execute(&run).await {
-                tracing::error!(%run, error = format!("{error:#}"), "executing a run failed; resuming it in 1 s");
-                self.wake_later(run, Duration::from_secs(1));
+            let outcome = match job.branch {
+                None => self.execute(&job.run).await,
+                Some(seq) => self.execute_branch(&job.run, seq).await,
+            };
+            if let Err(error) = outcome {
+                tracing::error!(run = %job.run, error = format!("{error:#}"), "executing a run failed; resuming it in 1 s");
+                self.wake_later(job.run, Duration::from_secs(1));
             }
         })
     }
 
     fn fire(&self, timer: &Timer) -> Result<bool> {
+        let events = &self.services.events;
         match timer.kind {
             TimerKind::Sleep => self.fire_sleep(timer),
-            TimerKind::WaitTimeout => self.services.events.wait_timed_out(timer),
             TimerKind::StepRetry | TimerKind::RunRetry => self.fire_retry(timer),
+            TimerKind::WaitTimeout => Ok(self.settle_timer(timer, events.wait_timed_out(timer)?)),
+            TimerKind::InvokeTimeout => {
+                Ok(self.settle_timer(timer, events.invoke_timed_out(timer)?))
+            }
+            TimerKind::DelayedStart => Ok(self.settle_timer(timer, events.delayed_start(timer)?)),
+            TimerKind::StartTimeout | TimerKind::FinishTimeout => {
+                Ok(self.settle_timer(timer, events.run_timed_out(timer)?))
+            }
         }
+    }
+
+    fn admission(&self, job: &Job) -> Result<Option<Admission>> {
+        let Some(run) = self.services.journal.run(&job.run)? else {
+            return Ok(None);
+        };
+        if run.status.is_terminal() {
+            return Ok(None);
+        }
+        Ok(Some(Admission {
+            first_start: run.started_at.is_none() && job.branch.is_none(),
+            spec: run.queue,
+        }))
     }
 }

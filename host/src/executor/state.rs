@@ -30,6 +30,16 @@ pub struct OpenStep {
     pub attempts: u32,
 }
 
+/// Which part of a run an execution is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// The run itself.
+    Main,
+    /// One branch of a parallel group: it replays up to the group, runs the
+    /// body of the step at this position, journals it, and stops.
+    Branch(u32),
+}
+
 /// What a run's execution knows beyond the sandbox.
 pub struct Session {
     /// Journal, commit, events, scheduler.
@@ -42,6 +52,11 @@ pub struct Session {
     pub replay: Replay,
     /// The step body running now, if any.
     pub open: Option<OpenStep>,
+    /// Steps of a parallel group answered `execute` and not yet completed,
+    /// in the order the guest runs them.
+    pub group: Vec<OpenStep>,
+    /// The run itself, or one of its branches.
+    pub role: Role,
     /// Replay only: answer from the journal, write nothing, and stop at the
     /// first call the journal does not hold.
     pub dry_run: bool,

@@ -19,8 +19,8 @@ pub use commit::GroupCommit;
 pub use sled_backend::SledJournal;
 
 use crate::model::{
-    AppRecord, EventRecord, FunctionRecord, LogChunk, RunKey, RunRecord, RunStatus, StepRecord,
-    Timer, Waiter,
+    AppRecord, EventRecord, FunctionRecord, IndexKind, IndexRef, LogChunk, RunKey, RunRecord,
+    RunStatus, StepRecord, Timer, Waiter,
 };
 use anyhow::Result;
 
@@ -71,6 +71,15 @@ pub enum Op {
         /// The function's id.
         id: String,
     },
+    /// Set an entry of a flow-control index.
+    PutIndex {
+        /// Which index and key.
+        at: IndexRef,
+        /// Its value.
+        value: String,
+    },
+    /// Remove an entry of a flow-control index.
+    DeleteIndex(IndexRef),
     /// Set a host setting (e.g. the default tenant's event key).
     PutSetting {
         /// Setting name.
@@ -118,6 +127,10 @@ pub trait RunJournal {
     fn all_functions(&self) -> Result<Vec<FunctionRecord>>;
     /// A host setting.
     fn setting(&self, name: &str) -> Result<Option<String>>;
+    /// An entry of a flow-control index.
+    fn index(&self, kind: IndexKind, key: &str) -> Result<Option<String>>;
+    /// The entries of an index whose keys start with `prefix`, in key order.
+    fn index_scan(&self, kind: IndexKind, prefix: &str) -> Result<Vec<(String, String)>>;
 }
 
 /// What to list of a tenant's runs.

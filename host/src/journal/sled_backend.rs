@@ -7,7 +7,8 @@
 use super::keys;
 use super::{Batch, Journal, Op, QueryJournal, RunFilter, RunJournal};
 use crate::model::{
-    AppRecord, EventRecord, FunctionRecord, LogChunk, RunKey, RunRecord, StepRecord, Timer, Waiter,
+    AppRecord, EventRecord, FunctionRecord, IndexKind, IndexRef, LogChunk, RunKey, RunRecord,
+    StepRecord, Timer, Waiter,
 };
 use anyhow::{Context, Result};
 use serde::Serialize;
@@ -17,7 +18,7 @@ use sled::transaction::{ConflictableTransactionError, TransactionError};
 use std::path::Path;
 
 /// The trees, indexed by [`TreeId`].
-const TREE_NAMES: [&str; 13] = [
+const TREE_NAMES: [&str; 14] = [
     "runs",
     "run_events",
     "active",
@@ -31,6 +32,7 @@ const TREE_NAMES: [&str; 13] = [
     "apps",
     "functions",
     "settings",
+    "indexes",
 ];
 
 #[derive(Clone, Copy)]
@@ -48,6 +50,7 @@ enum TreeId {
     Apps,
     Functions,
     Settings,
+    Indexes,
 }
 
 /// The journal in a sled database on local disk.
@@ -181,11 +184,22 @@ impl SledJournal {
                 Functions,
                 keys::join(&[tenant.as_bytes(), id.as_bytes()]),
             )],
+            Op::PutIndex { at, value } => {
+                vec![Write::Put(Indexes, index_key(&at), value.into_bytes())]
+            }
+            Op::DeleteIndex(at) => vec![Write::Delete(Indexes, index_key(&at))],
             Op::PutSetting { name, value } => {
                 vec![Write::Put(Settings, name.into_bytes(), value.into_bytes())]
             }
         })
     }
+}
+
+/// `tag key`: the kinds of index apart, each in key order.
+fn index_key(at: &IndexRef) -> Vec<u8> {
+    let mut key = vec![at.kind.tag()];
+    key.extend_from_slice(at.key.as_bytes());
+    key
 }
 
 fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>> {
@@ -312,6 +326,34 @@ impl RunJournal for SledJournal {
             .get(name.as_bytes())?
             .map(|bytes| String::from_utf8_lossy(&bytes).into_owned()))
     }
+
+    fn index(&self, kind: IndexKind, key: &str) -> Result<Option<String>> {
+        let at = IndexRef {
+            kind,
+            key: key.to_string(),
+        };
+        Ok(self
+            .tree(TreeId::Indexes)
+            .get(index_key(&at))?
+            .map(|bytes| String::from_utf8_lossy(&bytes).into_owned()))
+    }
+
+    fn index_scan(&self, kind: IndexKind, prefix: &str) -> Result<Vec<(String, String)>> {
+        let at = IndexRef {
+            kind,
+            key: prefix.to_string(),
+        };
+        self.tree(TreeId::Indexes)
+            .scan_prefix(index_key(&at))
+            .map(|entry| {
+                let (key, value) = entry?;
+                Ok((
+                    String::from_utf8_lossy(&key[1..]).into_owned(),
+                    String::from_utf8_lossy(&value).into_owned(),
+                ))
+            })
+            .collect()
+    }
 }
 
 impl QueryJournal for SledJournal {
@@ -385,6 +427,11 @@ mod tests {
             ended_at: None,
             output: None,
             error: None,
+            kind: Default::default(),
+            parent: None,
+            queue: Default::default(),
+            cleanup: Vec::new(),
+            finish_timeout_ms: None,
         }
     }
 
@@ -411,6 +458,7 @@ mod tests {
             ended_at: None,
             wake_at: Some(10),
             wait: None,
+            child: None,
         };
         journal
             .apply(vec![

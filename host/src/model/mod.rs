@@ -4,6 +4,10 @@
 //! storage backends need no migration. These types know nothing of wasm,
 //! HTTP or sled.
 
+mod function;
+
+pub use function::*;
+
 use serde::{Deserialize, Serialize};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -80,8 +84,11 @@ pub enum RunStatus {
     Completed,
     /// Finished with an error.
     Failed,
-    /// Stopped by a user.
+    /// Stopped by a user, a `cancelOn` event, a singleton or a timeout.
     Cancelled,
+    /// Never started: flow control (a rate limit, a singleton) turned its
+    /// event away; `error` says which.
+    Skipped,
 }
 
 impl RunStatus {
@@ -89,7 +96,7 @@ impl RunStatus {
     pub fn is_terminal(self) -> bool {
         matches!(
             self,
-            RunStatus::Completed | RunStatus::Failed | RunStatus::Cancelled
+            RunStatus::Completed | RunStatus::Failed | RunStatus::Cancelled | RunStatus::Skipped
         )
     }
 
@@ -103,6 +110,7 @@ impl RunStatus {
             RunStatus::Completed => "completed",
             RunStatus::Failed => "failed",
             RunStatus::Cancelled => "cancelled",
+            RunStatus::Skipped => "skipped",
         }
     }
 
@@ -174,6 +182,178 @@ pub struct RunRecord {
     /// The error when failed (or the cancellation reason).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<ErrorRecord>,
+    /// The handler or the failure handler.
+    #[serde(default, skip_serializing_if = "RunKind::is_handler")]
+    pub kind: RunKind,
+    /// The run whose `step.invoke` started this one, waiting for its end.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<ParentStep>,
+    /// Where the run waits in the queue (from its function's flow control).
+    #[serde(default, skip_serializing_if = "QueueSpec::is_unlimited")]
+    pub queue: QueueSpec,
+    /// Index entries that live as long as the run (cancel-on listeners, a
+    /// singleton claim, a pending debounce or batch): removed when it ends.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cleanup: Vec<IndexRef>,
+    /// `timeouts.finish`: longest time from start to end, ms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finish_timeout_ms: Option<u64>,
+}
+
+impl RunRecord {
+    /// A queued run of `function` for `events`, created at `now`, with no
+    /// flow control yet.
+    pub fn new(key: RunKey, function: &FunctionRecord, events: &[EventRecord], now: u64) -> Self {
+        RunRecord {
+            key,
+            app: function.app.clone(),
+            version: function.version.clone(),
+            function: function.id.clone(),
+            status: RunStatus::Queued,
+            event_ids: events.iter().map(|e| e.id.clone()).collect(),
+            retries: function.retries,
+            attempt: 0,
+            wake_at: None,
+            created_at: now,
+            started_at: None,
+            ended_at: None,
+            output: None,
+            error: None,
+            kind: RunKind::Handler,
+            parent: None,
+            queue: QueueSpec::default(),
+            cleanup: Vec::new(),
+            finish_timeout_ms: function.flow.timeouts.as_ref().and_then(|t| t.finish_ms),
+        }
+    }
+}
+
+/// Which export a run calls.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunKind {
+    /// `handle`: the function itself.
+    #[default]
+    Handler,
+    /// `on-failure`: the function's failure handler.
+    OnFailure,
+}
+
+impl RunKind {
+    fn is_handler(&self) -> bool {
+        *self == RunKind::Handler
+    }
+}
+
+/// The invoking run's step that waits for a run to end.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ParentStep {
+    /// The invoking run's id (same tenant).
+    pub run: String,
+    /// Its `invoke` step.
+    pub seq: u32,
+}
+
+/// A concurrency limit a run counts against while one of its steps executes.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ConcurrencyKey {
+    /// Scope, function and evaluated key, e.g. `fn:default/sync-crm:u-1`.
+    pub key: String,
+    /// Steps executing at once under this key.
+    pub limit: u32,
+}
+
+/// The throttle a run's first start counts against.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ThrottleKey {
+    /// Function and evaluated key.
+    pub key: String,
+    /// Runs started per period.
+    pub limit: u32,
+    /// The period, ms.
+    pub period_ms: u64,
+    /// Extra runs that may start at once.
+    pub burst: u32,
+}
+
+/// Where a run waits in the queue, evaluated from its event when created.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct QueueSpec {
+    /// Limits on its executing steps.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub concurrency: Vec<ConcurrencyKey>,
+    /// The throttle of its first start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub throttle: Option<ThrottleKey>,
+    /// Head start in the queue, ms (Inngest's `priority.run` × 1000).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub priority_ms: i64,
+}
+
+impl QueueSpec {
+    /// No limits and no priority: starts as soon as an instance is free.
+    pub fn is_unlimited(&self) -> bool {
+        self.concurrency.is_empty() && self.throttle.is_none() && self.priority_ms == 0
+    }
+}
+
+fn is_zero(n: &i64) -> bool {
+    *n == 0
+}
+
+/// The secondary indexes flow control keeps in the journal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IndexKind {
+    /// debounce key → the pending run.
+    Debounce,
+    /// batch key → the run collecting events.
+    Batch,
+    /// singleton key → the active run.
+    Singleton,
+    /// idempotency key → when it was first seen (ms).
+    Idempotency,
+    /// rate-limit key → its GCRA state (theoretical arrival time, ms).
+    RateLimit,
+    /// `tenant \0 event \0 run \0 n` → a cancel-on listener.
+    CancelOn,
+    /// `tenant \0 function \0 schedule` → the next cron fire time (ms).
+    Cron,
+}
+
+impl IndexKind {
+    /// A one-byte prefix that separates the kinds in storage.
+    pub fn tag(self) -> u8 {
+        self as u8
+    }
+}
+
+/// One entry of a secondary index.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct IndexRef {
+    /// Which index.
+    pub kind: IndexKind,
+    /// The entry's key.
+    pub key: String,
+}
+
+/// What a `cancelOn` listener stores.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CancelListener {
+    /// The run it cancels.
+    pub run: String,
+    /// The `match` path.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub match_path: Option<String>,
+    /// The run's triggering event's value at `match_path`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub match_value: Option<serde_json::Value>,
+    /// The `if` expression, over `event` and `async`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub condition: Option<String>,
+    /// Events after this (ms) no longer cancel.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<u64>,
 }
 
 /// What kind of durable call a journal entry records.
@@ -186,6 +366,10 @@ pub enum StepKind {
     Sleep,
     /// `step.wait_for_event`.
     Wait,
+    /// `step.send_event`.
+    Send,
+    /// `step.invoke`.
+    Invoke,
 }
 
 impl StepKind {
@@ -195,6 +379,8 @@ impl StepKind {
             StepKind::Run => "run",
             StepKind::Sleep => "sleep",
             StepKind::Wait => "wait",
+            StepKind::Send => "send",
+            StepKind::Invoke => "invoke",
         }
     }
 }
@@ -207,7 +393,7 @@ pub enum StepStatus {
     Retrying,
     /// A sleep that has not woken yet.
     Sleeping,
-    /// A wait that has neither matched nor timed out.
+    /// A wait (or an invoke) that has neither ended nor timed out.
     Waiting,
     /// Done; `output` holds the result.
     Completed,
@@ -227,6 +413,9 @@ pub struct WaitSpec {
     /// event can match).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub match_value: Option<serde_json::Value>,
+    /// Inngest's `if`, over `event` (the run's) and `async` (the awaited).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub condition: Option<String>,
 }
 
 /// One durable call of a run: the journal is the list of these in call order.
@@ -259,6 +448,29 @@ pub struct StepRecord {
     /// What a wait waits for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub wait: Option<WaitSpec>,
+    /// The run an invoke started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub child: Option<String>,
+}
+
+impl StepRecord {
+    /// A new entry at `seq` with this status, started at `now`.
+    pub fn new(seq: u32, id: String, kind: StepKind, status: StepStatus, now: u64) -> Self {
+        StepRecord {
+            seq,
+            id,
+            kind,
+            status,
+            attempts: 0,
+            output: None,
+            error: None,
+            started_at: now,
+            ended_at: None,
+            wake_at: None,
+            wait: None,
+            child: None,
+        }
+    }
 }
 
 /// Why a timer exists.
@@ -273,6 +485,14 @@ pub enum TimerKind {
     StepRetry,
     /// A run whose handler failed outside a step gets its next attempt.
     RunRetry,
+    /// An invoked run did not end in time.
+    InvokeTimeout,
+    /// A run held back (debounce, batch) may start.
+    DelayedStart,
+    /// A run has waited too long to start (`timeouts.start`).
+    StartTimeout,
+    /// A run has taken too long (`timeouts.finish`).
+    FinishTimeout,
 }
 
 /// A durable timer: the run `key` must be resumed at `at`.
@@ -323,33 +543,6 @@ pub struct LogChunk {
     pub stream: String,
     /// The text (lossy UTF-8).
     pub text: String,
-}
-
-/// One trigger of a registered function.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TriggerRecord {
-    /// The event name that starts a run.
-    pub event: String,
-}
-
-/// A function as registered by its app's component.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct FunctionRecord {
-    /// The owning tenant.
-    pub tenant: String,
-    /// The function's id.
-    pub id: String,
-    /// Its display name.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub name: Option<String>,
-    /// The app that serves it.
-    pub app: String,
-    /// The app version new runs are pinned to.
-    pub version: String,
-    /// What starts it.
-    pub triggers: Vec<TriggerRecord>,
-    /// Retries per step (0–20).
-    pub retries: u32,
 }
 
 /// A deployed app and its current version.

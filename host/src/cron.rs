@@ -1,0 +1,177 @@
+//! Cron triggers, scheduled durably.
+//!
+//! Each schedule of a deployed function has its next fire time in the
+//! journal's cron index. Firing creates the run *and* moves the index to the
+//! next time after now in one write, so a host that was down at the
+//! scheduled time starts the missed run once when it comes back (however
+//! many times it was missed), and never twice. This module keeps the armed
+//! schedules in memory and says when one is due; [`crate::events`] does the
+//! firing.
+
+use crate::model::now_ms;
+use chrono::{TimeZone, Utc};
+use chrono_tz::Tz;
+use std::collections::BTreeSet;
+use std::sync::Mutex;
+use tokio::sync::Notify;
+
+/// The name of the event a cron run receives, as in Inngest.
+pub const CRON_EVENT: &str = "inngest/scheduled.timer";
+
+/// A parsed schedule: a cron pattern in a time zone (UTC by default).
+#[derive(Debug, Clone)]
+pub struct Schedule {
+    zone: Tz,
+    cron: croner::Cron,
+}
+
+impl Schedule {
+    /// Reads `0 * * * *` or `TZ=Europe/Paris 0 9 * * *` (a sixth leading
+    /// field is seconds).
+    pub fn parse(text: &str) -> Result<Schedule, String> {
+        let text = text.trim();
+        let (zone, pattern) = match text
+            .strip_prefix("TZ=")
+            .or_else(|| text.strip_prefix("CRON_TZ="))
+        {
+            Some(rest) => {
+                let (zone, pattern) = rest.split_once(char::is_whitespace).ok_or_else(|| {
+                    format!("cron {text:?} has a time zone but no schedule after it")
+                })?;
+                let zone: Tz = zone.parse().map_err(|_| {
+                    format!("cron {text:?}: unknown time zone {zone:?}; use an IANA name such as Europe/Paris")
+                })?;
+                (zone, pattern.trim())
+            }
+            None => (Tz::UTC, text),
+        };
+        let cron: croner::Cron = pattern.parse().map_err(|e| {
+            format!("cron {text:?} is not a valid schedule ({e}); write five fields, e.g. \"0 * * * *\" for every hour")
+        })?;
+        Ok(Schedule { zone, cron })
+    }
+
+    /// The first fire time strictly after `after_ms`, in ms.
+    pub fn next_after(&self, after_ms: u64) -> Option<u64> {
+        let after = Utc
+            .timestamp_millis_opt(after_ms as i64)
+            .single()?
+            .with_timezone(&self.zone);
+        let next = self.cron.find_next_occurrence(&after, false).ok()?;
+        u64::try_from(next.timestamp_millis()).ok()
+    }
+}
+
+/// One armed schedule.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Armed {
+    /// When it fires, ms.
+    pub at: u64,
+    /// Its cron index key (tenant, function, schedule).
+    pub key: String,
+}
+
+/// The armed schedules, soonest first.
+#[derive(Default)]
+pub struct CronTable {
+    armed: Mutex<BTreeSet<Armed>>,
+    changed: Notify,
+}
+
+impl CronTable {
+    /// Arms a schedule.
+    pub fn arm(&self, armed: Armed) {
+        self.armed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(armed);
+        self.changed.notify_one();
+    }
+
+    /// Waits until a schedule is due and takes it.
+    pub async fn next_due(&self) -> Armed {
+        loop {
+            let first = self
+                .armed
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .first()
+                .cloned();
+            let Some(first) = first else {
+                self.changed.notified().await;
+                continue;
+            };
+            let now = now_ms();
+            if first.at > now {
+                tokio::select! {
+                    _ = tokio::time::sleep(std::time::Duration::from_millis(first.at - now)) => {}
+                    _ = self.changed.notified() => {}
+                }
+                continue;
+            }
+            self.armed
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&first);
+            return first;
+        }
+    }
+}
+
+/// The cron index key of `schedule` of `function` in `tenant`.
+pub fn index_key(tenant: &str, function: &str, schedule: &str) -> String {
+    format!("{tenant}\0{function}\0{schedule}")
+}
+
+/// The prefix of every cron index key of `function`.
+pub fn function_prefix(tenant: &str, function: &str) -> String {
+    format!("{tenant}\0{function}\0")
+}
+
+/// Splits a cron index key into tenant, function and schedule.
+pub fn split_key(key: &str) -> Option<(&str, &str, &str)> {
+    let mut parts = key.splitn(3, '\0');
+    Some((parts.next()?, parts.next()?, parts.next()?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schedules_in_utc_and_in_a_time_zone() {
+        // 2026-01-15 08:30:00 UTC.
+        let at = 1_768_465_800_000;
+        let hourly = Schedule::parse("0 * * * *").unwrap();
+        assert_eq!(hourly.next_after(at), Some(at + 30 * 60_000));
+        // 09:00 in Paris is 08:00 UTC in January: the next is tomorrow.
+        let paris = Schedule::parse("TZ=Europe/Paris 0 9 * * *").unwrap();
+        assert_eq!(
+            paris.next_after(at),
+            Some(at - 30 * 60_000 + 24 * 3_600_000)
+        );
+        let seconds = Schedule::parse("*/2 * * * * *").unwrap();
+        assert_eq!(seconds.next_after(at), Some(at + 2_000));
+    }
+
+    #[test]
+    fn bad_schedules_say_what_is_wrong() {
+        assert!(
+            Schedule::parse("61 * * * *")
+                .unwrap_err()
+                .contains("not a valid schedule")
+        );
+        assert!(
+            Schedule::parse("TZ=Mars/Base 0 * * * *")
+                .unwrap_err()
+                .contains("unknown time zone")
+        );
+        assert!(
+            Schedule::parse("TZ=Europe/Paris")
+                .unwrap_err()
+                .contains("no schedule")
+        );
+        let key = index_key("t", "f", "0 * * * *");
+        assert_eq!(split_key(&key), Some(("t", "f", "0 * * * *")));
+    }
+}

@@ -1,0 +1,113 @@
+//! A change made in the ingestion order: the journal writes it consists of,
+//! and what the scheduler must do once they are durable.
+
+use crate::catalog::Catalog;
+use crate::journal::{Batch, Journal, Op};
+use crate::model::{IndexKind, IndexRef, RunKey, RunRecord, Timer};
+use crate::scheduler::Scheduler;
+use anyhow::Result;
+
+/// What to tell the scheduler after a change is on disk.
+#[derive(Debug, Default)]
+pub struct Effects {
+    /// Runs to execute (new, resumed or released).
+    pub wake: Vec<RunKey>,
+    /// Runs whose tasks must stop (cancelled).
+    pub abort: Vec<RunKey>,
+    /// Timers to arm.
+    pub timers: Vec<Timer>,
+}
+
+impl Effects {
+    /// Hands everything to the scheduler.
+    pub fn apply(self, scheduler: &Scheduler) {
+        for run in &self.abort {
+            scheduler.abort(run);
+        }
+        for timer in self.timers {
+            scheduler.add_timer(timer);
+        }
+        for run in self.wake {
+            if !self.abort.contains(&run) {
+                scheduler.wake(run);
+            }
+        }
+    }
+
+    /// Adds `other`'s effects to these.
+    pub fn extend(&mut self, other: Effects) {
+        self.wake.extend(other.wake);
+        self.abort.extend(other.abort);
+        self.timers.extend(other.timers);
+    }
+}
+
+/// One change in progress: reads see the journal, writes collect in `ops`
+/// and are applied together by [`Tx::apply`].
+pub struct Tx<'a> {
+    /// Storage (reads, and the final write).
+    pub journal: &'a dyn Journal,
+    /// The deployed functions.
+    pub catalog: &'a Catalog,
+    /// The time of the change, ms.
+    pub now: u64,
+    /// Writes so far.
+    pub ops: Batch,
+    /// What follows once they are durable.
+    pub effects: Effects,
+}
+
+impl<'a> Tx<'a> {
+    /// An empty change at `now`.
+    pub fn new(journal: &'a dyn Journal, catalog: &'a Catalog, now: u64) -> Self {
+        Tx {
+            journal,
+            catalog,
+            now,
+            ops: Vec::new(),
+            effects: Effects::default(),
+        }
+    }
+
+    /// Writes the collected ops atomically (not yet durable) and returns
+    /// the effects.
+    pub fn apply(self) -> Result<Effects> {
+        if !self.ops.is_empty() {
+            self.journal.apply(self.ops)?;
+        }
+        Ok(self.effects)
+    }
+
+    /// Writes a run record.
+    pub fn put_run(&mut self, run: RunRecord) {
+        self.ops.push(Op::PutRun(run));
+    }
+
+    /// Arms a timer (written now, armed in memory after the commit).
+    pub fn put_timer(&mut self, timer: Timer) {
+        self.ops.push(Op::PutTimer(timer.clone()));
+        self.effects.timers.push(timer);
+    }
+
+    /// Sets an index entry.
+    pub fn put_index(&mut self, kind: IndexKind, key: &str, value: impl Into<String>) {
+        self.ops.push(Op::PutIndex {
+            at: IndexRef {
+                kind,
+                key: key.to_string(),
+            },
+            value: value.into(),
+        });
+    }
+
+    /// Removes an index entry.
+    pub fn delete_index(&mut self, at: IndexRef) {
+        self.ops.push(Op::DeleteIndex(at));
+    }
+
+    /// An index entry, as the journal has it (writes of this change are not
+    /// seen: apply per event).
+    pub fn index(&self, kind: IndexKind, key: &str) -> Result<Option<String>> {
+        self.journal.index(kind, key)
+    }
+}

@@ -1,0 +1,211 @@
+//! Steps that talk to other runs: `send-event` and `invoke`.
+//!
+//! A sent event without an id of its own gets one made from the run, the
+//! step and its position, and is de-duplicated by it like any sender's id:
+//! if the host dies after storing the events but before journaling the
+//! step, the replay sends them again and they start nothing twice.
+
+use super::bindings::stepwise::durable::types::{EventPayload, StepError};
+use super::host::MAX_SUSPEND_MS;
+use super::outcome::{Ended, Suspended, host_fault};
+use super::replay::Slot;
+use super::state::{RunState, wit_error};
+use crate::events::{MAX_EVENT_BYTES, parse_event};
+use crate::journal::Op;
+use crate::model::{ErrorRecord, RunStatus, StepKind, StepRecord, StepStatus, now_ms};
+use serde_json::{Map, Value, json};
+use wasmtime::Result;
+
+type GuestResult<T> = std::result::Result<T, StepError>;
+
+impl RunState {
+    /// `send-event(id, events)`.
+    pub(super) async fn send_events(
+        &mut self,
+        id: String,
+        events: Vec<EventPayload>,
+    ) -> Result<GuestResult<Vec<String>>> {
+        let now = now_ms();
+        let (seq, effective) = match self.enter_call(&id, StepKind::Send)? {
+            Slot::Journaled(step) => return journaled(&step).map(|r| r.map(ids_of)),
+            Slot::New { seq, id } => (seq, id),
+        };
+        let session = self.session()?;
+        let run_id = session.run.key.run.clone();
+        let tenant = session.run.key.tenant.clone();
+        let mut incoming = Vec::with_capacity(events.len());
+        let mut problem = None;
+        for (index, payload) in events.into_iter().enumerate() {
+            match payload_to_event(index, payload, &format!("{run_id}.{seq}.{index}")) {
+                Ok(event) => incoming.push(event),
+                Err(message) => {
+                    problem = Some(message);
+                    break;
+                }
+            }
+        }
+        if incoming.is_empty() && problem.is_none() {
+            problem = Some("send_event was given no events; give at least one".into());
+        }
+        let mut step = StepRecord::new(seq, effective, StepKind::Send, StepStatus::Completed, now);
+        step.ended_at = Some(now);
+        if let Some(message) = problem {
+            step.status = StepStatus::Failed;
+            step.error = Some(ErrorRecord::fatal(
+                "SendEventError",
+                format!("send_event {id:?}: {message}"),
+            ));
+        } else {
+            let services = session.services.clone();
+            let accepted = services
+                .events
+                .send(&tenant, incoming)
+                .await
+                .map_err(host_fault)?;
+            step.output = Some(json!(accepted.ids).to_string());
+        }
+        self.record_step(step.clone()).await?;
+        journaled(&step).map(|r| r.map(ids_of))
+    }
+
+    /// `invoke(id, function-id, data, timeout-ms)`.
+    pub(super) async fn invoke_function(
+        &mut self,
+        id: String,
+        function_id: String,
+        data: String,
+        timeout_ms: Option<u64>,
+    ) -> Result<GuestResult<String>> {
+        let now = now_ms();
+        let (seq, effective) = match self.enter_call(&id, StepKind::Invoke)? {
+            Slot::Journaled(step) if step.status == StepStatus::Waiting => {
+                if self.session()?.dry_run {
+                    return Err(super::outcome::replay_end());
+                }
+                self.write_run(RunStatus::Waiting, None, Vec::new())?;
+                return Err(wasmtime::Error::new(Suspended));
+            }
+            Slot::Journaled(step) => return journaled(&step),
+            Slot::New { seq, id } => (seq, id),
+        };
+        let session = self.session()?;
+        let tenant = session.run.key.tenant.clone();
+        let function = session.services.catalog.get(&tenant, &function_id);
+        let data: Result<Value, String> = serde_json::from_str(&data)
+            .map_err(|e| format!("its data is not JSON: {e}"))
+            .and_then(|v: Value| match v {
+                Value::Object(_) => Ok(v),
+                Value::Null => Ok(Value::Object(Map::new())),
+                _ => Err("its data must be a JSON object".into()),
+            });
+        let problem = match (&function, &data) {
+            (None, _) => Some(format!(
+                "there is no function {function_id:?} in this tenant; deploy it, or check the id"
+            )),
+            (_, Err(message)) => Some(message.clone()),
+            _ if timeout_ms.is_some_and(|t| t > MAX_SUSPEND_MS) => {
+                Some("its timeout is longer than a year, the longest allowed".into())
+            }
+            _ => None,
+        };
+        let mut step = StepRecord::new(seq, effective, StepKind::Invoke, StepStatus::Waiting, now);
+        if let Some(message) = problem {
+            step.status = StepStatus::Failed;
+            step.ended_at = Some(now);
+            step.error = Some(ErrorRecord::fatal(
+                "InvokeError",
+                format!("invoke {id:?}: {message}"),
+            ));
+            self.record_step(step.clone()).await?;
+            return journaled(&step);
+        }
+        let (Some(function), Ok(data)) = (function, data) else {
+            unreachable!("checked above");
+        };
+        step.wake_at = timeout_ms.map(|t| now.saturating_add(t));
+        session.run.status = RunStatus::Waiting;
+        session.run.wake_at = None;
+        let services = session.services.clone();
+        let run = session.run.clone();
+        match services.events.invoke(&run, &function, data, step) {
+            Ok(Some(effects)) => services.events.settle(effects).await.map_err(host_fault)?,
+            Ok(None) => return Err(wasmtime::Error::new(Ended)),
+            Err(e) => return Err(host_fault(e)),
+        }
+        tracing::info!(run = %run.key, function = %function_id, "invoked; waiting for its end");
+        Err(wasmtime::Error::new(Suspended))
+    }
+
+    /// Journals a finished step of this execution and waits for the flush.
+    async fn record_step(&mut self, step: StepRecord) -> Result<()> {
+        let session = self.session()?;
+        let key = session.run.key.clone();
+        session.replay.record(step.clone());
+        let services = session.services.clone();
+        match services
+            .events
+            .run_ops(&key, vec![Op::PutStep(key.clone(), step)])
+        {
+            Ok(true) => {}
+            Ok(false) => return Err(wasmtime::Error::new(Ended)),
+            Err(e) => return Err(host_fault(e)),
+        }
+        self.flags.set_logical_ms(now_ms());
+        self.durable().await
+    }
+}
+
+/// A journaled send or invoke, as the guest receives it.
+fn journaled(step: &StepRecord) -> Result<GuestResult<String>> {
+    match step.status {
+        StepStatus::Completed => Ok(Ok(step.output.clone().unwrap_or_else(|| "null".into()))),
+        _ => {
+            let error = step
+                .error
+                .clone()
+                .unwrap_or_else(|| ErrorRecord::fatal("Error", "the step failed"));
+            Ok(Err(wit_error(&error)))
+        }
+    }
+}
+
+fn ids_of(json: String) -> Vec<String> {
+    serde_json::from_str(&json).unwrap_or_default()
+}
+
+/// A payload as an incoming event, checked like one sent over HTTP.
+fn payload_to_event(
+    index: usize,
+    payload: EventPayload,
+    default_id: &str,
+) -> std::result::Result<crate::events::IncomingEvent, String> {
+    let data: Value = serde_json::from_str(&payload.data)
+        .map_err(|e| format!("event {index}: its data is not JSON: {e}"))?;
+    let user = match &payload.user {
+        Some(text) => Some(
+            serde_json::from_str::<Value>(text)
+                .map_err(|e| format!("event {index}: its user is not JSON: {e}"))?,
+        ),
+        None => None,
+    };
+    let mut object = Map::new();
+    object.insert("name".into(), Value::String(payload.name));
+    object.insert("data".into(), data);
+    object.insert(
+        "id".into(),
+        Value::String(payload.id.unwrap_or_else(|| default_id.to_string())),
+    );
+    if let Some(ts) = payload.ts {
+        object.insert("ts".into(), json!(ts));
+    }
+    if let Some(user) = user {
+        object.insert("user".into(), user);
+    }
+    let value = Value::Object(object);
+    if value.to_string().len() > MAX_EVENT_BYTES {
+        return Err(format!(
+            "event {index} is larger than {MAX_EVENT_BYTES} bytes (512 KiB)"
+        ));
+    }
+    parse_event(index, value).map_err(|e| e.to_string())
+}

@@ -1,0 +1,359 @@
+//! The scheduler: which jobs execute now, and which wake later.
+//!
+//! It knows nothing of wasm or storage. A job is a run's handler or one
+//! branch of a parallel group; woken jobs wait in the [`Queue`] until their
+//! concurrency keys and throttle let them start (in priority order), then
+//! get a task of their own; a job woken while its task is still unwinding
+//! runs again right after. Armed timers are kept in memory, soonest first.
+//! What a job or a timer *does* is the [`Dispatch`] implementation's
+//! business.
+
+mod queue;
+
+pub use queue::{Admission, Job, Lease, Queue, Score, gcra};
+
+use crate::model::{RunKey, Timer, now_ms};
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+use tokio::sync::{Notify, mpsc};
+use tokio::task::AbortHandle;
+
+/// A boxed future, as the dispatch trait returns.
+pub type BoxFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// What the scheduler drives.
+pub trait Dispatch: Send + Sync + 'static {
+    /// Executes (or replays) a job until it ends or suspends.
+    fn drive(self: Arc<Self>, job: Job) -> BoxFuture;
+
+    /// Applies a due timer to the journal; returns whether its run should
+    /// be woken.
+    fn fire(&self, timer: &Timer) -> anyhow::Result<bool>;
+
+    /// How `job` queues, or `None` if there is nothing to do (its run ended).
+    fn admission(&self, job: &Job) -> anyhow::Result<Option<Admission>>;
+}
+
+struct ActiveJob {
+    abort: Option<AbortHandle>,
+    lease: Option<Lease>,
+    again: bool,
+}
+
+#[derive(Default)]
+struct State {
+    queue: Queue,
+    active: HashMap<Job, ActiveJob>,
+    /// Branches asked for and not yet finished, per run.
+    branches: HashMap<RunKey, HashSet<u32>>,
+}
+
+struct Shared {
+    ready: mpsc::UnboundedSender<Job>,
+    executions: AtomicU64,
+    state: Mutex<State>,
+    /// A job ended (slots freed): the queue loop should look again.
+    freed: Notify,
+    timers: Mutex<BTreeSet<Timer>>,
+    timers_changed: Notify,
+}
+
+impl Shared {
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn timers(&self) -> MutexGuard<'_, BTreeSet<Timer>> {
+        self.timers.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Handle to the scheduler; cheap to clone.
+#[derive(Clone)]
+pub struct Scheduler {
+    shared: Arc<Shared>,
+}
+
+/// The scheduler's loops, not yet started.
+pub struct SchedulerLoops {
+    ready: mpsc::UnboundedReceiver<Job>,
+}
+
+impl Scheduler {
+    /// A scheduler and its loops (start them with [`SchedulerLoops::start`]).
+    pub fn new() -> (Scheduler, SchedulerLoops) {
+        let (ready, ready_rx) = mpsc::unbounded_channel();
+        let shared = Arc::new(Shared {
+            ready,
+            executions: AtomicU64::new(0),
+            state: Mutex::new(State::default()),
+            freed: Notify::new(),
+            timers: Mutex::new(BTreeSet::new()),
+            timers_changed: Notify::new(),
+        });
+        (Scheduler { shared }, SchedulerLoops { ready: ready_rx })
+    }
+
+    /// Asks for `run` to be executed (again, if it is executing now).
+    pub fn wake(&self, run: RunKey) {
+        let _ = self.shared.ready.send(Job::run(run));
+    }
+
+    /// Asks for branch `seq` of `run` to be executed in an instance of its
+    /// own. The run is woken when its last requested branch has finished.
+    pub fn spawn_branch(&self, run: RunKey, seq: u32) {
+        self.shared
+            .state()
+            .branches
+            .entry(run.clone())
+            .or_default()
+            .insert(seq);
+        let _ = self.shared.ready.send(Job {
+            run,
+            branch: Some(seq),
+        });
+    }
+
+    /// Whether branch `seq` of `run` is asked for and not finished.
+    pub fn branch_pending(&self, run: &RunKey, seq: u32) -> bool {
+        self.shared
+            .state()
+            .branches
+            .get(run)
+            .is_some_and(|b| b.contains(&seq))
+    }
+
+    /// Arms a timer (the journal already holds it).
+    pub fn add_timer(&self, timer: Timer) {
+        self.shared.timers().insert(timer);
+        self.shared.timers_changed.notify_one();
+    }
+
+    /// Stops every job of `run`, queued or executing (on cancellation).
+    pub fn abort(&self, run: &RunKey) {
+        let mut state = self.shared.state();
+        let state = &mut *state;
+        for job in state.queue.jobs_of(run) {
+            state.queue.remove(&job);
+        }
+        let mut jobs = vec![Job::run(run.clone())];
+        if let Some(branches) = state.branches.remove(run) {
+            jobs.extend(branches.into_iter().map(|seq| Job {
+                run: run.clone(),
+                branch: Some(seq),
+            }));
+        }
+        for job in jobs {
+            if let Some(active) = state.active.remove(&job) {
+                if let Some(abort) = active.abort {
+                    abort.abort();
+                }
+                if let Some(lease) = active.lease {
+                    state.queue.release(lease);
+                }
+            }
+        }
+        self.shared.freed.notify_one();
+    }
+
+    /// How many jobs have a task now.
+    pub fn active_runs(&self) -> usize {
+        self.shared.state().active.len()
+    }
+
+    /// How many jobs wait in the queue.
+    pub fn queued(&self) -> usize {
+        self.shared.state().queue.len()
+    }
+
+    /// How many executions have finished since the host started.
+    pub fn executions(&self) -> u64 {
+        self.shared.executions.load(Ordering::Relaxed)
+    }
+
+    /// How many timers are armed.
+    pub fn armed_timers(&self) -> usize {
+        self.shared.timers().len()
+    }
+}
+
+impl SchedulerLoops {
+    /// Starts the queue and timer loops on the current tokio runtime.
+    pub fn start(self, scheduler: &Scheduler, dispatch: Arc<dyn Dispatch>) {
+        tokio::spawn(queue_loop(scheduler.clone(), dispatch.clone(), self.ready));
+        tokio::spawn(timer_loop(scheduler.clone(), dispatch));
+    }
+}
+
+/// Admits woken jobs into the queue and starts what the queue lets go.
+async fn queue_loop(
+    scheduler: Scheduler,
+    dispatch: Arc<dyn Dispatch>,
+    mut ready: mpsc::UnboundedReceiver<Job>,
+) {
+    let shared = scheduler.shared.clone();
+    loop {
+        let wake_at = shared.state().queue.next_wake();
+        let throttled = async {
+            match wake_at {
+                Some(at) => {
+                    tokio::time::sleep(Duration::from_millis(at.saturating_sub(now_ms()))).await
+                }
+                None => std::future::pending().await,
+            }
+        };
+        let mut woken = Vec::new();
+        tokio::select! {
+            job = ready.recv() => match job {
+                Some(job) => woken.push(job),
+                None => return,
+            },
+            _ = shared.freed.notified() => {}
+            _ = throttled => {}
+        }
+        while let Ok(job) = ready.try_recv() {
+            woken.push(job);
+        }
+        for job in woken {
+            admit(&scheduler, dispatch.as_ref(), job);
+        }
+        start_ready(&scheduler, &dispatch);
+    }
+}
+
+fn admit(scheduler: &Scheduler, dispatch: &dyn Dispatch, job: Job) {
+    {
+        let mut state = scheduler.shared.state();
+        if let Some(active) = state.active.get_mut(&job) {
+            active.again = true;
+            return;
+        }
+        if state.queue.contains(&job) {
+            return;
+        }
+    }
+    match dispatch.admission(&job) {
+        Ok(Some(admission)) => scheduler
+            .shared
+            .state()
+            .queue
+            .push(job, &admission, now_ms()),
+        Ok(None) => branch_done(scheduler, &job),
+        Err(error) => {
+            tracing::error!(run = %job.run, error = format!("{error:#}"), "could not queue a run; retrying in 1 s");
+            let scheduler = scheduler.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                let _ = scheduler.shared.ready.send(job);
+            });
+        }
+    }
+}
+
+fn start_ready(scheduler: &Scheduler, dispatch: &Arc<dyn Dispatch>) {
+    let now = now_ms();
+    loop {
+        let mut state = scheduler.shared.state();
+        let Some((job, lease)) = state.queue.pop(now) else {
+            return;
+        };
+        state.active.insert(
+            job.clone(),
+            ActiveJob {
+                abort: None,
+                lease: Some(lease),
+                again: false,
+            },
+        );
+        let task = tokio::spawn(job_task(scheduler.clone(), dispatch.clone(), job.clone()));
+        if let Some(active) = state.active.get_mut(&job) {
+            active.abort = Some(task.abort_handle());
+        }
+    }
+}
+
+async fn job_task(scheduler: Scheduler, dispatch: Arc<dyn Dispatch>, job: Job) {
+    dispatch.drive(job.clone()).await;
+    let shared = &scheduler.shared;
+    shared.executions.fetch_add(1, Ordering::Relaxed);
+    let again = {
+        let mut state = shared.state();
+        let state = &mut *state;
+        match state.active.remove(&job) {
+            Some(active) => {
+                if let Some(lease) = active.lease {
+                    state.queue.release(lease);
+                }
+                active.again
+            }
+            None => false,
+        }
+    };
+    shared.freed.notify_one();
+    if again {
+        let _ = shared.ready.send(job);
+    } else {
+        branch_done(&scheduler, &job);
+    }
+}
+
+/// A branch finished (or has nothing to do): once the run's last one has,
+/// the run itself carries on.
+fn branch_done(scheduler: &Scheduler, job: &Job) {
+    let Some(seq) = job.branch else { return };
+    let last = {
+        let mut state = scheduler.shared.state();
+        match state.branches.get_mut(&job.run) {
+            Some(branches) => {
+                branches.remove(&seq);
+                if branches.is_empty() {
+                    state.branches.remove(&job.run);
+                    true
+                } else {
+                    false
+                }
+            }
+            None => false,
+        }
+    };
+    if last {
+        scheduler.wake(job.run.clone());
+    }
+}
+
+async fn timer_loop(scheduler: Scheduler, dispatch: Arc<dyn Dispatch>) {
+    let shared = scheduler.shared.clone();
+    loop {
+        let next = shared.timers().first().cloned();
+        let Some(timer) = next else {
+            shared.timers_changed.notified().await;
+            continue;
+        };
+        let now = now_ms();
+        if timer.at > now {
+            let wait = Duration::from_millis(timer.at - now);
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = shared.timers_changed.notified() => {}
+            }
+            continue;
+        }
+        shared.timers().remove(&timer);
+        match dispatch.fire(&timer) {
+            Ok(true) => scheduler.wake(timer.key.clone()),
+            Ok(false) => {}
+            Err(error) => {
+                tracing::error!(run = %timer.key, error = format!("{error:#}"), "a timer failed to fire; retrying in 1 s");
+                let scheduler = scheduler.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    scheduler.add_timer(timer);
+                });
+            }
+        }
+    }
+}

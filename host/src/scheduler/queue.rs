@@ -1,0 +1,561 @@
+//! The ready queue: which job executes next, under concurrency limits,
+//! throttles and priorities.
+//!
+//! Jobs that share the same concurrency keys (and, for first starts, the
+//! same throttle) form a *partition*, ordered by score (enqueue time minus
+//! priority head start) and then arrival, so each partition is FIFO within
+//! a priority. A partition is in exactly one place: ready (ordered by its
+//! head's score), blocked on one full key, throttled until a time, or idle
+//! (empty). Popping takes the best ready partition's head; a partition whose
+//! key is full is parked on that key and comes back only when the key frees
+//! a slot, one partition per slot. Every operation is O(log n) in queued jobs
+//! and partitions, whatever the queue's size: parking and waking touch one
+//! partition, never a scan.
+//!
+//! Throttles use GCRA (as Inngest does): `limit` starts per `period`, plus
+//! `burst` at once; the state (a theoretical arrival time per key) is kept in
+//! memory, so a restart forgets how much of a period was used.
+
+use crate::model::{QueueSpec, RunKey, ThrottleKey};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+/// Lower runs first: enqueue time in ms minus the priority head start.
+pub type Score = i64;
+
+/// Something to execute: a run's handler, or one branch of a parallel group.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Job {
+    /// The run.
+    pub run: RunKey,
+    /// The parallel branch (its step's position), or `None` for the run.
+    pub branch: Option<u32>,
+}
+
+impl Job {
+    /// The run's own job.
+    pub fn run(run: RunKey) -> Self {
+        Job { run, branch: None }
+    }
+}
+
+/// How a job is queued.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Admission {
+    /// Its limits and priority.
+    pub spec: QueueSpec,
+    /// Whether it is the run's first start (throttles count only those).
+    pub first_start: bool,
+}
+
+/// The concurrency slots a popped job holds until [`Queue::release`].
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Lease {
+    keys: Vec<u64>,
+}
+
+type PartId = u64;
+type KeyId = u64;
+/// A position: score, then arrival order.
+type Pos = (Score, u64);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Place {
+    Idle,
+    Ready(Pos),
+    Blocked(KeyId, Pos),
+    Throttled(u64),
+}
+
+struct Partition {
+    name: String,
+    keys: Vec<KeyId>,
+    throttle: Option<ThrottleKey>,
+    jobs: BTreeMap<Pos, Job>,
+    place: Place,
+}
+
+struct Key {
+    name: String,
+    limit: u32,
+    in_use: u32,
+    /// Partitions that count against it.
+    partitions: u32,
+    blocked: BTreeSet<(Pos, PartId)>,
+}
+
+impl Key {
+    fn full(&self) -> bool {
+        self.in_use >= self.limit
+    }
+}
+
+/// The queue. Not thread-safe: the scheduler holds it under its lock.
+#[derive(Default)]
+pub struct Queue {
+    keys: HashMap<KeyId, Key>,
+    key_ids: HashMap<String, KeyId>,
+    parts: HashMap<PartId, Partition>,
+    part_ids: HashMap<String, PartId>,
+    ready: BTreeSet<(Pos, PartId)>,
+    /// Why a ready partition is ready: the key that woke it, if any (when it
+    /// turns out blocked elsewhere, that key wakes its next partition).
+    woken_by: HashMap<PartId, KeyId>,
+    throttled: BTreeSet<(u64, PartId)>,
+    jobs: HashMap<Job, (PartId, Pos)>,
+    /// GCRA theoretical arrival time per throttle key, ms.
+    throttles: HashMap<String, u64>,
+    next_id: u64,
+    arrivals: u64,
+}
+
+impl Queue {
+    /// An empty queue.
+    pub fn new() -> Self {
+        Queue::default()
+    }
+
+    /// Jobs waiting.
+    pub fn len(&self) -> usize {
+        self.jobs.len()
+    }
+
+    /// Whether no job waits.
+    pub fn is_empty(&self) -> bool {
+        self.jobs.is_empty()
+    }
+
+    /// Whether `job` waits here.
+    pub fn contains(&self, job: &Job) -> bool {
+        self.jobs.contains_key(job)
+    }
+
+    /// Queues `job` at `now` (ms); a job already queued stays where it is.
+    pub fn push(&mut self, job: Job, admission: &Admission, now: u64) {
+        if self.jobs.contains_key(&job) {
+            return;
+        }
+        let part = self.partition(admission);
+        self.arrivals += 1;
+        let pos = (
+            (now as i64).saturating_sub(admission.spec.priority_ms),
+            self.arrivals,
+        );
+        let partition = self.parts.get_mut(&part).expect("partition exists");
+        let old_head = partition.jobs.keys().next().copied();
+        partition.jobs.insert(pos, job.clone());
+        self.jobs.insert(job, (part, pos));
+        if old_head.is_none_or(|head| pos < head) {
+            self.reposition(part);
+        }
+    }
+
+    /// Takes the next job allowed to execute at `now`, with the slots it
+    /// holds.
+    pub fn pop(&mut self, now: u64) -> Option<(Job, Lease)> {
+        while let Some(&(at, part)) = self.throttled.first() {
+            if at > now {
+                break;
+            }
+            self.throttled.remove(&(at, part));
+            self.parts.get_mut(&part).expect("partition").place = Place::Idle;
+            self.reposition(part);
+        }
+        while let Some((pos, part)) = self.ready.pop_first() {
+            let woken_by = self.woken_by.remove(&part);
+            let partition = &self.parts[&part];
+            if let Some(&key) = partition.keys.iter().find(|k| self.keys[*k].full()) {
+                self.parts.get_mut(&part).expect("partition").place = Place::Blocked(key, pos);
+                self.keys
+                    .get_mut(&key)
+                    .expect("key")
+                    .blocked
+                    .insert((pos, part));
+                if let Some(origin) = woken_by {
+                    self.wake_blocked(origin);
+                }
+                continue;
+            }
+            if let Some(throttle) = partition.throttle.clone()
+                && let Err(until) = self.take_throttle(&throttle, now)
+            {
+                self.parts.get_mut(&part).expect("partition").place = Place::Throttled(until);
+                self.throttled.insert((until, part));
+                continue;
+            }
+            let partition = self.parts.get_mut(&part).expect("partition");
+            partition.place = Place::Idle;
+            let (_, job) = partition
+                .jobs
+                .pop_first()
+                .expect("a ready partition has jobs");
+            let keys = partition.keys.clone();
+            for key in &keys {
+                self.keys.get_mut(key).expect("key").in_use += 1;
+            }
+            self.jobs.remove(&job);
+            self.reposition(part);
+            return Some((job, Lease { keys }));
+        }
+        None
+    }
+
+    /// Gives back the slots of a job that stopped executing.
+    pub fn release(&mut self, lease: Lease) {
+        for key in lease.keys {
+            let Some(state) = self.keys.get_mut(&key) else {
+                continue;
+            };
+            state.in_use = state.in_use.saturating_sub(1);
+            self.wake_blocked(key);
+            self.forget_key_if_unused(key);
+        }
+    }
+
+    /// Takes `job` out of the queue (its run was cancelled).
+    pub fn remove(&mut self, job: &Job) -> bool {
+        let Some((part, pos)) = self.jobs.remove(job) else {
+            return false;
+        };
+        let partition = self.parts.get_mut(&part).expect("partition");
+        let was_head = partition.jobs.keys().next() == Some(&pos);
+        partition.jobs.remove(&pos);
+        if was_head {
+            self.reposition(part);
+        }
+        true
+    }
+
+    /// The queued jobs of `run`.
+    pub fn jobs_of(&self, run: &RunKey) -> Vec<Job> {
+        self.jobs
+            .keys()
+            .filter(|j| j.run == *run)
+            .cloned()
+            .collect()
+    }
+
+    /// When the first throttled partition may start, if one is waiting.
+    pub fn next_wake(&self) -> Option<u64> {
+        self.throttled.first().map(|(at, _)| *at)
+    }
+
+    /// Moves one partition blocked on `key` back to ready, if `key` has a
+    /// free slot.
+    fn wake_blocked(&mut self, key: KeyId) {
+        let Some(state) = self.keys.get_mut(&key) else {
+            return;
+        };
+        if state.full() {
+            return;
+        }
+        if let Some((_, part)) = state.blocked.pop_first() {
+            self.parts.get_mut(&part).expect("partition").place = Place::Idle;
+            self.reposition(part);
+            if matches!(self.parts[&part].place, Place::Ready(_)) {
+                self.woken_by.insert(part, key);
+            }
+        }
+    }
+
+    /// Puts `part` where its head belongs (after its head or place changed).
+    fn reposition(&mut self, part: PartId) {
+        let partition = self.parts.get_mut(&part).expect("partition");
+        let head = partition.jobs.keys().next().copied();
+        match partition.place {
+            Place::Ready(pos) => {
+                self.ready.remove(&(pos, part));
+            }
+            Place::Blocked(key, pos) => {
+                let state = self.keys.get_mut(&key).expect("key");
+                state.blocked.remove(&(pos, part));
+                if let Some(head) = head {
+                    state.blocked.insert((head, part));
+                    partition.place = Place::Blocked(key, head);
+                    return;
+                }
+            }
+            // Throttled stays put until its time; the head is read then.
+            Place::Throttled(_) if head.is_some() => return,
+            Place::Throttled(at) => {
+                self.throttled.remove(&(at, part));
+            }
+            Place::Idle => {}
+        }
+        match head {
+            Some(head) => {
+                partition.place = Place::Ready(head);
+                self.ready.insert((head, part));
+            }
+            None => {
+                partition.place = Place::Idle;
+                self.woken_by.remove(&part);
+                let name = std::mem::take(&mut partition.name);
+                let keys = partition.keys.clone();
+                self.parts.remove(&part);
+                self.part_ids.remove(&name);
+                for key in keys {
+                    if let Some(state) = self.keys.get_mut(&key) {
+                        state.partitions -= 1;
+                    }
+                    self.forget_key_if_unused(key);
+                }
+            }
+        }
+    }
+
+    /// The partition for `admission`, created if new.
+    fn partition(&mut self, admission: &Admission) -> PartId {
+        let spec = &admission.spec;
+        let throttle = spec.throttle.as_ref().filter(|_| admission.first_start);
+        let mut names: Vec<&str> = spec.concurrency.iter().map(|c| c.key.as_str()).collect();
+        names.sort_unstable();
+        names.dedup();
+        let name = format!(
+            "{}\u{1}{}",
+            names.join("\u{0}"),
+            throttle.map(|t| t.key.as_str()).unwrap_or("")
+        );
+        for limit in &spec.concurrency {
+            self.key(&limit.key, limit.limit);
+        }
+        if let Some(&id) = self.part_ids.get(&name) {
+            return id;
+        }
+        let keys: Vec<KeyId> = names.iter().map(|n| self.key_ids[*n]).collect();
+        for key in &keys {
+            self.keys.get_mut(key).expect("key").partitions += 1;
+        }
+        self.next_id += 1;
+        let id = self.next_id;
+        self.parts.insert(
+            id,
+            Partition {
+                name: name.clone(),
+                keys,
+                throttle: throttle.cloned(),
+                jobs: BTreeMap::new(),
+                place: Place::Idle,
+            },
+        );
+        self.part_ids.insert(name, id);
+        id
+    }
+
+    fn key(&mut self, name: &str, limit: u32) -> KeyId {
+        if let Some(&id) = self.key_ids.get(name) {
+            let key = self.keys.get_mut(&id).expect("key");
+            if key.limit != limit.max(1) {
+                key.limit = limit.max(1);
+                self.wake_blocked(id);
+            }
+            return id;
+        }
+        self.next_id += 1;
+        let id = self.next_id;
+        self.keys.insert(
+            id,
+            Key {
+                name: name.to_string(),
+                limit: limit.max(1),
+                in_use: 0,
+                partitions: 0,
+                blocked: BTreeSet::new(),
+            },
+        );
+        self.key_ids.insert(name.to_string(), id);
+        id
+    }
+
+    fn forget_key_if_unused(&mut self, key: KeyId) {
+        let Some(state) = self.keys.get(&key) else {
+            return;
+        };
+        if state.in_use > 0 || state.partitions > 0 || !state.blocked.is_empty() {
+            return;
+        }
+        let name = state.name.clone();
+        self.keys.remove(&key);
+        self.key_ids.remove(&name);
+    }
+
+    /// Takes a start from `throttle` at `now`, or says when one is free.
+    fn take_throttle(&mut self, throttle: &ThrottleKey, now: u64) -> Result<(), u64> {
+        let tat = self.throttles.get(&throttle.key).copied();
+        let tat = gcra(tat, now, throttle.limit, throttle.period_ms, throttle.burst)?;
+        self.throttles.insert(throttle.key.clone(), tat);
+        if self.throttles.len() > 100_000 {
+            self.throttles.retain(|_, tat| *tat > now);
+        }
+        Ok(())
+    }
+}
+
+/// GCRA, as Inngest uses for throttles and rate limits: `limit` per
+/// `period_ms`, plus `burst` at once. Given a key's theoretical arrival time
+/// (`None` for a fresh key), returns the new one if a start is allowed at
+/// `now`, or else the time from which one is.
+pub fn gcra(
+    tat: Option<u64>,
+    now: u64,
+    limit: u32,
+    period_ms: u64,
+    burst: u32,
+) -> Result<u64, u64> {
+    let limit = u64::from(limit.max(1));
+    let interval = (period_ms / limit).max(1);
+    let tolerance = interval * (limit + u64::from(burst) - 1);
+    let tat = tat.unwrap_or(now).max(now);
+    if tat - now > tolerance {
+        return Err(tat - tolerance);
+    }
+    Ok(tat + interval)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::ConcurrencyKey;
+
+    fn job(id: &str) -> Job {
+        Job::run(RunKey::new("t", id))
+    }
+
+    fn limited(keys: &[(&str, u32)]) -> Admission {
+        Admission {
+            spec: QueueSpec {
+                concurrency: keys
+                    .iter()
+                    .map(|(key, limit)| ConcurrencyKey {
+                        key: key.to_string(),
+                        limit: *limit,
+                    })
+                    .collect(),
+                ..QueueSpec::default()
+            },
+            first_start: true,
+        }
+    }
+
+    fn ids(popped: &[(Job, Lease)]) -> Vec<String> {
+        popped.iter().map(|(j, _)| j.run.run.clone()).collect()
+    }
+
+    #[test]
+    fn unlimited_jobs_come_out_in_arrival_order_with_priority_first() {
+        let mut q = Queue::new();
+        q.push(job("a"), &Admission::default(), 10);
+        q.push(job("b"), &Admission::default(), 10);
+        let mut urgent = Admission::default();
+        urgent.spec.priority_ms = 5_000;
+        q.push(job("c"), &urgent, 20);
+        let popped: Vec<_> = std::iter::from_fn(|| q.pop(20)).collect();
+        assert_eq!(ids(&popped), ["c", "a", "b"]);
+        assert!(q.is_empty());
+    }
+
+    #[test]
+    fn a_full_key_holds_its_jobs_until_a_slot_is_released() {
+        let mut q = Queue::new();
+        for id in ["a", "b", "c"] {
+            q.push(job(id), &limited(&[("fn", 2)]), 1);
+        }
+        let first = q.pop(1).unwrap();
+        let second = q.pop(1).unwrap();
+        assert!(q.pop(1).is_none(), "the limit is 2");
+        q.release(first.1);
+        let third = q.pop(1).unwrap();
+        assert_eq!(third.0, job("c"));
+        q.release(second.1);
+        q.release(third.1);
+        assert!(q.pop(1).is_none());
+    }
+
+    #[test]
+    fn keyed_limits_let_other_keys_through_and_share_the_function_limit() {
+        let mut q = Queue::new();
+        // Per-user limit 1, function limit 2.
+        for (id, user) in [("a1", "a"), ("a2", "a"), ("b1", "b"), ("c1", "c")] {
+            q.push(job(id), &limited(&[("fn", 2), (user, 1)]), 1);
+        }
+        let p1 = q.pop(1).unwrap();
+        let p2 = q.pop(1).unwrap();
+        assert_eq!(ids(&[p1, p2]), ["a1", "b1"], "a2 waits for user a");
+        assert!(q.pop(1).is_none(), "the function limit is full");
+        // Releasing b1 frees the function key and user b: c1 goes next (a2
+        // is still held by user a).
+        let mut q2 = Queue::new();
+        for (id, user) in [("a1", "a"), ("a2", "a"), ("b1", "b"), ("c1", "c")] {
+            q2.push(job(id), &limited(&[("fn", 2), (user, 1)]), 1);
+        }
+        let a1 = q2.pop(1).unwrap();
+        let b1 = q2.pop(1).unwrap();
+        q2.release(b1.1);
+        assert_eq!(q2.pop(1).unwrap().0, job("c1"));
+        assert!(q2.pop(1).is_none());
+        q2.release(a1.1);
+        assert_eq!(q2.pop(1).unwrap().0, job("a2"));
+    }
+
+    #[test]
+    fn a_partition_woken_for_one_key_but_blocked_on_another_passes_the_slot_on() {
+        let mut q = Queue::new();
+        q.push(job("z0"), &limited(&[("shared", 1)]), 1);
+        q.push(job("x0"), &limited(&[("x", 1)]), 1);
+        let z0 = q.pop(1).unwrap();
+        let _x0 = q.pop(1).unwrap();
+        q.push(job("x1"), &limited(&[("shared", 1), ("x", 1)]), 2);
+        q.push(job("y1"), &limited(&[("shared", 1), ("y", 1)]), 3);
+        assert!(q.pop(3).is_none(), "both wait for the shared key");
+        // The shared slot frees: x1 (older) is woken first but is still held
+        // by its own key, so the slot goes on to y1.
+        q.release(z0.1);
+        assert_eq!(q.pop(4).unwrap().0, job("y1"));
+        assert!(q.pop(4).is_none());
+    }
+
+    #[test]
+    fn throttles_delay_first_starts_in_order_and_spare_resumes() {
+        let throttle = ThrottleKey {
+            key: "fn".into(),
+            limit: 2,
+            period_ms: 6_000,
+            burst: 1,
+        };
+        let admission = Admission {
+            spec: QueueSpec {
+                throttle: Some(throttle),
+                ..QueueSpec::default()
+            },
+            first_start: true,
+        };
+        let mut q = Queue::new();
+        for i in 0..6 {
+            q.push(job(&format!("r{i}")), &admission, 0);
+        }
+        // limit + burst at once, then one per period / limit.
+        let started: Vec<_> = std::iter::from_fn(|| q.pop(0)).collect();
+        assert_eq!(ids(&started), ["r0", "r1", "r2"]);
+        assert_eq!(q.next_wake(), Some(3_000));
+        let mut resumed = admission.clone();
+        resumed.first_start = false;
+        q.push(job("old"), &resumed, 1);
+        assert_eq!(q.pop(1).unwrap().0, job("old"), "resumes are not throttled");
+        assert!(q.pop(2_999).is_none());
+        assert_eq!(q.pop(3_000).unwrap().0, job("r3"));
+        assert!(q.pop(3_000).is_none());
+        assert_eq!(q.pop(6_000).unwrap().0, job("r4"));
+    }
+
+    #[test]
+    fn removed_jobs_never_come_out_and_partitions_are_freed() {
+        let mut q = Queue::new();
+        q.push(job("a"), &limited(&[("k", 1)]), 1);
+        q.push(job("b"), &limited(&[("k", 1)]), 2);
+        assert!(q.remove(&job("a")));
+        assert!(!q.remove(&job("a")));
+        let (b, lease) = q.pop(3).unwrap();
+        assert_eq!(b, job("b"));
+        q.release(lease);
+        assert!(q.parts.is_empty() && q.keys.is_empty() && q.ready.is_empty());
+    }
+}
