@@ -18,9 +18,22 @@ fn main() {
     }
     build(
         &root.join("examples"),
-        &["process-order", "fan-out-loop", "flaky-retry"],
+        &[
+            "process-order",
+            "fan-out-loop",
+            "flaky-retry",
+            "sync-crm",
+            "index-product",
+            "generate-report",
+            "risky-transfer",
+            "fetch-parallel",
+            "daily-digest",
+        ],
     );
-    build(&root.join("tests/guests"), &["probe", "not-an-app"]);
+    build(
+        &root.join("tests/guests"),
+        &["probe", "not-an-app", "flow", "ticker", "bad-config"],
+    );
 }
 
 fn rerun_if_changed(path: &Path) {

@@ -159,6 +159,63 @@ impl HostProcess {
             .context("no event id in the answer")
     }
 
+    /// Sends several events in one request; returns their ids.
+    pub async fn send_batch(&self, events: Vec<Value>) -> Result<Vec<String>> {
+        let body = self
+            .json(
+                self.request(reqwest::Method::POST, &format!("/e/{}", self.event_key))
+                    .json(&events),
+            )
+            .await?;
+        Ok(body["ids"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|id| id.as_str().map(str::to_string))
+            .collect())
+    }
+
+    /// `POST path` with a JSON body, answered with JSON.
+    pub async fn post(&self, path: &str, body: Value) -> Result<Value> {
+        self.json(self.request(reqwest::Method::POST, path).json(&body))
+            .await
+    }
+
+    /// The runs of `function`, newest first.
+    pub async fn runs_of(&self, function: &str) -> Result<Vec<Value>> {
+        Ok(self
+            .runs()
+            .await?
+            .into_iter()
+            .filter(|r| r["function"] == function)
+            .collect())
+    }
+
+    /// Polls the runs of `function` until `done` holds for them (or fails
+    /// after `timeout` with what they were).
+    pub async fn wait_runs(
+        &self,
+        function: &str,
+        timeout: Duration,
+        done: impl Fn(&[Value]) -> bool,
+    ) -> Result<Vec<Value>> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let runs = self.runs_of(function).await?;
+            if done(&runs) {
+                return Ok(runs);
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "the runs of {function} did not get there in {timeout:?}; they are:\n{:#}\nhost log:\n{}",
+                    Value::Array(runs),
+                    self.log()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// `GET path`, answered with JSON.
     pub async fn get(&self, path: &str) -> Result<Value> {
         self.json(self.request(reqwest::Method::GET, path)).await

@@ -18,6 +18,24 @@ pub mod guests {
     pub const FAN_OUT_LOOP: &str = env!("FAN_OUT_LOOP_WASM");
     /// `examples/flaky-retry`.
     pub const FLAKY_RETRY: &str = env!("FLAKY_RETRY_WASM");
+    /// `examples/sync-crm`: rate limit and throttle.
+    pub const SYNC_CRM: &str = env!("SYNC_CRM_WASM");
+    /// `examples/index-product`: debounce.
+    pub const INDEX_PRODUCT: &str = env!("INDEX_PRODUCT_WASM");
+    /// `examples/generate-report`: priority.
+    pub const GENERATE_REPORT: &str = env!("GENERATE_REPORT_WASM");
+    /// `examples/risky-transfer`: on-failure rollback.
+    pub const RISKY_TRANSFER: &str = env!("RISKY_TRANSFER_WASM");
+    /// `examples/fetch-parallel`: parallel steps.
+    pub const FETCH_PARALLEL: &str = env!("FETCH_PARALLEL_WASM");
+    /// `examples/daily-digest`: cron, send_event and invoke.
+    pub const DAILY_DIGEST: &str = env!("DAILY_DIGEST_WASM");
+    /// `tests/guests/flow`: one function per feature of Inngest's model.
+    pub const FLOW: &str = env!("FLOW_WASM");
+    /// `tests/guests/ticker`: a cron function every two seconds.
+    pub const TICKER: &str = env!("TICKER_WASM");
+    /// `tests/guests/bad-config`: a registration with a broken expression.
+    pub const BAD_CONFIG: &str = env!("BAD_CONFIG_WASM");
     /// `tests/guests/probe`: scripted steps, and the benchmark's ten steps.
     pub const PROBE: &str = env!("PROBE_WASM");
     /// `tests/guests/not-an-app`: a WASI command, not a Stepwise app.

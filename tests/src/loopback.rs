@@ -1,5 +1,6 @@
 //! A loopback HTTP server that step bodies call: it counts every execution
-//! of every step body, and the test decides how each step's call answers.
+//! of every step body, notes the order calls arrive in and how many are in
+//! flight at once, and the test decides how each step's call answers.
 
 use axum::Router;
 use axum::extract::{Path, State};
@@ -21,12 +22,18 @@ pub enum Plan {
     /// Hold the call open until [`Loopback::release`] (to kill the host
     /// while a step body is in flight).
     Hold,
+    /// Answer 200 after this long (to keep calls in flight together).
+    Delay(Duration),
 }
 
 #[derive(Default)]
 struct Shared {
     hits: Mutex<HashMap<String, u32>>,
     plans: Mutex<HashMap<String, Plan>>,
+    /// `run/step` of every call, in arrival order.
+    arrivals: Mutex<Vec<String>>,
+    /// Calls in flight now, and the most seen at once.
+    in_flight: Mutex<(u32, u32)>,
 }
 
 /// The server; it stops when the test's runtime ends.
@@ -44,6 +51,7 @@ impl Loopback {
         let (release, released) = watch::channel(false);
         let app = Router::new()
             .route("/step/{run}/{step}", get(step))
+            .route("/{kind}/{key}", get(other))
             .route("/outside", get(|| async { "reached" }))
             .with_state((shared.clone(), released));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
@@ -101,6 +109,22 @@ impl Loopback {
             .collect()
     }
 
+    /// `run/step` of every call so far, in arrival order.
+    pub fn arrivals(&self) -> Vec<String> {
+        self.shared.arrivals.lock().unwrap().clone()
+    }
+
+    /// The most calls that were in flight at once.
+    pub fn max_in_flight(&self) -> u32 {
+        self.shared.in_flight.lock().unwrap().1
+    }
+
+    /// Every call so far, of every path. (`/crm/c-1` counts as
+    /// `hits("crm", "c-1")`.)
+    pub fn total_hits(&self) -> u32 {
+        self.shared.hits.lock().unwrap().values().sum()
+    }
+
     /// Waits until the body of `step` of run `run` has been called `n` times.
     pub async fn wait_hits(&self, run: &str, step: &str, n: u32, timeout: Duration) -> bool {
         let deadline = tokio::time::Instant::now() + timeout;
@@ -116,10 +140,42 @@ impl Loopback {
 
 type LoopState = (Arc<Shared>, watch::Receiver<bool>);
 
+/// `/crm/c-1`, `/fetch/a`: counted as run `crm`, step `c-1`.
+async fn other(
+    state: State<LoopState>,
+    Path((kind, key)): Path<(String, String)>,
+) -> (StatusCode, String) {
+    step(state, Path((kind, key))).await
+}
+
+/// Counts a call in flight for as long as it lives.
+struct InFlight(Arc<Shared>);
+
+impl InFlight {
+    fn enter(shared: &Arc<Shared>) -> Self {
+        let mut in_flight = shared.in_flight.lock().unwrap();
+        in_flight.0 += 1;
+        in_flight.1 = in_flight.1.max(in_flight.0);
+        InFlight(shared.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.lock().unwrap().0 -= 1;
+    }
+}
+
 async fn step(
     State((shared, mut released)): State<LoopState>,
     Path((run, step)): Path<(String, String)>,
 ) -> (StatusCode, String) {
+    let _in_flight = InFlight::enter(&shared);
+    shared
+        .arrivals
+        .lock()
+        .unwrap()
+        .push(format!("{run}/{step}"));
     let hit = {
         let mut hits = shared.hits.lock().unwrap();
         let count = hits.entry(format!("{run}/{step}")).or_insert(0);
@@ -141,6 +197,10 @@ async fn step(
         Some(Plan::Reject) => (StatusCode::BAD_REQUEST, "planned rejection".into()),
         Some(Plan::Hold) => {
             let _ = tokio::time::timeout(Duration::from_secs(120), released.wait_for(|r| *r)).await;
+            ok
+        }
+        Some(Plan::Delay(delay)) => {
+            tokio::time::sleep(delay).await;
             ok
         }
     }

@@ -14,8 +14,58 @@ const WIT: [(&str, &str); 3] = [
     ("world.wit", include_str!("../../../wit/world.wit")),
 ];
 
-/// The Python SDK (`import stepwise`).
-const PYTHON_SDK: &str = include_str!("../../../guest-sdk/python/stepwise/__init__.py");
+/// The WASI packages `world.wit` refers to (`app-with-http` imports
+/// `wasi:http`), written to `deps/` beside it.
+const WIT_DEPS: [(&str, &str); 7] = [
+    ("cli.wit", include_str!("../../../wit/deps/cli.wit")),
+    ("clocks.wit", include_str!("../../../wit/deps/clocks.wit")),
+    (
+        "filesystem.wit",
+        include_str!("../../../wit/deps/filesystem.wit"),
+    ),
+    ("http.wit", include_str!("../../../wit/deps/http.wit")),
+    ("io.wit", include_str!("../../../wit/deps/io.wit")),
+    ("random.wit", include_str!("../../../wit/deps/random.wit")),
+    ("sockets.wit", include_str!("../../../wit/deps/sockets.wit")),
+];
+
+/// The world Python apps are built for: `app` plus `wasi:http`, so that
+/// componentize-py generates the HTTP bindings `stepwise.http` uses.
+/// JavaScript apps use `app`: componentize-js brings its own `wasi:http`
+/// for `fetch`.
+const PYTHON_WORLD: &str = "app-with-http";
+
+/// The Python SDK (`import stepwise`), one entry per module of the package.
+const PYTHON_SDK: [(&str, &str); 7] = [
+    (
+        "__init__.py",
+        include_str!("../../../guest-sdk/python/stepwise/__init__.py"),
+    ),
+    (
+        "_duration.py",
+        include_str!("../../../guest-sdk/python/stepwise/_duration.py"),
+    ),
+    (
+        "_errors.py",
+        include_str!("../../../guest-sdk/python/stepwise/_errors.py"),
+    ),
+    (
+        "_options.py",
+        include_str!("../../../guest-sdk/python/stepwise/_options.py"),
+    ),
+    (
+        "_step.py",
+        include_str!("../../../guest-sdk/python/stepwise/_step.py"),
+    ),
+    (
+        "_app.py",
+        include_str!("../../../guest-sdk/python/stepwise/_app.py"),
+    ),
+    (
+        "http.py",
+        include_str!("../../../guest-sdk/python/stepwise/http.py"),
+    ),
+];
 
 /// The JavaScript SDK (`import ... from "stepwise"`) and its build script.
 const JS_SDK: &str = include_str!("../../../guest-sdk/js/stepwise.js");
@@ -44,10 +94,15 @@ pub fn build(
     }
 }
 
+/// Writes the WIT package to `dir` and the WASI packages to `dir/deps`.
 fn write_wit(dir: &Path) -> Result<()> {
-    std::fs::create_dir_all(dir)?;
+    let deps = dir.join("deps");
+    std::fs::create_dir_all(&deps).with_context(|| format!("creating {}", deps.display()))?;
     for (name, text) in WIT {
         std::fs::write(dir.join(name), text)?;
+    }
+    for (name, text) in WIT_DEPS {
+        std::fs::write(deps.join(name), text)?;
     }
     Ok(())
 }
@@ -81,7 +136,9 @@ fn build_python(
         std::fs::create_dir_all(dir)?;
     }
     write_wit(&wit)?;
-    std::fs::write(sdk.join("__init__.py"), PYTHON_SDK)?;
+    for (name, text) in PYTHON_SDK {
+        std::fs::write(sdk.join(name), text)?;
+    }
     std::fs::write(
         entry.join("stepwise_main.py"),
         format!(
@@ -92,7 +149,7 @@ fn build_python(
     let status = Command::new(&tool)
         .arg("-d")
         .arg(&wit)
-        .args(["-w", "app", "componentize", "stepwise_main", "-p"])
+        .args(["-w", PYTHON_WORLD, "componentize", "stepwise_main", "-p"])
         .arg(app_dir)
         .arg("-p")
         .arg(work.path().join("sdk"))

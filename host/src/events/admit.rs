@@ -172,7 +172,7 @@ fn close_pending(tx: &mut Tx<'_>, run: &mut RunRecord, kind: IndexKind, key: &st
 /// Moves a held-back run's start to `wake_at` (now: at once).
 fn reschedule(tx: &mut Tx<'_>, mut run: RunRecord, wake_at: u64) {
     if let Some(old) = run.wake_at {
-        tx.ops.push(Op::DeleteTimer(delayed_start(&run.key, old)));
+        tx.delete_timer(delayed_start(&run.key, old));
     }
     if wake_at <= tx.now {
         run.wake_at = None;
@@ -202,7 +202,7 @@ fn skip(
     reason: &str,
     message: String,
 ) -> Result<()> {
-    let key = RunKey::new(&function.tenant, ulid::Ulid::new().to_string());
+    let key = RunKey::new(&function.tenant, crate::model::new_id());
     let mut run = RunRecord::new(key.clone(), function, std::slice::from_ref(event), tx.now);
     run.status = RunStatus::Skipped;
     run.ended_at = Some(tx.now);
@@ -255,7 +255,7 @@ fn start(
         }
         claim = Some(key);
     }
-    let key = RunKey::new(&function.tenant, ulid::Ulid::new().to_string());
+    let key = RunKey::new(&function.tenant, crate::model::new_id());
     let mut run = new_run(function, key, &events, tx.now);
     if let Some(claim) = claim {
         tx.put_index(IndexKind::Singleton, &claim, run.key.run.clone());

@@ -27,12 +27,12 @@ pub fn cancel(tx: &mut Tx<'_>, mut run: RunRecord, error: ErrorRecord) -> Result
             (StepStatus::Waiting, _) => TimerKind::WaitTimeout,
             (StepStatus::Completed | StepStatus::Failed, _) => continue,
         };
-        tx.ops.push(Op::DeleteTimer(Timer {
+        tx.delete_timer(Timer {
             at,
             key: run.key.clone(),
             seq: step.seq,
             kind,
-        }));
+        });
         if let Some(spec) = step.wait.filter(|_| kind == TimerKind::WaitTimeout) {
             tx.ops.push(Op::DeleteWaiter(Waiter {
                 key: run.key.clone(),
@@ -48,12 +48,12 @@ pub fn cancel(tx: &mut Tx<'_>, mut run: RunRecord, error: ErrorRecord) -> Result
         } else {
             TimerKind::RunRetry
         };
-        tx.ops.push(Op::DeleteTimer(Timer {
+        tx.delete_timer(Timer {
             at,
             key: run.key.clone(),
             seq: RUN_LEVEL_SEQ,
             kind,
-        }));
+        });
     }
     run.status = RunStatus::Cancelled;
     run.wake_at = None;
@@ -96,12 +96,12 @@ fn resolve_invoke(tx: &mut Tx<'_>, child: &RunRecord, parent: &RunKey, seq: u32)
         return Ok(());
     }
     if let Some(at) = step.wake_at {
-        tx.ops.push(Op::DeleteTimer(Timer {
+        tx.delete_timer(Timer {
             at,
             key: parent.clone(),
             seq,
             kind: TimerKind::InvokeTimeout,
-        }));
+        });
     }
     match child.status {
         RunStatus::Completed => {
@@ -153,7 +153,7 @@ pub fn queue_again(tx: &mut Tx<'_>, key: &RunKey) -> Result<()> {
 
 /// Ends an invoke whose child did not finish in time.
 pub fn invoke_timed_out(tx: &mut Tx<'_>, timer: &Timer) -> Result<()> {
-    tx.ops.push(Op::DeleteTimer(timer.clone()));
+    tx.delete_timer(timer.clone());
     let Some(mut step) = tx.journal.step(&timer.key, timer.seq)? else {
         return Ok(());
     };
@@ -187,7 +187,7 @@ fn failed(tx: &mut Tx<'_>, run: &RunRecord) -> Result<()> {
         .clone()
         .unwrap_or_else(|| ErrorRecord::fatal("Error", "the run failed"));
     let event = EventRecord {
-        id: ulid::Ulid::new().to_string(),
+        id: crate::model::new_id(),
         name: FUNCTION_FAILED.into(),
         data: json!({
             "function_id": run.function,
@@ -203,7 +203,7 @@ fn failed(tx: &mut Tx<'_>, run: &RunRecord) -> Result<()> {
     if let Some(function) = tx.catalog.get(&run.key.tenant, &run.function)
         && function.on_failure
     {
-        let key = RunKey::new(&run.key.tenant, ulid::Ulid::new().to_string());
+        let key = RunKey::new(&run.key.tenant, crate::model::new_id());
         let mut handler =
             crate::model::RunRecord::new(key, &function, std::slice::from_ref(&event), tx.now);
         handler.version = run.version.clone();

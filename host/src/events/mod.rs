@@ -43,6 +43,8 @@ pub const DEDUPE_WINDOW_MS: u64 = 24 * 60 * 60 * 1000;
 pub struct Accepted {
     /// The id of every event of the request, in order (duplicates included).
     pub ids: Vec<String>,
+    /// Runs the events started or resumed (already handed to the scheduler).
+    pub wake: Vec<RunKey>,
 }
 
 /// Why a run could not be cancelled.
@@ -122,6 +124,7 @@ impl Events {
             accepted.ids.push(id);
             effects.extend(more);
         }
+        accepted.wake = effects.wake.clone();
         self.settle(effects).await?;
         Ok(accepted)
     }
@@ -135,9 +138,7 @@ impl Events {
         seen_here: &mut HashSet<String>,
     ) -> Result<String> {
         let sender_id = event.id.clone();
-        let id = sender_id
-            .clone()
-            .unwrap_or_else(|| ulid::Ulid::new().to_string());
+        let id = sender_id.clone().unwrap_or_else(crate::model::new_id);
         if let Some(dedupe) = &sender_id {
             let seen_before = self
                 .journal
@@ -313,7 +314,7 @@ impl Events {
     /// Ends a wait whose timeout fired: its step completes with `null`.
     pub fn wait_timed_out(&self, timer: &Timer) -> Result<Effects> {
         let ((), effects) = self.change(|tx| {
-            tx.ops.push(Op::DeleteTimer(timer.clone()));
+            tx.delete_timer(timer.clone());
             if let Some(step) = self.journal.step(&timer.key, timer.seq)?
                 && step.status == StepStatus::Waiting
                 && let Some(spec) = step.wait.clone()
@@ -339,7 +340,7 @@ impl Events {
     /// A held-back run (debounce, batch) may start now.
     pub fn delayed_start(&self, timer: &Timer) -> Result<Effects> {
         let ((), effects) = self.change(|tx| {
-            tx.ops.push(Op::DeleteTimer(timer.clone()));
+            tx.delete_timer(timer.clone());
             let Some(mut run) = tx.journal.run(&timer.key)? else {
                 return Ok(());
             };
@@ -369,7 +370,7 @@ impl Events {
     /// ended) is cancelled.
     pub fn run_timed_out(&self, timer: &Timer) -> Result<Effects> {
         let ((), effects) = self.change(|tx| {
-            tx.ops.push(Op::DeleteTimer(timer.clone()));
+            tx.delete_timer(timer.clone());
             let Some(run) = tx.journal.run(&timer.key)? else {
                 return Ok(());
             };
@@ -404,7 +405,7 @@ impl Events {
                 return Ok(false);
             }
             let event = EventRecord {
-                id: ulid::Ulid::new().to_string(),
+                id: crate::model::new_id(),
                 name: "inngest/function.invoked".into(),
                 data,
                 user: None,
@@ -412,7 +413,7 @@ impl Events {
                 v: None,
                 received_at: tx.now,
             };
-            let key = RunKey::new(&parent.key.tenant, ulid::Ulid::new().to_string());
+            let key = RunKey::new(&parent.key.tenant, crate::model::new_id());
             let mut child = admit::new_run(function, key, std::slice::from_ref(&event), tx.now);
             child.parent = Some(ParentStep {
                 run: parent.key.run.clone(),
@@ -540,7 +541,7 @@ impl Events {
             };
             let schedule = Schedule::parse(text).map_err(anyhow::Error::msg)?;
             let event = EventRecord {
-                id: ulid::Ulid::new().to_string(),
+                id: crate::model::new_id(),
                 name: cron::CRON_EVENT.into(),
                 data: serde_json::json!({ "cron": text }),
                 user: None,
@@ -569,12 +570,12 @@ impl Events {
 /// `null` on timeout), the waiter and its timer go, the run is queued.
 fn resolve_wait(tx: &mut Tx<'_>, waiter: &Waiter, event_json: Option<String>) -> Result<()> {
     tx.ops.push(Op::DeleteWaiter(waiter.clone()));
-    tx.ops.push(Op::DeleteTimer(Timer {
+    tx.delete_timer(Timer {
         at: waiter.timeout_at,
         key: waiter.key.clone(),
         seq: waiter.seq,
         kind: TimerKind::WaitTimeout,
-    }));
+    });
     let Some(mut step) = tx.journal.step(&waiter.key, waiter.seq)? else {
         return Ok(());
     };

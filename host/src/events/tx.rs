@@ -16,6 +16,8 @@ pub struct Effects {
     pub abort: Vec<RunKey>,
     /// Timers to arm.
     pub timers: Vec<Timer>,
+    /// Timers to disarm (their runs moved on).
+    pub disarm: Vec<Timer>,
 }
 
 impl Effects {
@@ -23,6 +25,9 @@ impl Effects {
     pub fn apply(self, scheduler: &Scheduler) {
         for run in &self.abort {
             scheduler.abort(run);
+        }
+        for timer in &self.disarm {
+            scheduler.remove_timer(timer);
         }
         for timer in self.timers {
             scheduler.add_timer(timer);
@@ -39,6 +44,7 @@ impl Effects {
         self.wake.extend(other.wake);
         self.abort.extend(other.abort);
         self.timers.extend(other.timers);
+        self.disarm.extend(other.disarm);
     }
 }
 
@@ -87,6 +93,12 @@ impl<'a> Tx<'a> {
     pub fn put_timer(&mut self, timer: Timer) {
         self.ops.push(Op::PutTimer(timer.clone()));
         self.effects.timers.push(timer);
+    }
+
+    /// Disarms a timer (deleted now, dropped from memory after the commit).
+    pub fn delete_timer(&mut self, timer: Timer) {
+        self.ops.push(Op::DeleteTimer(timer.clone()));
+        self.effects.disarm.push(timer);
     }
 
     /// Sets an index entry.

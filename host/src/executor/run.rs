@@ -487,7 +487,7 @@ impl RunDriver {
     /// Applies timer effects (other runs may be involved) and says whether
     /// the timer's run should be woken.
     fn settle_timer(&self, timer: &Timer, mut effects: crate::events::Effects) -> bool {
-        let own = effects.wake.iter().any(|k| *k == timer.key);
+        let own = effects.wake.contains(&timer.key);
         effects.wake.retain(|k| *k != timer.key);
         effects.apply(&self.services.scheduler);
         own

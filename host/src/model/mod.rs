@@ -22,6 +22,19 @@ pub fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
+/// A new id for a run or an event: a ULID, increasing even within one
+/// millisecond, so ids sort in creation order (listings are newest first by
+/// id).
+pub fn new_id() -> String {
+    static GENERATOR: std::sync::Mutex<Option<ulid::Generator>> = std::sync::Mutex::new(None);
+    let mut generator = GENERATOR.lock().unwrap_or_else(|p| p.into_inner());
+    generator
+        .get_or_insert_with(ulid::Generator::new)
+        .generate()
+        .unwrap_or_else(|_| ulid::Ulid::new())
+        .to_string()
+}
+
 /// Identifies a run across tenants.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct RunKey {

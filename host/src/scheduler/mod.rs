@@ -133,6 +133,13 @@ impl Scheduler {
         self.shared.timers_changed.notify_one();
     }
 
+    /// Disarms a timer (the journal no longer holds it).
+    pub fn remove_timer(&self, timer: &Timer) {
+        if self.shared.timers().remove(timer) {
+            self.shared.timers_changed.notify_one();
+        }
+    }
+
     /// Stops every job of `run`, queued or executing (on cancellation).
     pub fn abort(&self, run: &RunKey) {
         let mut state = self.shared.state();

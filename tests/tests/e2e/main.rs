@@ -6,6 +6,8 @@ mod cli;
 mod conformance;
 mod crash;
 mod determinism;
+mod flow_control;
+mod function_model;
 mod inngest_client;
 mod polyglot;
 mod process_order;
