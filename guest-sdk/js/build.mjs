@@ -3,7 +3,9 @@
 // `stepwise build app.js` runs this with the pinned esbuild and
 // componentize-js installed beside it. The app's default export is
 // `serve({ client, functions })`; `import ... from "stepwise"` resolves to
-// the SDK.
+// the SDK. The world is `app`: componentize-js brings its own wasi:http for
+// `fetch` (WIT_DIR/deps is there because world.wit's `app-with-http`, the
+// Python world, refers to it).
 import { componentize } from "@bytecodealliance/componentize-js";
 import { build } from "esbuild";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
@@ -29,6 +31,7 @@ try {
       "}",
       "export function functions() { return app.functions(); }",
       "export async function handle(functionId, ctx) { return app.handle(functionId, ctx); }",
+      "export async function onFailure(functionId, ctx) { return app.onFailure(functionId, ctx); }",
       "",
     ].join("\n"),
   );

@@ -4,8 +4,10 @@
 //! component and reports medians:
 //! (a) run start from a cached component, (b) durable steps per second for
 //! one run and for 256 concurrent runs of a 10-step function, (c) replay cost
-//! per journaled step, (d) resident memory with 10,000 runs sleeping.
-//! Timing is never asserted: this prints figures for BENCHMARKS.md.
+//! per journaled step, (d) resident memory with 10,000 runs sleeping,
+//! (e) queue operations with 100,000 runs queued under concurrency keys
+//! against an empty queue, (f) the speed-up of parallel steps on CPU-bound
+//! branches. Timing is never asserted: this prints figures for BENCHMARKS.md.
 
 use anyhow::{Context, Result};
 use serde_json::{Value, json};
@@ -45,6 +47,12 @@ fn main() -> Result<()> {
         }
         if wants("replay") {
             replay_cost().await?;
+        }
+        if wants("queue") {
+            queue_cost();
+        }
+        if wants("parallel") {
+            parallel_speedup().await?;
         }
         if wants("python") {
             guest_rows("Python", "guests/python/ten-steps/app.py").await?;
@@ -219,10 +227,10 @@ async fn steps_per_second() -> Result<()> {
 }
 
 async fn replay_cost() -> Result<()> {
-    let bench = bench_host(1_000).await?;
+    let bench = bench_host(10_000).await?;
     let host = &bench.host;
     let mut per_size = Vec::new();
-    for steps in [10usize, 1_000] {
+    for steps in [10usize, 1_000, 10_000] {
         let ops: Vec<Value> = (0..steps)
             .map(|i| json!({"local": format!("s{i}")}))
             .collect();
@@ -245,9 +253,104 @@ async fn replay_cost() -> Result<()> {
     }
     let (small, t_small) = per_size[0];
     let (large, t_large) = per_size[1];
+    let (huge, t_huge) = per_size[2];
     println!(
-        "(c) replay: {small} journaled steps {t_small:.0} µs, {large} steps {t_large:.0} µs; marginal cost {:.2} µs per journaled step",
-        (t_large - t_small) / (large - small) as f64
+        "(c) replay: {small} journaled steps {t_small:.0} µs, {large} steps {t_large:.0} µs, {huge} steps {t_huge:.0} µs; marginal cost {:.2} µs per journaled step up to {large}, {:.2} µs from {large} to {huge} (linear if alike)",
+        (t_large - t_small) / (large - small) as f64,
+        (t_huge - t_large) / (huge - large) as f64
+    );
+    Ok(())
+}
+
+/// (e) The queue's cost per job cycle (push, pop, release) with `queued`
+/// other runs waiting under concurrency keys, against an empty queue.
+fn queue_cost() {
+    use stepwise_host::model::{ConcurrencyKey, QueueSpec};
+    use stepwise_host::scheduler::{Admission, Job, Queue};
+    // Like a keyed function: one limit per user (1,000 users, limit 1) under
+    // a function-wide limit of 100.
+    let admission = |user: usize| Admission {
+        spec: QueueSpec {
+            concurrency: vec![
+                ConcurrencyKey {
+                    key: "fn:bench".into(),
+                    limit: 100,
+                },
+                ConcurrencyKey {
+                    key: format!("user:{user}"),
+                    limit: 1,
+                },
+            ],
+            ..QueueSpec::default()
+        },
+        first_start: true,
+    };
+    let job = |n: usize| Job::run(RunKey::new(DEFAULT_TENANT, format!("run-{n:08}")));
+    let cycles = 200_000;
+    let measure = |queued: usize| -> f64 {
+        let mut queue = Queue::new();
+        for n in 0..queued {
+            queue.push(job(n), &admission(n % 1_000), n as u64);
+        }
+        // The slots are full, as under load: every cycle frees one and the
+        // queue picks the next job among all those waiting.
+        let mut leases = std::collections::VecDeque::new();
+        let mut next = queued;
+        for _ in 0..100 {
+            queue.push(job(next), &admission(next % 1_000), next as u64);
+            next += 1;
+            if let Some((_, lease)) = queue.pop(u64::MAX / 2) {
+                leases.push_back(lease);
+            }
+        }
+        let started = Instant::now();
+        for _ in 0..cycles {
+            queue.push(job(next), &admission(next % 1_000), next as u64);
+            next += 1;
+            if let Some(lease) = leases.pop_front() {
+                queue.release(lease);
+            }
+            if let Some((_, lease)) = queue.pop(u64::MAX / 2) {
+                leases.push_back(lease);
+            }
+        }
+        started.elapsed().as_secs_f64() * 1e9 / cycles as f64
+    };
+    let samples = |queued: usize| median((0..5).map(|_| measure(queued)).collect());
+    let empty = samples(0);
+    let full = samples(100_000);
+    println!(
+        "(e) queue, one job cycle (enqueue + release a slot + dequeue) under 2 concurrency keys (1,000 keys of limit 1, one of limit 100): empty queue {empty:.0} ns, 100,000 runs queued {full:.0} ns; {:.2}x",
+        full / empty
+    );
+}
+
+/// (f) Two CPU-bound branches as `step.parallel` against the same two
+/// steps one after the other, on this machine's cores.
+async fn parallel_speedup() -> Result<()> {
+    let bench = bench_host_with(1_000, guests::FLOW).await?;
+    let host = &bench.host;
+    let time = |parallel: bool| {
+        let data = json!({"branches": 2, "rounds": 60_000_000u64, "parallel": parallel});
+        async move {
+            let (_, elapsed) = run_all(host, vec![event("bench/burn", data)]).await?;
+            Ok::<_, anyhow::Error>(elapsed.as_secs_f64() * 1e3)
+        }
+    };
+    time(true).await?;
+    time(false).await?;
+    let (mut sequential, mut parallel) = (Vec::new(), Vec::new());
+    for _ in 0..5 {
+        sequential.push(time(false).await?);
+        parallel.push(time(true).await?);
+    }
+    let (s, p) = (median(sequential), median(parallel));
+    println!(
+        "(f) two CPU-bound steps: one after the other {s:.0} ms, as step.parallel {p:.0} ms; speed-up {:.2}x on {} cores",
+        s / p,
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
     );
     Ok(())
 }

@@ -10,6 +10,20 @@ pub use host::{HostOptions, HostProcess};
 pub use loopback::{Loopback, Plan};
 pub use polyglot::guest_app;
 
+/// The source of example `name` in `language` (`python` or `js`), for
+/// `stepwise build`.
+pub fn example_source(language: &str, name: &str) -> String {
+    let file = if language == "python" {
+        "app.py"
+    } else {
+        "app.js"
+    };
+    format!(
+        "{}/../examples/{language}/{name}/{file}",
+        env!("CARGO_MANIFEST_DIR")
+    )
+}
+
 /// The compiled example and test components, built by `build.rs`.
 pub mod guests {
     /// `examples/process-order`.

@@ -96,8 +96,11 @@ pub struct StepView {
 
 impl From<StepRecord> for StepView {
     fn from(step: StepRecord) -> Self {
+        // `attempts` in the journal counts failed attempts; a send or invoke
+        // that failed was one attempt without being retried.
         let attempts = match step.status {
             StepStatus::Completed => step.attempts + 1,
+            StepStatus::Failed => step.attempts.max(1),
             _ => step.attempts,
         };
         StepView {

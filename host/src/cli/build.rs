@@ -157,6 +157,9 @@ fn build_python(
         .arg(&entry)
         .arg("-o")
         .arg(&output)
+        // A Python error in the app is what the user needs to see; the
+        // tool's own Rust backtrace under it is noise.
+        .env("RUST_LIB_BACKTRACE", "0")
         .status()
         .map_err(|e| {
             anyhow::anyhow!(

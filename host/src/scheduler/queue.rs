@@ -17,7 +17,10 @@
 //! memory, so a restart forgets how much of a period was used.
 
 use crate::model::{QueueSpec, RunKey, ThrottleKey};
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use rustc_hash::FxHashMap as HashMap;
+use std::collections::hash_map::Entry;
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
 
 /// Lower runs first: enqueue time in ms minus the priority head start.
 pub type Score = i64;
@@ -106,6 +109,8 @@ pub struct Queue {
     throttles: HashMap<String, u64>,
     next_id: u64,
     arrivals: u64,
+    /// Reused to build partition names without allocating.
+    scratch: String,
 }
 
 impl Queue {
@@ -131,20 +136,22 @@ impl Queue {
 
     /// Queues `job` at `now` (ms); a job already queued stays where it is.
     pub fn push(&mut self, job: Job, admission: &Admission, now: u64) {
-        if self.jobs.contains_key(&job) {
-            return;
-        }
         let part = self.partition(admission);
-        self.arrivals += 1;
         let pos = (
             (now as i64).saturating_sub(admission.spec.priority_ms),
-            self.arrivals,
+            self.arrivals + 1,
         );
-        let partition = self.parts.get_mut(&part).expect("partition exists");
-        let old_head = partition.jobs.keys().next().copied();
-        partition.jobs.insert(pos, job.clone());
-        self.jobs.insert(job, (part, pos));
-        if old_head.is_none_or(|head| pos < head) {
+        match self.jobs.entry(job) {
+            Entry::Occupied(_) => return,
+            Entry::Vacant(slot) => {
+                let partition = self.parts.get_mut(&part).expect("partition exists");
+                partition.jobs.insert(pos, slot.key().clone());
+                slot.insert((part, pos));
+                self.arrivals += 1;
+            }
+        }
+        // A new head (of a new or a lower-priority partition) moves it.
+        if self.parts[&part].jobs.keys().next() == Some(&pos) {
             self.reposition(part);
         }
     }
@@ -310,17 +317,25 @@ impl Queue {
         let mut names: Vec<&str> = spec.concurrency.iter().map(|c| c.key.as_str()).collect();
         names.sort_unstable();
         names.dedup();
-        let name = format!(
-            "{}\u{1}{}",
-            names.join("\u{0}"),
+        let mut scratch = std::mem::take(&mut self.scratch);
+        scratch.clear();
+        for name in &names {
+            let _ = write!(scratch, "{name}\u{0}");
+        }
+        let _ = write!(
+            scratch,
+            "\u{1}{}",
             throttle.map(|t| t.key.as_str()).unwrap_or("")
         );
         for limit in &spec.concurrency {
             self.key(&limit.key, limit.limit);
         }
-        if let Some(&id) = self.part_ids.get(&name) {
+        if let Some(&id) = self.part_ids.get(scratch.as_str()) {
+            self.scratch = scratch;
             return id;
         }
+        let name = scratch.clone();
+        self.scratch = scratch;
         let keys: Vec<KeyId> = names.iter().map(|n| self.key_ids[*n]).collect();
         for key in &keys {
             self.keys.get_mut(key).expect("key").partitions += 1;

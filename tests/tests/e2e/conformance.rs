@@ -6,8 +6,7 @@ use crate::{PATIENCE, deployed, guest_app, log_text};
 use serde_json::{Value, json};
 use stepwise_tests::guests;
 
-/// A run's observable result, without times, ids and error class names
-/// that differ per run or per language.
+/// A run's observable result, without times and ids that differ per run.
 #[derive(Debug, PartialEq)]
 struct Outcome {
     status: String,
@@ -26,6 +25,8 @@ fn outcome(run: &Value) -> Outcome {
             // A wait's output is the event, whose id and time differ per run.
             let output = match s["kind"].as_str() {
                 Some("wait") if s["output"].is_object() => json!({"name": s["output"]["name"], "data": s["output"]["data"]}),
+                // Sent events' ids are made from the run id.
+                Some("send") => json!({"sent": s["output"].as_array().map(Vec::len)}),
                 _ => s["output"].clone(),
             };
             let error = s["error"].get("message").cloned().unwrap_or(Value::Null);
@@ -149,4 +150,164 @@ async fn loops_and_retries_leave_the_same_journals_in_every_language() {
     assert_eq!(rust_flaky[1].status, "failed", "{rust_flaky:#?}");
     assert_eq!(python_flaky, rust_flaky, "Python");
     assert_eq!(js_flaky, rust_flaky, "JavaScript");
+}
+
+/// The three builds of an example: the Rust component and the Python and
+/// JavaScript ones (built now), each with the suffix its function ids carry.
+fn builds(rust: &'static str, name: &str) -> [(String, &'static str); 3] {
+    [
+        (rust.to_string(), ""),
+        (
+            guest_app(&stepwise_tests::example_source("python", name)),
+            "-py",
+        ),
+        (
+            guest_app(&stepwise_tests::example_source("js", name)),
+            "-js",
+        ),
+    ]
+}
+
+/// The ended runs of `function` on `host`, oldest first, once there are `n`.
+async fn ended_runs(host: &stepwise_tests::HostProcess, function: &str, n: usize) -> Vec<Value> {
+    let terminal = ["completed", "failed", "cancelled", "skipped"];
+    let mut runs = host
+        .wait_runs(function, PATIENCE, |runs| {
+            runs.len() >= n
+                && runs
+                    .iter()
+                    .all(|r| terminal.contains(&r["status"].as_str().unwrap_or("")))
+        })
+        .await
+        .unwrap();
+    runs.sort_by_key(|r| r["id"].as_str().map(str::to_string));
+    let mut detailed = Vec::new();
+    for run in runs {
+        detailed.push(host.run(run["id"].as_str().unwrap()).await.unwrap());
+    }
+    detailed
+}
+
+/// What the flow-control examples did on one host: the statuses of the
+/// rate-limited runs, then the outcomes of the first of them, of the report
+/// and of the one debounced run.
+type FlowOutcome = (Vec<String>, Outcome, Outcome, Outcome);
+
+/// sync-crm (rate limit), generate-report (priority) and index-product
+/// (debounce) on one host.
+async fn flow_examples(builds: [(String, &'static str); 3]) -> FlowOutcome {
+    let [crm, report, product] = builds;
+    let suffix = crm.1;
+    let (_dir, host) = deployed("sync-crm", &crm.0).await;
+    host.deploy("generate-report", &report.0).await.unwrap();
+    host.deploy("index-product", &product.0).await.unwrap();
+    let contacts = (0..12)
+        .map(|i| json!({"name": "crm/contact.updated", "data": {"userId": "u-1", "contactId": format!("c-{i}")}}))
+        .collect();
+    host.send_batch(contacts).await.unwrap();
+    host.send(
+        "report/requested",
+        json!({"account": "a-1", "plan": "enterprise"}),
+    )
+    .await
+    .unwrap();
+    for name in ["draft", "final"] {
+        host.send("product/updated", json!({"productId": "p-1", "name": name}))
+            .await
+            .unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let crm_runs = ended_runs(&host, &format!("sync-crm{suffix}"), 12).await;
+    let statuses = crm_runs
+        .iter()
+        .map(|r| r["status"].as_str().unwrap_or_default().to_string())
+        .collect();
+    let report = ended_runs(&host, &format!("generate-report{suffix}"), 1).await;
+    let product = ended_runs(&host, &format!("index-product{suffix}"), 1).await;
+    assert_eq!(product.len(), 1, "debounce: one run");
+    (
+        statuses,
+        outcome(&crm_runs[0]),
+        outcome(&report[0]),
+        outcome(&product[0]),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn flow_control_examples_behave_the_same_in_every_language() {
+    let per_language = |i: usize| {
+        let crm = builds(guests::SYNC_CRM, "sync-crm");
+        let report = builds(guests::GENERATE_REPORT, "generate-report");
+        let product = builds(guests::INDEX_PRODUCT, "index-product");
+        [crm[i].clone(), report[i].clone(), product[i].clone()]
+    };
+    let (rust, python, js) = tokio::join!(
+        flow_examples(per_language(0)),
+        flow_examples(per_language(1)),
+        flow_examples(per_language(2)),
+    );
+    assert_eq!(rust.0.iter().filter(|s| *s == "completed").count(), 10);
+    assert_eq!(rust.0.iter().filter(|s| *s == "skipped").count(), 2);
+    assert_eq!(rust.3.output["indexed"]["name"], "final", "{rust:#?}");
+    assert_eq!(python, rust, "Python");
+    assert_eq!(js, rust, "JavaScript");
+}
+
+/// fetch-parallel, risky-transfer (and its failure handler) and
+/// daily-digest (send and invoke) on one host.
+async fn step_examples(builds: [(String, &'static str); 3]) -> Vec<Outcome> {
+    let [fetch, transfer, digest] = builds;
+    let suffix = fetch.1;
+    let (_dir, host) = deployed("fetch-parallel", &fetch.0).await;
+    host.deploy("risky-transfer", &transfer.0).await.unwrap();
+    host.deploy("daily-digest", &digest.0).await.unwrap();
+    host.send("fetch/requested", json!({"items": ["a", "bb", "ccc"]}))
+        .await
+        .unwrap();
+    host.send(
+        "bank/transfer.init",
+        json!({"transferId": "t-1", "amount": 50, "failCredit": true}),
+    )
+    .await
+    .unwrap();
+    host.send("digest/requested", json!({"orders": 5}))
+        .await
+        .unwrap();
+    let mut outcomes = Vec::new();
+    for (function, n) in [
+        ("fetch-parallel", 1),
+        ("risky-transfer", 2),
+        ("daily-digest", 1),
+        ("render-digest", 1),
+    ] {
+        for run in ended_runs(&host, &format!("{function}{suffix}"), n).await {
+            outcomes.push(outcome(&run));
+        }
+    }
+    outcomes
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn parallel_failure_and_messaging_examples_behave_the_same_in_every_language() {
+    let per_language = |i: usize| {
+        let fetch = builds(guests::FETCH_PARALLEL, "fetch-parallel");
+        let transfer = builds(guests::RISKY_TRANSFER, "risky-transfer");
+        let digest = builds(guests::DAILY_DIGEST, "daily-digest");
+        [fetch[i].clone(), transfer[i].clone(), digest[i].clone()]
+    };
+    let (rust, python, js) = tokio::join!(
+        step_examples(per_language(0)),
+        step_examples(per_language(1)),
+        step_examples(per_language(2)),
+    );
+    assert_eq!(rust.len(), 5, "{rust:#?}");
+    assert_eq!(rust[0].output["total"], 6, "{rust:#?}");
+    assert_eq!(rust[1].status, "failed");
+    assert_eq!(
+        rust[2].steps[0]["id"], "rollback-funds",
+        "the failure handler"
+    );
+    assert_eq!(rust[3].output["digest"], "5 orders today", "{rust:#?}");
+    assert_eq!(python, rust, "Python");
+    assert_eq!(js, rust, "JavaScript");
 }

@@ -97,10 +97,13 @@ async fn a_throttle_delays_starts_in_order_and_drops_nothing() {
         .iter()
         .map(|r| r["started_at"].as_u64().unwrap())
         .collect();
-    assert!(
-        started.windows(2).all(|w| w[0] <= w[1]),
-        "first in, first out: {started:?}"
-    );
+    // First in, first out: no run starts a throttle window before one
+    // created earlier (the two of a burst start together, on two cores).
+    for (i, earlier) in started.iter().enumerate() {
+        for later in &started[i + 1..] {
+            assert!(*later + 100 >= *earlier, "first in, first out: {started:?}");
+        }
+    }
     // Lower bounds only: a loaded machine can only make starts later.
     assert!(
         started[2] - started[0] >= 900,

@@ -477,3 +477,59 @@ async fn a_cron_run_missed_while_the_host_was_down_starts_once_not_once_per_miss
         "the missed time started once on restart: {scheduled:?}"
     );
 }
+
+#[tokio::test]
+async fn a_ten_thousand_step_loop_completes_and_resumes_by_replaying_it_all() {
+    let options = stepwise_tests::HostOptions {
+        extra_args: vec!["--max-steps-per-run".into(), "10001".into()],
+        ..Default::default()
+    };
+    let (_dir, host) = crate::start_host_with(options);
+    host.deploy("probe", guests::PROBE).await.unwrap();
+    // One id repeated: the journal holds item, item:1, ..., item:9999; then
+    // a sleep suspends the run, and it resumes by replaying all of them.
+    let mut ops: Vec<Value> = (0..10_000).map(|_| json!({"local": "item"})).collect();
+    ops.push(json!({"sleep": {"id": "rest", "duration": "200ms"}}));
+    let run = crate::start_script(&host, json!({"ops": ops})).await;
+    let done = host
+        .wait_status(&run, "completed", Duration::from_secs(300))
+        .await
+        .unwrap();
+    let ids = step_ids(&done);
+    assert_eq!(ids.len(), 10_001);
+    assert_eq!(ids[1], "item:1");
+    assert_eq!(ids[9_999], "item:9999");
+    assert_eq!(done["output"].as_array().unwrap().len(), 10_001);
+}
+
+#[tokio::test]
+async fn a_host_killed_during_a_parallel_group_reruns_only_the_unfinished_branch() {
+    let (_dir, mut host) = deployed("flow", guests::FLOW).await;
+    let loopback = Loopback::start().await.unwrap();
+    loopback.plan("branch-1", Plan::Hold);
+    let event = host
+        .send("flow/fan", json!({"url": loopback.url, "branches": 3}))
+        .await
+        .unwrap();
+    let run = host.run_for_event(&event).await.unwrap();
+    assert!(loopback.wait_hits(&run, "branch-1", 1, PATIENCE).await);
+    // The other two branches finish and are journaled; then the host dies
+    // with branch-1's body in flight.
+    host.wait_for(&run, PATIENCE, |r| {
+        r["steps"].as_array().is_some_and(|s| s.len() == 2)
+    })
+    .await
+    .unwrap();
+    host.kill();
+    loopback.release();
+    host.restart().unwrap();
+    let done = host.wait_status(&run, "completed", PATIENCE).await.unwrap();
+    assert_eq!(loopback.hits(&run, "branch-0"), 1);
+    assert_eq!(loopback.hits(&run, "branch-2"), 1);
+    assert_eq!(
+        loopback.hits(&run, "branch-1"),
+        2,
+        "the interrupted branch ran again"
+    );
+    assert_eq!(done["output"]["branches"][1]["hit"], 2);
+}
