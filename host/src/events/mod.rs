@@ -10,8 +10,10 @@
 //! and its [`Effects`] reach the scheduler once they are durable.
 
 mod admit;
+mod crons;
 mod ending;
 mod parse;
+mod timers;
 mod tx;
 
 pub use admit::delayed_start;
@@ -22,11 +24,11 @@ pub use parse::{
 pub use tx::{Effects, Tx};
 
 use crate::catalog::Catalog;
-use crate::cron::{self, Armed, CronTable, Schedule};
+use crate::cron::CronTable;
 use crate::journal::{GroupCommit, Journal, Op};
 use crate::model::{
-    ErrorRecord, EventRecord, FunctionRecord, IndexKind, ParentStep, RunKey, RunRecord, RunStatus,
-    StepRecord, StepStatus, Timer, TimerKind, WaitSpec, Waiter, now_ms,
+    ErrorRecord, EventRecord, FunctionRecord, ParentStep, RunKey, RunRecord, StepRecord,
+    StepStatus, Timer, TimerKind, WaitSpec, Waiter, now_ms,
 };
 use crate::scheduler::Scheduler;
 use anyhow::{Context, Result};
@@ -311,85 +313,6 @@ impl Events {
         Ok(cancelled)
     }
 
-    /// Ends a wait whose timeout fired: its step completes with `null`.
-    pub fn wait_timed_out(&self, timer: &Timer) -> Result<Effects> {
-        let ((), effects) = self.change(|tx| {
-            tx.delete_timer(timer.clone());
-            if let Some(step) = self.journal.step(&timer.key, timer.seq)?
-                && step.status == StepStatus::Waiting
-                && let Some(spec) = step.wait.clone()
-            {
-                let waiter = Waiter {
-                    key: timer.key.clone(),
-                    seq: timer.seq,
-                    spec,
-                    timeout_at: timer.at,
-                };
-                resolve_wait(tx, &waiter, None)?;
-            }
-            Ok(())
-        })?;
-        Ok(effects)
-    }
-
-    /// Ends an invoke whose child did not end in time: its step fails.
-    pub fn invoke_timed_out(&self, timer: &Timer) -> Result<Effects> {
-        Ok(self.change(|tx| ending::invoke_timed_out(tx, timer))?.1)
-    }
-
-    /// A held-back run (debounce, batch) may start now.
-    pub fn delayed_start(&self, timer: &Timer) -> Result<Effects> {
-        let ((), effects) = self.change(|tx| {
-            tx.delete_timer(timer.clone());
-            let Some(mut run) = tx.journal.run(&timer.key)? else {
-                return Ok(());
-            };
-            if run.status != RunStatus::Queued || run.wake_at != Some(timer.at) {
-                return Ok(());
-            }
-            // The window closes: later events start another run.
-            let windows: Vec<_> = run
-                .cleanup
-                .iter()
-                .filter(|r| matches!(r.kind, IndexKind::Debounce | IndexKind::Batch))
-                .cloned()
-                .collect();
-            for at in windows {
-                run.cleanup.retain(|r| *r != at);
-                tx.delete_index(at);
-            }
-            run.wake_at = None;
-            tx.effects.wake.push(run.key.clone());
-            tx.put_run(run);
-            Ok(())
-        })?;
-        Ok(effects)
-    }
-
-    /// A run over `timeouts.start` (not started) or `timeouts.finish` (not
-    /// ended) is cancelled.
-    pub fn run_timed_out(&self, timer: &Timer) -> Result<Effects> {
-        let ((), effects) = self.change(|tx| {
-            tx.delete_timer(timer.clone());
-            let Some(run) = tx.journal.run(&timer.key)? else {
-                return Ok(());
-            };
-            let message = match timer.kind {
-                TimerKind::StartTimeout if run.started_at.is_none() => {
-                    "the run did not start within its timeouts.start"
-                }
-                TimerKind::FinishTimeout => "the run did not finish within its timeouts.finish",
-                _ => return Ok(()),
-            };
-            if run.status.is_terminal() {
-                return Ok(());
-            }
-            ending::cancel(tx, run, ErrorRecord::fatal("FunctionTimeoutError", message))?;
-            Ok(())
-        })?;
-        Ok(effects)
-    }
-
     /// Starts a run of `function` for `data`, invoked by step `seq` of
     /// `parent`, and records that step as waiting for it (until
     /// `timeout_at`). Returns false if the parent ended meanwhile.
@@ -439,130 +362,6 @@ impl Events {
     /// Stores and routes the events a run sends (`step.send_event`).
     pub async fn send(&self, tenant: &str, events: Vec<IncomingEvent>) -> Result<Accepted> {
         self.ingest(tenant, events).await
-    }
-
-    /// Writes the cron schedules of `functions` (the functions `app` now
-    /// registers in `tenant`): new schedules get their next fire time,
-    /// removed ones go; then arms them.
-    pub fn schedule_crons(
-        &self,
-        tenant: &str,
-        removed: &[String],
-        functions: &[FunctionRecord],
-    ) -> Result<()> {
-        let ((), _) = self.change(|tx| {
-            for id in removed.iter().chain(functions.iter().map(|f| &f.id)) {
-                let keep: Vec<String> = functions
-                    .iter()
-                    .filter(|f| &f.id == id)
-                    .flat_map(|f| f.crons().map(|c| cron::index_key(tenant, id, c)))
-                    .collect();
-                for (key, _) in tx
-                    .journal
-                    .index_scan(IndexKind::Cron, &cron::function_prefix(tenant, id))?
-                {
-                    if !keep.contains(&key) {
-                        tx.delete_index(crate::model::IndexRef {
-                            kind: IndexKind::Cron,
-                            key,
-                        });
-                    }
-                }
-                for key in keep {
-                    if tx.journal.index(IndexKind::Cron, &key)?.is_some() {
-                        continue;
-                    }
-                    let (_, _, text) = cron::split_key(&key).context("a cron key")?;
-                    let schedule = Schedule::parse(text).map_err(anyhow::Error::msg)?;
-                    if let Some(at) = schedule.next_after(tx.now) {
-                        tx.put_index(IndexKind::Cron, &key, at.to_string());
-                        self.crons.arm(Armed { at, key });
-                    }
-                }
-            }
-            Ok(())
-        })?;
-        Ok(())
-    }
-
-    /// Arms every cron schedule in the journal (at start).
-    pub fn arm_crons(&self) -> Result<usize> {
-        let entries = self.journal.index_scan(IndexKind::Cron, "")?;
-        let count = entries.len();
-        for (key, at) in entries {
-            if let Ok(at) = at.parse() {
-                self.crons.arm(Armed { at, key });
-            }
-        }
-        Ok(count)
-    }
-
-    /// Fires due cron schedules for ever: each creates a run and moves its
-    /// schedule on, in one write.
-    pub async fn run_crons(self: Arc<Self>) {
-        loop {
-            let due = self.crons.next_due().await;
-            match self.fire_cron(&due) {
-                Ok(Some((next, effects))) => {
-                    if let Err(error) = self.settle(effects).await {
-                        tracing::error!(error = format!("{error:#}"), "could not flush a cron run");
-                    }
-                    self.crons.arm(Armed {
-                        at: next,
-                        key: due.key,
-                    });
-                }
-                Ok(None) => {}
-                Err(error) => {
-                    tracing::error!(
-                        error = format!("{error:#}"),
-                        "a cron schedule failed to fire; retrying in 1 s"
-                    );
-                    self.crons.arm(Armed {
-                        at: now_ms() + 1_000,
-                        key: due.key,
-                    });
-                }
-            }
-        }
-    }
-
-    fn fire_cron(&self, due: &Armed) -> Result<Option<(u64, Effects)>> {
-        let (next, effects) = self.change(|tx| {
-            let Some(stored) = tx.journal.index(IndexKind::Cron, &due.key)? else {
-                return Ok(None);
-            };
-            if stored.parse::<u64>().ok() != Some(due.at) {
-                return Ok(None);
-            }
-            let (tenant, id, text) = cron::split_key(&due.key).context("a cron key")?;
-            let Some(function) = self.catalog.get(tenant, id) else {
-                return Ok(None);
-            };
-            let schedule = Schedule::parse(text).map_err(anyhow::Error::msg)?;
-            let event = EventRecord {
-                id: crate::model::new_id(),
-                name: cron::CRON_EVENT.into(),
-                data: serde_json::json!({ "cron": text }),
-                user: None,
-                ts: due.at,
-                v: None,
-                received_at: tx.now,
-            };
-            tracing::info!(tenant, function = id, schedule = text, "cron fired");
-            admit::admit(tx, &function, &event)?;
-            tx.ops.push(Op::PutEvent {
-                tenant: tenant.to_string(),
-                event,
-                dedupe: false,
-            });
-            let next = schedule
-                .next_after(tx.now.max(due.at))
-                .context("the schedule has no next time")?;
-            tx.put_index(IndexKind::Cron, &due.key, next.to_string());
-            Ok(Some(next))
-        })?;
-        Ok(next.map(|next| (next, effects)))
     }
 }
 
