@@ -12,6 +12,10 @@ pub struct Limits {
     pub max_memory_bytes: usize,
     /// Instances alive at once (the pooling allocator's size).
     pub max_instances: u32,
+    /// Jobs (runs or parallel branches) executing at once, host-wide; the
+    /// rest wait in the queue. More than a few hundred buys no throughput
+    /// on a small machine and leaves the heap fragmented after a burst.
+    pub max_executing: u32,
     /// Size of an uploaded component.
     pub max_component_bytes: usize,
 }
@@ -22,6 +26,7 @@ impl Default for Limits {
             max_steps_per_run: 1_000,
             max_memory_bytes: 256 * 1024 * 1024,
             max_instances: 1_000,
+            max_executing: 256,
             max_component_bytes: 64 * 1024 * 1024,
         }
     }

@@ -133,6 +133,10 @@ pub struct ServeArgs {
     /// Most step calls a run may make.
     #[arg(long, default_value_t = 1_000)]
     max_steps_per_run: u32,
+    /// Most runs (or parallel branches) executing at once; the rest wait in
+    /// the queue.
+    #[arg(long, default_value_t = 256)]
+    max_executing: u32,
     /// Where to cache compiled components (default: DATA/compiled); hosts
     /// of the same stepwise build may share one.
     #[arg(long, env = "STEPWISE_COMPILED_DIR")]

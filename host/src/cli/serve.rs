@@ -31,6 +31,7 @@ pub async fn serve(args: ServeArgs, examples: Option<PathBuf>) -> Result<()> {
         backoff: Backoff::scaled(args.retry_backoff_scale),
         limits: Limits {
             max_steps_per_run: args.max_steps_per_run,
+            max_executing: args.max_executing.max(1),
             ..Limits::default()
         },
     };

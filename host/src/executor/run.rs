@@ -9,7 +9,7 @@ use super::state::{Role, RunState, Session, error_record};
 use super::{Executor, Replay, RunServices};
 use crate::journal::Op;
 use crate::model::{
-    ErrorRecord, EventRecord, RUN_LEVEL_SEQ, RunKey, RunKind, RunRecord, RunStatus, StepRecord,
+    ConcurrencyKey, ErrorRecord, EventRecord, RUN_LEVEL_SEQ, RunKey, RunKind, RunRecord, RunStatus, StepRecord,
     StepStatus, Timer, TimerKind, now_ms,
 };
 use crate::scheduler::{Admission, BoxFuture, Dispatch, Job};
@@ -41,6 +41,9 @@ pub struct ReplayReport {
     /// What it found.
     pub verdict: ReplayVerdict,
 }
+
+/// The concurrency key every job counts against: executing jobs host-wide.
+const HOST_KEY: &str = "host";
 
 /// Which export an execution calls, with its argument.
 enum Entry {
@@ -563,9 +566,14 @@ impl Dispatch for RunDriver {
         if run.status.is_terminal() {
             return Ok(None);
         }
+        let mut spec = run.queue;
+        spec.concurrency.push(ConcurrencyKey {
+            key: HOST_KEY.into(),
+            limit: self.executor.limits.max_executing,
+        });
         Ok(Some(Admission {
             first_start: run.started_at.is_none() && job.branch.is_none(),
-            spec: run.queue,
+            spec,
         }))
     }
 }

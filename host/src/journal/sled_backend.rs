@@ -228,15 +228,27 @@ impl Journal for SledJournal {
             }
             return Ok(());
         }
-        self.trees[..]
+        // Only the trees this batch writes take part in the transaction:
+        // each one costs sled a lock and a staging area.
+        let mut slot = [usize::MAX; TREE_NAMES.len()];
+        let mut touched: Vec<&sled::Tree> = Vec::new();
+        for write in &writes {
+            let (Write::Put(tree, ..) | Write::Delete(tree, _)) = write;
+            if slot[*tree as usize] == usize::MAX {
+                slot[*tree as usize] = touched.len();
+                touched.push(self.tree(*tree));
+            }
+        }
+        touched
+            .as_slice()
             .transaction(|trees| {
                 for write in &writes {
                     match write {
                         Write::Put(tree, key, value) => {
-                            trees[*tree as usize].insert(key.as_slice(), value.as_slice())?;
+                            trees[slot[*tree as usize]].insert(key.as_slice(), value.as_slice())?;
                         }
                         Write::Delete(tree, key) => {
-                            trees[*tree as usize].remove(key.as_slice())?;
+                            trees[slot[*tree as usize]].remove(key.as_slice())?;
                         }
                     }
                 }
