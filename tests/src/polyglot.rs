@@ -30,7 +30,18 @@ pub fn guest_app(stepwise: &str, source: &Path, tools: &Path) -> Result<PathBuf>
         .context("the app has no folder")?
         .to_string_lossy()
         .into_owned();
-    let output = tools.join("guests").join(format!("{language}-{name}.wasm"));
+    // componentize-py and componentize-js do not build byte-identical
+    // components, and a new content hash means a new compilation (tens of
+    // seconds for 10-20 MB): reuse the build of the same sources by the
+    // same `stepwise` (which carries the SDKs and the WIT).
+    let output = tools.join("guests").join(format!(
+        "{language}-{name}-{}.wasm",
+        fingerprint(stepwise, source)?
+    ));
+    if output.is_file() {
+        built.insert(source.to_path_buf(), output.clone());
+        return Ok(output);
+    }
     std::fs::create_dir_all(output.parent().unwrap())?;
     let mut build = Command::new(stepwise);
     build.arg("build").arg(source).arg("-o").arg(&output);
@@ -48,8 +59,42 @@ pub fn guest_app(stepwise: &str, source: &Path, tools: &Path) -> Result<PathBuf>
             String::from_utf8_lossy(&result.stderr)
         );
     }
+    // Builds by an older `stepwise` will not be used again.
+    let prefix = format!("{language}-{name}-");
+    for entry in std::fs::read_dir(output.parent().unwrap())?.flatten() {
+        let path = entry.path();
+        let stale = path != output
+            && path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with(&prefix) && n.ends_with(".wasm"));
+        if stale {
+            let _ = std::fs::remove_file(path);
+        }
+    }
     built.insert(source.to_path_buf(), output.clone());
     Ok(output)
+}
+
+/// What a build of `source` depends on: the files of its folder, and the
+/// `stepwise` binary (its size and time, which change with every rebuild).
+fn fingerprint(stepwise: &str, source: &Path) -> Result<String> {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    let binary = std::fs::metadata(stepwise).context("reading the stepwise binary")?;
+    binary.len().hash(&mut hasher);
+    binary.modified()?.hash(&mut hasher);
+    let folder = source.parent().context("the app has no folder")?;
+    let mut files: Vec<PathBuf> = std::fs::read_dir(folder)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_file() && p.extension().is_some_and(|e| e == "py" || e == "js"))
+        .collect();
+    files.sort();
+    for file in files {
+        file.hash(&mut hasher);
+        std::fs::read(&file)?.hash(&mut hasher);
+    }
+    Ok(format!("{:016x}", hasher.finish()))
 }
 
 /// `STEPWISE_COMPONENTIZE_PY`, else the pinned release on the PATH, else the

@@ -111,13 +111,15 @@ class Step:
             raise StepError._from_wit(outcome.value)
         return json.loads(outcome.value)
 
-    def parallel(self, branches: Iterable[Tuple[str, Callable]]) -> List[Any]:
+    def parallel(self, branches: Iterable[Tuple[str, Callable]], return_exceptions: bool = False) -> List[Any]:
         """Runs several steps at once (Inngest's `Promise.all` over
         `step.run`), given as `(id, fn)` pairs, and returns their outputs in
         order. Branches not yet journaled run concurrently, each in an
         instance of its own, and each follows the retry rules of its own
         step. If a branch failed for good its `StepError` is raised (the
-        first in order, as `asyncio.gather` does), once every branch ended."""
+        first in order, as `asyncio.gather` does), once every branch ended;
+        with `return_exceptions=True` it takes that branch's place in the
+        list instead, so every branch's outcome can be seen."""
         pairs = list(branches)
         for pair in pairs:
             if not (isinstance(pair, tuple) and len(pair) == 2 and isinstance(pair[0], str) and callable(pair[1])):
@@ -145,7 +147,11 @@ class Step:
             if outcome is None:
                 raise NonRetriableError(f"step {id!r} runs in another instance; the host does not return here")
             if isinstance(outcome, Err):
-                raise StepError._from_wit(outcome.value)
+                error = StepError._from_wit(outcome.value)
+                if not return_exceptions:
+                    raise error
+                results.append(error)
+                continue
             results.append(json.loads(outcome.value))
         return results
 

@@ -9,8 +9,8 @@ use super::state::{Role, RunState, Session, error_record};
 use super::{Executor, Replay, RunServices};
 use crate::journal::Op;
 use crate::model::{
-    ConcurrencyKey, ErrorRecord, EventRecord, RUN_LEVEL_SEQ, RunKey, RunKind, RunRecord, RunStatus, StepRecord,
-    StepStatus, Timer, TimerKind, now_ms,
+    ConcurrencyKey, ErrorRecord, EventRecord, RUN_LEVEL_SEQ, RunKey, RunKind, RunRecord, RunStatus,
+    StepRecord, StepStatus, Timer, TimerKind, now_ms,
 };
 use crate::scheduler::{Admission, BoxFuture, Dispatch, Job};
 use anyhow::{Context, Result};

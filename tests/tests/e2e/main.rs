@@ -4,6 +4,7 @@
 mod bad_input;
 mod cli;
 mod conformance;
+mod conformance_flow;
 mod crash;
 mod determinism;
 mod flow_control;
