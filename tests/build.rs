@@ -32,7 +32,16 @@ fn main() {
     );
     build(
         &root.join("tests/guests"),
-        &["probe", "not-an-app", "flow", "ticker", "bad-config"],
+        &[
+            "probe",
+            "not-an-app",
+            "flow",
+            "ticker",
+            "bad-config",
+            "hostile",
+            "trap-start",
+            "foreign-import",
+        ],
     );
 }
 

@@ -22,3 +22,4 @@ pub mod registration;
 pub mod retry;
 pub mod runtime;
 pub mod scheduler;
+pub mod tenants;

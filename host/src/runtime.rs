@@ -9,6 +9,7 @@ use crate::executor::{Executor, InspectError, ReplayReport, RunDriver, RunServic
 use crate::journal::{Batch, GroupCommit, Journal, Op, SledJournal};
 use crate::model::{AppRecord, ErrorRecord, FunctionRecord, RunKey, RunRecord, RunStatus, now_ms};
 use crate::scheduler::Scheduler;
+use crate::tenants::Tenants;
 use anyhow::{Context, Result};
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -54,8 +55,8 @@ pub struct Stepwise {
     pub scheduler: Scheduler,
     /// Wasm.
     pub executor: Arc<Executor>,
-    /// The default tenant's event key.
-    pub event_key: String,
+    /// Tenants, their keys, limits and allowlists.
+    pub tenants: Arc<Tenants>,
     /// The settings it started with.
     pub config: HostConfig,
     driver: Arc<RunDriver>,
@@ -63,7 +64,29 @@ pub struct Stepwise {
     deploys: tokio::sync::Mutex<()>,
 }
 
-const EVENT_KEY_SETTING: &str = "tenant/default/event-key";
+/// Why events were refused (nothing of the request was accepted).
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    /// The tenant sent more events per second than it may.
+    #[error("this tenant may send {per_second} events per second; retry in {retry_after_ms} ms")]
+    TooFast {
+        /// The tenant's limit.
+        per_second: u32,
+        /// When there will be room, ms.
+        retry_after_ms: u64,
+    },
+    /// The tenant has as many runs waiting as it may.
+    #[error(
+        "this tenant has {queued} runs waiting to execute, the most it may; retry when they have started (or ask the operator to raise its queued-runs limit)"
+    )]
+    QueueFull {
+        /// Runs waiting.
+        queued: usize,
+    },
+    /// The host failed.
+    #[error(transparent)]
+    Internal(#[from] anyhow::Error),
+}
 
 impl Stepwise {
     /// Opens the journal in `config.data_dir`, starts the scheduler, and
@@ -93,6 +116,13 @@ impl Stepwise {
             journal.clone(),
             config.limits.clone(),
         )?);
+        let tenants = Arc::new(Tenants::load(
+            journal.clone(),
+            config.limits.clone(),
+            config.admin_key.as_deref(),
+            config.event_key.as_deref(),
+        )?);
+        commit.durable().await?;
         let services = Arc::new(RunServices {
             journal: journal.clone(),
             commit: commit.clone(),
@@ -100,20 +130,10 @@ impl Stepwise {
             catalog: catalog.clone(),
             scheduler: scheduler.clone(),
             backoff: config.backoff,
-            limits: config.limits.clone(),
+            tenants: tenants.clone(),
             ended: tokio::sync::broadcast::channel(4096).0,
         });
         let ended = services.ended.clone();
-        let event_key = match (&config.event_key, journal.setting(EVENT_KEY_SETTING)?) {
-            (Some(key), _) => key.clone(),
-            (None, Some(stored)) => stored,
-            (None, None) => hex::encode(rand::random::<[u8; 16]>()),
-        };
-        journal.apply(vec![Op::PutSetting {
-            name: EVENT_KEY_SETTING.into(),
-            value: event_key.clone(),
-        }])?;
-        commit.durable().await?;
 
         let driver = Arc::new(RunDriver::new(executor.clone(), services));
         loops.start(&scheduler, driver.clone());
@@ -124,7 +144,7 @@ impl Stepwise {
             events,
             scheduler,
             executor,
-            event_key,
+            tenants,
             config,
             driver,
             ended,
@@ -173,20 +193,25 @@ impl Stepwise {
         self.driver.replay(key, version).await
     }
 
-    /// The tenant an event key belongs to.
-    pub fn tenant_for_event_key(&self, key: &str) -> Option<&'static str> {
-        let matches: bool = key.len() == self.event_key.len()
-            && key
-                .bytes()
-                .zip(self.event_key.bytes())
-                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-                == 0;
-        matches.then_some(crate::model::DEFAULT_TENANT)
-    }
-
-    /// Accepts events: stores them, starts and resumes runs.
-    pub async fn send(&self, tenant: &str, events: Vec<IncomingEvent>) -> Result<Accepted> {
-        self.events.ingest(tenant, events).await
+    /// Accepts events: stores them, starts and resumes runs. Within the
+    /// tenant's limits (events per second, runs queued), or none of them.
+    pub async fn send(
+        &self,
+        tenant: &str,
+        events: Vec<IncomingEvent>,
+    ) -> Result<Accepted, SendError> {
+        let limits = self.tenants.limits(tenant);
+        let queued = self.scheduler.queued_of(tenant);
+        if queued >= limits.max_queued_runs as usize {
+            return Err(SendError::QueueFull { queued });
+        }
+        self.tenants
+            .take_events(tenant, events.len())
+            .map_err(|retry_after_ms| SendError::TooFast {
+                per_second: limits.events_per_second,
+                retry_after_ms,
+            })?;
+        Ok(self.events.ingest(tenant, events).await?)
     }
 
     /// Deploys `bytes` as a new version of `app`: new runs of its functions
@@ -201,7 +226,10 @@ impl Stepwise {
         let _one_at_a_time = self.deploys.lock().await;
         let (hash, configs) = self
             .executor
-            .inspect(bytes.clone())
+            .inspect(
+                bytes.clone(),
+                self.tenants.limits(tenant).max_component_bytes,
+            )
             .await
             .map_err(|e| match e {
                 InspectError::Invalid(message) => DeployError::Invalid(message),

@@ -25,17 +25,38 @@ impl Default for HostOptions {
     }
 }
 
-/// A running `stepwise serve` on a data directory; killed on drop.
+/// A running `stepwise serve` on a data directory; killed on drop. It
+/// derefs to the [`Api`] of its default tenant.
 pub struct HostProcess {
     binary: PathBuf,
     data_dir: PathBuf,
     options: HostOptions,
     child: Option<Child>,
+    api: Api,
+    /// The default tenant's management key, as the host printed it.
+    pub management_key: String,
+}
+
+/// A host's HTTP API as one tenant uses it: with its event key, and its
+/// management key on `/v1` calls (none: the default tenant of a dev host).
+#[derive(Clone)]
+pub struct Api {
     /// The host's base URL, e.g. `http://127.0.0.1:40123`.
     pub url: String,
-    /// The default tenant's event key.
+    /// The tenant's event key.
     pub event_key: String,
+    /// The tenant's management key, sent as `Authorization: Bearer ...`.
+    pub key: Option<String>,
     http: reqwest::Client,
+    log_path: PathBuf,
+}
+
+impl std::ops::Deref for HostProcess {
+    type Target = Api;
+
+    fn deref(&self) -> &Api {
+        &self.api
+    }
 }
 
 impl HostProcess {
@@ -46,14 +67,28 @@ impl HostProcess {
             data_dir: data_dir.to_path_buf(),
             options,
             child: None,
-            url: String::new(),
-            event_key: String::new(),
-            http: reqwest::Client::builder()
-                .timeout(Duration::from_secs(60))
-                .build()?,
+            api: Api {
+                url: String::new(),
+                event_key: String::new(),
+                key: None,
+                http: reqwest::Client::builder()
+                    .timeout(Duration::from_secs(60))
+                    .build()?,
+                log_path: data_dir.join("host.log"),
+            },
+            management_key: String::new(),
         };
         host.spawn()?;
         Ok(host)
+    }
+
+    /// The API as the tenant with these keys sees it.
+    pub fn as_tenant(&self, management_key: &str, event_key: &str) -> Api {
+        Api {
+            key: Some(management_key.to_string()),
+            event_key: event_key.to_string(),
+            ..self.api.clone()
+        }
     }
 
     fn spawn(&mut self) -> Result<()> {
@@ -76,8 +111,8 @@ impl HostProcess {
             .with_context(|| format!("starting {}", self.binary.display()))?;
         let stdout = child.stdout.take().context("no stdout")?;
         let mut lines = BufReader::new(stdout).lines();
-        let (mut url, mut key) = (None, None);
-        while url.is_none() || key.is_none() {
+        let (mut url, mut key, mut management) = (None, None, None);
+        while url.is_none() || key.is_none() || management.is_none() {
             let Some(line) = lines.next() else {
                 bail!(
                     "the host exited before it was ready; its log:\n{}",
@@ -89,12 +124,15 @@ impl HostProcess {
                 url = Some(rest.trim().to_string());
             } else if let Some(rest) = line.trim().strip_prefix("event key:") {
                 key = rest.split_whitespace().next().map(str::to_string);
+            } else if let Some(rest) = line.trim().strip_prefix("management key:") {
+                management = rest.split_whitespace().next().map(str::to_string);
             }
         }
         // Keep draining stdout so the host never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines {});
-        self.url = url.unwrap_or_default();
-        self.event_key = key.unwrap_or_default();
+        self.api.url = url.unwrap_or_default();
+        self.api.event_key = key.unwrap_or_default();
+        self.management_key = management.unwrap_or_default();
         self.child = Some(child);
         Ok(())
     }
@@ -112,15 +150,21 @@ impl HostProcess {
         self.kill();
         self.spawn()
     }
+}
 
+impl Api {
     /// The host's log so far (for failure messages).
     pub fn log(&self) -> String {
-        std::fs::read_to_string(self.data_dir.join("host.log")).unwrap_or_default()
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
     }
 
     /// A raw request builder, for tests of the API's error answers.
     pub fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
-        self.http.request(method, format!("{}{path}", self.url))
+        let request = self.http.request(method, format!("{}{path}", self.url));
+        match &self.key {
+            Some(key) => request.bearer_auth(key),
+            None => request,
+        }
     }
 
     async fn json(&self, request: reqwest::RequestBuilder) -> Result<Value> {

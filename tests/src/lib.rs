@@ -6,7 +6,7 @@ pub mod host;
 pub mod loopback;
 pub mod polyglot;
 
-pub use host::{HostOptions, HostProcess};
+pub use host::{Api, HostOptions, HostProcess};
 pub use loopback::{Loopback, Plan};
 pub use polyglot::guest_app;
 
@@ -50,6 +50,12 @@ pub mod guests {
     pub const TICKER: &str = env!("TICKER_WASM");
     /// `tests/guests/bad-config`: a registration with a broken expression.
     pub const BAD_CONFIG: &str = env!("BAD_CONFIG_WASM");
+    /// `tests/guests/hostile`: one attack on the host per function.
+    pub const HOSTILE: &str = env!("HOSTILE_WASM");
+    /// `tests/guests/trap-start`: a component whose constructor traps.
+    pub const TRAP_START: &str = env!("TRAP_START_WASM");
+    /// `tests/guests/foreign-import`: imports `acme:vault/secrets`.
+    pub const FOREIGN_IMPORT: &str = env!("FOREIGN_IMPORT_WASM");
     /// `tests/guests/probe`: scripted steps, and the benchmark's ten steps.
     pub const PROBE: &str = env!("PROBE_WASM");
     /// `tests/guests/not-an-app`: a WASI command, not a Stepwise app.

@@ -32,12 +32,10 @@ pub fn guest_app(stepwise: &str, source: &Path, tools: &Path) -> Result<PathBuf>
         .into_owned();
     // componentize-py and componentize-js do not build byte-identical
     // components, and a new content hash means a new compilation (tens of
-    // seconds for 10-20 MB): reuse the build of the same sources by the
-    // same `stepwise` (which carries the SDKs and the WIT).
-    let output = tools.join("guests").join(format!(
-        "{language}-{name}-{}.wasm",
-        fingerprint(stepwise, source)?
-    ));
+    // seconds for 10-20 MB): reuse the build of the same sources.
+    let output = tools
+        .join("guests")
+        .join(format!("{language}-{name}-{}.wasm", fingerprint(source)?));
     if output.is_file() {
         built.insert(source.to_path_buf(), output.clone());
         return Ok(output);
@@ -76,23 +74,42 @@ pub fn guest_app(stepwise: &str, source: &Path, tools: &Path) -> Result<PathBuf>
     Ok(output)
 }
 
-/// What a build of `source` depends on: the files of its folder, and the
-/// `stepwise` binary (its size and time, which change with every rebuild).
-fn fingerprint(stepwise: &str, source: &Path) -> Result<String> {
+/// What a build of `source` depends on: the files of its folder, and what
+/// `stepwise build` carries inside it (the SDKs, the WIT and the build code
+/// itself), read from this repository.
+fn fingerprint(source: &Path) -> Result<String> {
     use std::hash::{Hash, Hasher};
-    let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    let binary = std::fs::metadata(stepwise).context("reading the stepwise binary")?;
-    binary.len().hash(&mut hasher);
-    binary.modified()?.hash(&mut hasher);
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let folder = source.parent().context("the app has no folder")?;
-    let mut files: Vec<PathBuf> = std::fs::read_dir(folder)?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.is_file() && p.extension().is_some_and(|e| e == "py" || e == "js"))
-        .collect();
+    let mut files = Vec::new();
+    for dir in [
+        folder.to_path_buf(),
+        root.join("guest-sdk/python/stepwise"),
+        root.join("guest-sdk/js"),
+        root.join("wit"),
+        root.join("wit/deps"),
+    ] {
+        for entry in
+            std::fs::read_dir(&dir).with_context(|| format!("reading {}", dir.display()))?
+        {
+            let path = entry?.path();
+            let wanted = path.is_file()
+                && path
+                    .extension()
+                    .is_some_and(|e| e == "py" || e == "js" || e == "mjs" || e == "wit");
+            if wanted {
+                files.push(path);
+            }
+        }
+    }
+    files.push(root.join("host/src/cli/build.rs"));
     files.sort();
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
     for file in files {
-        file.hash(&mut hasher);
-        std::fs::read(&file)?.hash(&mut hasher);
+        file.file_name().hash(&mut hasher);
+        std::fs::read(&file)
+            .with_context(|| format!("reading {}", file.display()))?
+            .hash(&mut hasher);
     }
     Ok(format!("{:016x}", hasher.finish()))
 }

@@ -11,6 +11,7 @@ use serde_json::json;
 pub struct ApiError {
     status: StatusCode,
     message: String,
+    retry_after_s: Option<u64>,
 }
 
 impl ApiError {
@@ -19,7 +20,14 @@ impl ApiError {
         ApiError {
             status,
             message: message.into(),
+            retry_after_s: None,
         }
+    }
+
+    /// Tells the client when to try again (a `Retry-After` header).
+    pub fn retry_after(mut self, seconds: u64) -> Self {
+        self.retry_after_s = Some(seconds.max(1));
+        self
     }
 
     /// 400: the request is malformed.
@@ -51,6 +59,14 @@ impl From<anyhow::Error> for ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = json!({ "error": self.message, "status": self.status.as_u16() });
-        (self.status, Json(body)).into_response()
+        let mut response = (self.status, Json(body)).into_response();
+        if let Some(seconds) = self.retry_after_s
+            && let Ok(value) = axum::http::HeaderValue::from_str(&seconds.to_string())
+        {
+            response
+                .headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, value);
+        }
+        response
     }
 }

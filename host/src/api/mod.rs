@@ -4,15 +4,18 @@
 //! clients can send events here; `/v1/...` manages apps, functions, events
 //! and runs. Every error is JSON: `{"error": "...", "status": N}`.
 
+mod auth;
 mod error;
+mod tenants;
 pub mod views;
 
+pub use auth::Caller;
 pub use error::ApiError;
 
 use crate::events::{EventError, parse_events};
 use crate::journal::RunFilter;
-use crate::model::{DEFAULT_TENANT, RunKey, RunStatus};
-use crate::runtime::{CancelError, DeployError, Stepwise};
+use crate::model::{KeyKind, RunKey, RunStatus};
+use crate::runtime::{CancelError, DeployError, SendError, Stepwise};
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
@@ -48,6 +51,7 @@ pub fn router(host: Arc<Stepwise>) -> Router {
         .route("/v1/runs/cancel", post(cancel_runs))
         .route("/v1/runs/{id}", get(get_run))
         .route("/v1/runs/{id}/cancel", post(cancel_run))
+        .merge(tenants::routes())
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_EVENTS_BODY))
         .with_state(host)
@@ -83,38 +87,58 @@ fn body(body: Result<Bytes, BytesRejection>, what: &str) -> ApiResult<Bytes> {
 }
 
 async fn ingest(host: &Stepwise, tenant: &str, bytes: &[u8]) -> ApiResult<Json<Value>> {
-    let events = parse_events(bytes).map_err(|e| match e {
+    let max_event_bytes = host.tenants.limits(tenant).max_event_bytes;
+    let events = parse_events(bytes, max_event_bytes).map_err(|e| match e {
         EventError::TooLarge { .. } => ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, e.to_string()),
         other => ApiError::bad_request(other.to_string()),
     })?;
-    let accepted = host.send(tenant, events).await?;
+    let accepted = host.send(tenant, events).await.map_err(|e| match e {
+        SendError::TooFast { retry_after_ms, .. } => {
+            ApiError::new(StatusCode::TOO_MANY_REQUESTS, e.to_string())
+                .retry_after(retry_after_ms.div_ceil(1_000))
+        }
+        SendError::QueueFull { .. } => {
+            ApiError::new(StatusCode::TOO_MANY_REQUESTS, e.to_string()).retry_after(1)
+        }
+        SendError::Internal(error) => ApiError::internal(error),
+    })?;
     Ok(Json(json!({ "ids": accepted.ids, "status": 200 })))
 }
 
-/// Inngest's event API: one event or an array, authorised by the key in
-/// the path.
+/// Inngest's event API: one event or an array, authorised by the tenant's
+/// event key in the path.
 async fn send_with_key(
     State(host): Host,
     Path(event_key): Path<String>,
     bytes: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Json<Value>> {
-    let Some(tenant) = host.tenant_for_event_key(&event_key) else {
-        return Err(ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "event key not found: send events to /e/{key} with the event key the host printed at start (or set with --event-key)",
-        ));
+    let tenant = match host.tenants.authenticate(&event_key) {
+        Some(identity) if identity.kind == KeyKind::Event => identity.tenant,
+        Some(_) => {
+            return Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "that is a management key; POST /e/{key} takes the tenant's event key (keep management keys out of apps)",
+            ));
+        }
+        None => {
+            return Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "event key not found: send events to /e/{key} with the tenant's event key (the default tenant's is printed at start)",
+            ));
+        }
     };
     let bytes = body(bytes, "event payload")?;
-    ingest(&host, tenant, &bytes).await
+    ingest(&host, &tenant, &bytes).await
 }
 
 /// The management API's way to send events (used by `stepwise send`).
 async fn send_event(
+    caller: Caller,
     State(host): Host,
     bytes: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Json<Value>> {
     let bytes = body(bytes, "event payload")?;
-    ingest(&host, DEFAULT_TENANT, &bytes).await
+    ingest(&host, &caller.tenant, &bytes).await
 }
 
 #[derive(Deserialize)]
@@ -122,21 +146,26 @@ struct Limit {
     limit: Option<usize>,
 }
 
-async fn list_events(State(host): Host, Query(query): Query<Limit>) -> ApiResult<Json<Value>> {
+async fn list_events(
+    caller: Caller,
+    State(host): Host,
+    Query(query): Query<Limit>,
+) -> ApiResult<Json<Value>> {
     let limit = query.limit.unwrap_or(100).clamp(1, 1_000);
-    let events = host.journal.list_events(DEFAULT_TENANT, limit)?;
+    let events = host.journal.list_events(&caller.tenant, limit)?;
     Ok(Json(
         serde_json::to_value(events).map_err(anyhow::Error::from)?,
     ))
 }
 
 async fn deploy(
+    caller: Caller,
     State(host): Host,
     Path(app): Path<String>,
     bytes: Result<Bytes, BytesRejection>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     let bytes = body(bytes, "component")?;
-    match host.deploy(DEFAULT_TENANT, &app, bytes).await {
+    match host.deploy(&caller.tenant, &app, bytes).await {
         Ok(deployed) => Ok((
             StatusCode::OK,
             Json(serde_json::to_value(deployed).map_err(anyhow::Error::from)?),
@@ -149,15 +178,15 @@ async fn deploy(
     }
 }
 
-async fn list_apps(State(host): Host) -> ApiResult<Json<Value>> {
-    let apps = host.journal.apps(DEFAULT_TENANT)?;
+async fn list_apps(caller: Caller, State(host): Host) -> ApiResult<Json<Value>> {
+    let apps = host.journal.apps(&caller.tenant)?;
     Ok(Json(
         serde_json::to_value(apps).map_err(anyhow::Error::from)?,
     ))
 }
 
-async fn list_functions(State(host): Host) -> ApiResult<Json<Value>> {
-    let functions = host.journal.functions(DEFAULT_TENANT)?;
+async fn list_functions(caller: Caller, State(host): Host) -> ApiResult<Json<Value>> {
+    let functions = host.journal.functions(&caller.tenant)?;
     Ok(Json(
         serde_json::to_value(functions).map_err(anyhow::Error::from)?,
     ))
@@ -171,6 +200,7 @@ struct RunsQuery {
 }
 
 async fn list_runs(
+    caller: Caller,
     State(host): Host,
     Query(query): Query<RunsQuery>,
 ) -> ApiResult<Json<Vec<RunView>>> {
@@ -187,19 +217,25 @@ async fn list_runs(
         status,
         limit: query.limit.unwrap_or(100).clamp(1, 10_000),
     };
-    let runs = host.journal.list_runs(DEFAULT_TENANT, &filter)?;
+    let runs = host.journal.list_runs(&caller.tenant, &filter)?;
     Ok(Json(runs.into_iter().map(RunView::from).collect()))
 }
 
-fn run_key(id: &str) -> ApiResult<RunKey> {
+/// Run `id` of the caller's tenant: another tenant's run is "not found",
+/// exactly like one that does not exist.
+fn run_key(caller: &Caller, id: &str) -> ApiResult<RunKey> {
     if id.is_empty() || id.len() > 64 || id.contains('\0') {
         return Err(ApiError::not_found(format!("run {id:?} not found")));
     }
-    Ok(RunKey::new(DEFAULT_TENANT, id))
+    Ok(RunKey::new(&caller.tenant, id))
 }
 
-async fn get_run(State(host): Host, Path(id): Path<String>) -> ApiResult<Json<RunDetail>> {
-    let key = run_key(&id)?;
+async fn get_run(
+    caller: Caller,
+    State(host): Host,
+    Path(id): Path<String>,
+) -> ApiResult<Json<RunDetail>> {
+    let key = run_key(&caller, &id)?;
     let Some(run) = host.journal.run(&key)? else {
         return Err(ApiError::not_found(format!("run {id} not found")));
     };
@@ -229,8 +265,12 @@ async fn get_run(State(host): Host, Path(id): Path<String>) -> ApiResult<Json<Ru
     }))
 }
 
-async fn cancel_run(State(host): Host, Path(id): Path<String>) -> ApiResult<Json<RunView>> {
-    let key = run_key(&id)?;
+async fn cancel_run(
+    caller: Caller,
+    State(host): Host,
+    Path(id): Path<String>,
+) -> ApiResult<Json<RunView>> {
+    let key = run_key(&caller, &id)?;
     match host.cancel(&key).await {
         Ok(run) => Ok(Json(run.into())),
         Err(CancelError::NotFound(id)) => Err(ApiError::not_found(format!("run {id} not found"))),
@@ -255,6 +295,7 @@ struct BulkCancel {
 }
 
 async fn cancel_runs(
+    caller: Caller,
     State(host): Host,
     bytes: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Json<Value>> {
@@ -265,7 +306,7 @@ async fn cancel_runs(
         ))
     })?;
     if let Some(function) = &request.function
-        && host.catalog.get(DEFAULT_TENANT, function).is_none()
+        && host.catalog.get(&caller.tenant, function).is_none()
     {
         return Err(ApiError::not_found(format!(
             "function {function:?} not found"
@@ -277,7 +318,7 @@ async fn cancel_runs(
         return Err(ApiError::bad_request("\"from\" is after \"until\""));
     }
     let cancelled = host
-        .cancel_many(DEFAULT_TENANT, request.function.as_deref(), from, until)
+        .cancel_many(&caller.tenant, request.function.as_deref(), from, until)
         .await?;
     Ok(Json(json!({ "cancelled": cancelled })))
 }

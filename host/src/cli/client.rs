@@ -8,7 +8,11 @@ use serde_json::Value;
 use std::path::Path;
 use std::time::{Duration, UNIX_EPOCH};
 
-async fn call(request: reqwest::RequestBuilder, server: &ServerArgs) -> Result<Value> {
+pub(super) async fn call(request: reqwest::RequestBuilder, server: &ServerArgs) -> Result<Value> {
+    let request = match &server.key {
+        Some(key) => request.bearer_auth(key),
+        None => request,
+    };
     let response = request
         .send()
         .await
@@ -31,7 +35,7 @@ fn url(server: &ServerArgs, path: &str) -> String {
     format!("{}{path}", server.server.trim_end_matches('/'))
 }
 
-fn print_json(value: &Value) -> Result<()> {
+pub(super) fn print_json(value: &Value) -> Result<()> {
     println!("{}", serde_json::to_string_pretty(value)?);
     Ok(())
 }
@@ -317,7 +321,7 @@ pub async fn events(server: &ServerArgs, limit: usize) -> Result<()> {
     Ok(())
 }
 
-fn table(headers: &[&str], rows: &[Vec<String>]) {
+pub(super) fn table(headers: &[&str], rows: &[Vec<String>]) {
     let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
     for row in rows {
         for (i, cell) in row.iter().enumerate() {

@@ -5,6 +5,7 @@
 mod build;
 mod client;
 mod serve;
+mod tenant;
 
 use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
@@ -103,6 +104,13 @@ enum Command {
         #[command(flatten)]
         server: ServerArgs,
     },
+    /// Manage tenants on a running host (needs its admin key).
+    Tenant {
+        #[command(subcommand)]
+        command: tenant::TenantCommand,
+        #[command(flatten)]
+        admin: tenant::AdminArgs,
+    },
     /// List recent events, newest first.
     Events {
         /// At most this many.
@@ -126,6 +134,14 @@ pub struct ServeArgs {
     /// once and kept in the data directory).
     #[arg(long, env = "STEPWISE_EVENT_KEY")]
     event_key: Option<String>,
+    /// The operator's key for managing tenants over HTTP (`stepwise
+    /// tenant ...` sends it); tenant management is off without one.
+    #[arg(long, env = "STEPWISE_ADMIN_KEY")]
+    admin_key: Option<String>,
+    /// Refuse `/v1` calls without a management key (without this flag they
+    /// act for the default tenant, as in dev mode).
+    #[arg(long)]
+    require_keys: bool,
     /// Multiply Inngest's retry backoff (15 s, 30 s, 1 m, ...) by this; e.g.
     /// 0.001 for demos and tests.
     #[arg(long, default_value_t = 1.0)]
@@ -159,6 +175,10 @@ pub struct ServerArgs {
     /// The host's URL.
     #[arg(long, env = "STEPWISE_SERVER", default_value = "http://127.0.0.1:8288")]
     server: String,
+    /// The tenant's management key (without one, a dev-mode host acts for
+    /// its default tenant).
+    #[arg(long, env = "STEPWISE_KEY", hide_env_values = true)]
+    key: Option<String>,
     /// Print JSON instead of tables.
     #[arg(long)]
     json: bool,
@@ -243,5 +263,6 @@ async fn run(cli: Cli) -> Result<()> {
         },
         Command::Functions { server } => client::functions(&server).await,
         Command::Events { limit, server } => client::events(&server, limit).await,
+        Command::Tenant { command, admin } => tenant::run(command, &admin).await,
     }
 }

@@ -28,6 +28,8 @@ pub async fn serve(args: ServeArgs, examples: Option<PathBuf>) -> Result<()> {
         data_dir: args.data_dir.clone(),
         compiled_dir: args.compiled_dir.clone(),
         event_key: args.event_key.clone(),
+        admin_key: args.admin_key.clone(),
+        require_keys: args.require_keys,
         backoff: Backoff::scaled(args.retry_backoff_scale),
         limits: Limits {
             max_steps_per_run: args.max_steps_per_run,
@@ -51,10 +53,16 @@ pub async fn serve(args: ServeArgs, examples: Option<PathBuf>) -> Result<()> {
     let address = listener.local_addr()?;
     println!("stepwise listening on http://{address}");
     println!("  data directory: {}", args.data_dir.display());
-    println!(
-        "  event key:      {}  (POST http://{address}/e/{})",
-        host.event_key, host.event_key
-    );
+    let (event_key, management_key) = host.tenants.default_keys();
+    println!("  default tenant (dev mode; more with `stepwise tenant create`):");
+    println!("  event key:      {event_key}  (POST http://{address}/e/{event_key})");
+    println!("  management key: {management_key}  (Authorization: Bearer ...; the CLI's --key)");
+    if host.config.require_keys {
+        println!("  /v1 calls need a management key (--require-keys)");
+    }
+    if host.tenants.admin_enabled() {
+        println!("  tenant management: on (/v1/tenants with the admin key)");
+    }
     for (app, path) in &built {
         deploy_example(&host, app, path).await?;
     }

@@ -8,7 +8,7 @@
 use serde_json::Value;
 use std::fmt;
 
-/// Largest event, as in Inngest.
+/// Largest event by default, as in Inngest (a tenant's limit may differ).
 pub const MAX_EVENT_BYTES: usize = 512 * 1024;
 /// Most events in one request, as in Inngest.
 pub const MAX_EVENTS_PER_REQUEST: usize = 5_000;
@@ -45,6 +45,8 @@ pub enum EventError {
         index: usize,
         /// Its size in bytes.
         bytes: usize,
+        /// The most allowed.
+        max: usize,
     },
 }
 
@@ -60,9 +62,9 @@ impl fmt::Display for EventError {
                 f,
                 "the request holds {n} events; send at most {MAX_EVENTS_PER_REQUEST} per request"
             ),
-            EventError::TooLarge { index, bytes } => write!(
+            EventError::TooLarge { index, bytes, max } => write!(
                 f,
-                "event {index} is {bytes} bytes; an event may be at most {MAX_EVENT_BYTES} bytes (512 KiB): move large payloads to storage and send a reference"
+                "event {index} is {bytes} bytes; an event may be at most {max} bytes: move large payloads to storage and send a reference"
             ),
         }
     }
@@ -70,8 +72,9 @@ impl fmt::Display for EventError {
 
 impl std::error::Error for EventError {}
 
-/// Reads a request body of one event or an array of events.
-pub fn parse_events(body: &[u8]) -> Result<Vec<IncomingEvent>, EventError> {
+/// Reads a request body of one event or an array of events, each at most
+/// `max_event_bytes`.
+pub fn parse_events(body: &[u8], max_event_bytes: usize) -> Result<Vec<IncomingEvent>, EventError> {
     let value: Value =
         serde_json::from_slice(body).map_err(|e| EventError::NotJson(e.to_string()))?;
     let items = match value {
@@ -97,15 +100,15 @@ pub fn parse_events(body: &[u8]) -> Result<Vec<IncomingEvent>, EventError> {
     items
         .into_iter()
         .enumerate()
-        .map(|(index, item)| parse_event(index, item))
+        .map(|(index, item)| parse_event(index, item, max_event_bytes))
         .collect()
 }
 
 /// Reads event number `index` of a request (or of a `step.send_event`).
-pub fn parse_event(index: usize, item: Value) -> Result<IncomingEvent, EventError> {
+pub fn parse_event(index: usize, item: Value, max: usize) -> Result<IncomingEvent, EventError> {
     let bytes = serde_json::to_vec(&item).map(|v| v.len()).unwrap_or(0);
-    if bytes > MAX_EVENT_BYTES {
-        return Err(EventError::TooLarge { index, bytes });
+    if bytes > max {
+        return Err(EventError::TooLarge { index, bytes, max });
     }
     let invalid = |what: String| EventError::Invalid(format!("event {index}: {what}"));
     let Value::Object(mut fields) = item else {
@@ -230,22 +233,27 @@ fn kind(value: &Value) -> &'static str {
 mod tests {
     use super::*;
 
+    fn parse_events_default(body: &[u8]) -> Result<Vec<IncomingEvent>, EventError> {
+        parse_events(body, MAX_EVENT_BYTES)
+    }
+
     #[test]
     fn reads_one_event_or_many() {
-        let one = parse_events(br#"{"name":"a/b","data":{"x":1},"id":"e1","ts":5}"#).unwrap();
+        let one =
+            parse_events_default(br#"{"name":"a/b","data":{"x":1},"id":"e1","ts":5}"#).unwrap();
         assert_eq!(one.len(), 1);
         assert_eq!(one[0].name, "a/b");
         assert_eq!(one[0].data["x"], 1);
         assert_eq!(one[0].id.as_deref(), Some("e1"));
         assert_eq!(one[0].ts, Some(5));
-        let many = parse_events(br#"[{"name":"a"},{"name":"b","data":null}]"#).unwrap();
+        let many = parse_events_default(br#"[{"name":"a"},{"name":"b","data":null}]"#).unwrap();
         assert_eq!(many.len(), 2);
         assert_eq!(many[1].data, serde_json::json!({}));
     }
 
     #[test]
     fn explains_what_is_wrong() {
-        let err = |body: &[u8]| parse_events(body).unwrap_err().to_string();
+        let err = |body: &[u8]| parse_events_default(body).unwrap_err().to_string();
         assert!(err(b"{nope").contains("not valid JSON"));
         assert!(err(b"42").contains("got a number"));
         assert!(err(b"[]").contains("no events"));

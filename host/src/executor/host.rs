@@ -15,8 +15,6 @@ use crate::model::{
 };
 use wasmtime::Result;
 
-/// Largest step output, as in Inngest.
-pub const MAX_STEP_OUTPUT_BYTES: usize = 4 * 1024 * 1024;
 /// Longest sleep or wait, as in Inngest.
 pub const MAX_SUSPEND_MS: u64 = 365 * 24 * 60 * 60 * 1000;
 /// Output segments of parallel branches are numbered from here, apart from
@@ -60,7 +58,7 @@ impl RunState {
 
     /// Fails the run if `seq` is past the most step calls a run may make.
     pub(super) fn check_step_limit(&mut self, seq: u32) -> Result<()> {
-        let max_steps = self.session()?.services.limits.max_steps_per_run;
+        let max_steps = self.session()?.limits.max_steps_per_run;
         if seq >= max_steps {
             return Err(fault(
                 "StepLimitError",
@@ -75,6 +73,7 @@ impl RunState {
     /// Journal work common to every durable call: log the output written
     /// since the previous call, then place this call in the sequence.
     pub(super) fn enter_call(&mut self, id: &str, kind: StepKind) -> Result<Slot> {
+        self.flags.reset_cpu();
         self.flush_output()?;
         self.check_not_nested(kind.as_str(), id)?;
         let session = self.session()?;
@@ -293,6 +292,24 @@ impl RunState {
         Ok(())
     }
 
+    /// Adds `bytes` of step output to the run's journal, or fails the run if
+    /// that would take it past its tenant's limit.
+    pub(super) fn count_journal_bytes(&mut self, bytes: usize) -> Result<()> {
+        let session = self.session()?;
+        let total = session.journal_bytes + bytes as u64;
+        let limit = session.limits.max_journal_bytes_per_run;
+        if total > limit {
+            return Err(fault(
+                "JournalLimitError",
+                format!(
+                    "the run's step outputs would take {total} bytes of journal; a run may keep at most {limit}: return references to large data instead of the data"
+                ),
+            ));
+        }
+        session.journal_bytes = total;
+        Ok(())
+    }
+
     /// The step `complete(id)` finishes: the open one, or the next of a
     /// parallel group.
     fn take_open(&mut self, id: &str) -> Result<OpenStep> {
@@ -371,28 +388,41 @@ impl step::Host for RunState {
         id: String,
         outcome: std::result::Result<String, StepError>,
     ) -> Result<()> {
+        self.flags.reset_cpu();
         self.flush_output()?;
         let open = self.take_open(&id)?;
         let session = self.session()?;
         let more = !session.group.is_empty();
         let branch = matches!(session.role, Role::Branch(_));
+        let max_output = session.limits.max_step_output_bytes;
         self.flags.set_in_step(false);
+        let guest_failed = outcome.is_err();
         let output = match outcome {
-            Ok(json) => check_output(&json).map(|()| json),
+            Ok(json) => check_output(&json, max_output).map(|()| json),
             Err(error) => Err(error_record(&error)),
         };
         let json = match output {
             Ok(json) => json,
             Err(error) => {
                 return match self.fail_attempt(open, error).await? {
-                    AttemptOutcome::Final if !branch => {
+                    // The guest raised it and raises it on.
+                    AttemptOutcome::Final if !branch && guest_failed => {
                         self.flags.set_in_step(more);
                         Ok(())
+                    }
+                    // The host refused an output the guest thinks is fine:
+                    // replay, so that it gets the journaled error from
+                    // `begin`, exactly as every later replay will.
+                    AttemptOutcome::Final if !branch => {
+                        let session = self.session()?;
+                        session.services.scheduler.wake(session.run.key.clone());
+                        Err(wasmtime::Error::new(Suspended))
                     }
                     _ => Err(wasmtime::Error::new(Suspended)),
                 };
             }
         };
+        self.count_journal_bytes(json.len())?;
         let now = now_ms();
         let mut step = StepRecord::new(
             open.seq,
@@ -529,13 +559,14 @@ impl step::Host for RunState {
     }
 }
 
-/// Checks a step output: JSON, and no larger than Inngest allows.
-pub(super) fn check_output(json: &str) -> std::result::Result<(), ErrorRecord> {
-    if json.len() > MAX_STEP_OUTPUT_BYTES {
+/// Checks a step output: JSON, and no larger than `max` bytes (Inngest's
+/// 4 MiB by default).
+pub(super) fn check_output(json: &str, max: usize) -> std::result::Result<(), ErrorRecord> {
+    if json.len() > max {
         return Err(ErrorRecord::fatal(
             "OutputTooLargeError",
             format!(
-                "the step returned {} bytes; a step output may be at most {MAX_STEP_OUTPUT_BYTES} bytes (4 MiB): store large data elsewhere and return a reference",
+                "the step returned {} bytes; a step output may be at most {max} bytes: store large data elsewhere and return a reference",
                 json.len()
             ),
         ));

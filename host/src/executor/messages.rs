@@ -10,7 +10,7 @@ use super::host::MAX_SUSPEND_MS;
 use super::outcome::{Ended, Suspended, host_fault};
 use super::replay::Slot;
 use super::state::{RunState, wit_error};
-use crate::events::{MAX_EVENT_BYTES, parse_event};
+use crate::events::parse_event;
 use crate::journal::Op;
 use crate::model::{ErrorRecord, RunStatus, StepKind, StepRecord, StepStatus, now_ms};
 use serde_json::{Map, Value, json};
@@ -33,10 +33,12 @@ impl RunState {
         let session = self.session()?;
         let run_id = session.run.key.run.clone();
         let tenant = session.run.key.tenant.clone();
+        let max_event_bytes = session.limits.max_event_bytes;
         let mut incoming = Vec::with_capacity(events.len());
         let mut problem = None;
         for (index, payload) in events.into_iter().enumerate() {
-            match payload_to_event(index, payload, &format!("{run_id}.{seq}.{index}")) {
+            let default_id = format!("{run_id}.{seq}.{index}");
+            match payload_to_event(index, payload, &default_id, max_event_bytes) {
                 Ok(event) => incoming.push(event),
                 Err(message) => {
                     problem = Some(message);
@@ -178,6 +180,7 @@ fn payload_to_event(
     index: usize,
     payload: EventPayload,
     default_id: &str,
+    max_bytes: usize,
 ) -> std::result::Result<crate::events::IncomingEvent, String> {
     let data: Value = serde_json::from_str(&payload.data)
         .map_err(|e| format!("event {index}: its data is not JSON: {e}"))?;
@@ -201,11 +204,5 @@ fn payload_to_event(
     if let Some(user) = user {
         object.insert("user".into(), user);
     }
-    let value = Value::Object(object);
-    if value.to_string().len() > MAX_EVENT_BYTES {
-        return Err(format!(
-            "event {index} is larger than {MAX_EVENT_BYTES} bytes (512 KiB)"
-        ));
-    }
-    parse_event(index, value).map_err(|e| e.to_string())
+    parse_event(index, Value::Object(object), max_bytes).map_err(|e| e.to_string())
 }

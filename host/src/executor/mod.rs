@@ -17,7 +17,7 @@ mod sandbox;
 mod state;
 
 pub use bindings::stepwise::durable::types as wit;
-pub use host::{MAX_STEP_OUTPUT_BYTES, MAX_SUSPEND_MS};
+pub use host::MAX_SUSPEND_MS;
 pub use replay::{DeterminismError, Replay};
 pub use run::{ReplayReport, ReplayVerdict, RunDriver};
 pub use sandbox::HTTP_OUTSIDE_STEP;
@@ -42,8 +42,26 @@ use tokio::sync::{OnceCell, Semaphore};
 use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store};
 
+/// The imports a component may have (prefixes of their names): the step
+/// interface and WASI 0.2. Python's and JavaScript's runtimes import the
+/// filesystem and sockets whatever the app does, so those are linked too,
+/// but they grant nothing: no directory is preopened (no path resolves)
+/// and TCP, UDP and name lookups are denied. Outgoing HTTP goes through
+/// `wasi:http`, inside step bodies, to the tenant's allowed hosts.
+const PROVIDED_IMPORTS: &[&str] = &[
+    "stepwise:durable/",
+    "wasi:cli/",
+    "wasi:clocks/",
+    "wasi:random/",
+    "wasi:io/",
+    "wasi:filesystem/",
+    "wasi:sockets/",
+    "wasi:http/outgoing-handler@",
+    "wasi:http/types@",
+];
+
 /// How often the epoch advances: the time slice of a guest between yields.
-const EPOCH_TICK: Duration = Duration::from_millis(10);
+pub(crate) const EPOCH_TICK: Duration = Duration::from_millis(10);
 /// How long `functions()` may run at upload, in epoch ticks (5 s).
 const REGISTRATION_DEADLINE_TICKS: u64 = 500;
 
@@ -61,8 +79,8 @@ pub struct RunServices {
     pub scheduler: Scheduler,
     /// Retry delays.
     pub backoff: Backoff,
-    /// Guest bounds.
-    pub limits: Limits,
+    /// Tenants' limits and allowlists.
+    pub tenants: Arc<crate::tenants::Tenants>,
     /// Told of every run that ends (for waiters such as the benchmark).
     pub ended: tokio::sync::broadcast::Sender<crate::model::RunKey>,
 }
@@ -216,7 +234,21 @@ impl Executor {
         Ok(component)
     }
 
+    /// Refuses a component that imports an interface Stepwise does not
+    /// give guests (files, sockets), naming it, before anything runs.
+    fn check_imports(&self, component: &Component) -> Result<(), InspectError> {
+        for (name, _) in component.component_type().imports(&self.engine) {
+            if !PROVIDED_IMPORTS.iter().any(|p| name.starts_with(p)) {
+                return Err(InspectError::Invalid(format!(
+                    "the component imports {name}, which Stepwise does not provide: a Stepwise app may import the stepwise:durable interfaces and WASI 0.2 (cli, clocks, random, io, filesystem and sockets with nothing granted, and http's outgoing handler); build it against the app world in wit/"
+                )));
+            }
+        }
+        Ok(())
+    }
+
     fn link(&self, component: &Component) -> Result<Version, InspectError> {
+        self.check_imports(component)?;
         let pre = self.linker.instantiate_pre(component).map_err(|e| {
             InspectError::Invalid(format!(
                 "the component needs an import Stepwise does not provide: {e:#}. A Stepwise app may import only the stepwise:durable step interface and WASI 0.2 (cli, clocks, random, io, http)"
@@ -263,12 +295,12 @@ impl Executor {
     pub async fn inspect(
         &self,
         bytes: Bytes,
+        max_component_bytes: usize,
     ) -> Result<(String, Vec<wit::FunctionConfig>), InspectError> {
-        if bytes.len() > self.limits.max_component_bytes {
+        if bytes.len() > max_component_bytes {
             return Err(InspectError::Invalid(format!(
-                "the component is {} bytes; at most {} are accepted",
+                "the component is {} bytes; at most {max_component_bytes} are accepted (ask the operator to raise this tenant's component limit, or make the component smaller)",
                 bytes.len(),
-                self.limits.max_component_bytes
             )));
         }
         if !bytes.starts_with(b"\0asm") {
@@ -300,7 +332,8 @@ impl Executor {
         let mut store = self.store(RunState::new(
             "registration",
             0,
-            self.limits.max_memory_bytes,
+            &self.limits,
+            Arc::new(Vec::new()),
             None,
         ));
         store.set_epoch_deadline(REGISTRATION_DEADLINE_TICKS);
@@ -341,11 +374,22 @@ impl Executor {
     }
 
     /// A store for one execution, bounded and time-sliced.
+    /// Every epoch tick the guest yields (so other runs get the cores), and
+    /// counts the tick against its CPU limit: past it, it traps with
+    /// [`outcome::CpuLimit`].
     fn store(&self, state: RunState) -> Store<RunState> {
         state.flags.set_in_step(false);
         let mut store = Store::new(&self.engine, state);
-        store.limiter(|state| &mut state.limits);
-        store.epoch_deadline_async_yield_and_update(1);
+        store.limiter(|state| &mut state.store_limits);
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(|context| {
+            let state = context.data();
+            if state.flags.tick_cpu(state.cpu_ticks) {
+                let ms = state.cpu_ticks * EPOCH_TICK.as_millis() as u64;
+                return Err(wasmtime::Error::new(outcome::CpuLimit(ms)));
+            }
+            Ok(wasmtime::UpdateDeadline::Yield(1))
+        });
         store
     }
 }

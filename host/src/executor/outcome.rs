@@ -23,6 +23,23 @@ pub struct ReplayEnd;
 #[derive(Debug)]
 pub struct Ended;
 
+/// The guest ran longer than its tenant's CPU limit without making a host
+/// call (a step body, or the code between two steps).
+#[derive(Debug)]
+pub struct CpuLimit(pub u64);
+
+impl fmt::Display for CpuLimit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "CPU limit exceeded: the code ran for more than {} ms without returning to the host (an endless loop?); a step body, and the code between two steps, may use at most that",
+            self.0
+        )
+    }
+}
+
+impl std::error::Error for CpuLimit {}
+
 /// The host could not do its part (storage failed): the run is left as the
 /// journal has it and resumed later.
 #[derive(Debug)]

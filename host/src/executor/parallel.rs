@@ -32,6 +32,7 @@ struct Todo {
 impl RunState {
     /// `parallel(ids)`: see the module documentation.
     pub(super) async fn start_group(&mut self, ids: Vec<String>) -> Result<Vec<Memo>> {
+        self.flags.reset_cpu();
         self.flush_output()?;
         let first = ids.first().cloned().unwrap_or_default();
         self.check_not_nested("parallel", &first)?;

@@ -4,7 +4,7 @@
 use super::bindings::stepwise::durable::types::{FailureContext, RunContext, StepError};
 use super::bindings::{App, AppPre};
 use super::host::{AttemptOutcome, wit_event};
-use super::outcome::{Ended, HostFault, ReplayEnd, RunFault, Suspended};
+use super::outcome::{CpuLimit, Ended, HostFault, ReplayEnd, RunFault, Suspended};
 use super::state::{Role, RunState, Session, error_record};
 use super::{Executor, Replay, RunServices};
 use crate::journal::Op;
@@ -44,6 +44,8 @@ pub struct ReplayReport {
 
 /// The concurrency key every job counts against: executing jobs host-wide.
 const HOST_KEY: &str = "host";
+/// The prefix of the key of executing jobs per tenant.
+const TENANT_KEY: &str = "tenant-executing\0";
 
 /// Which export an execution calls, with its argument.
 enum Entry {
@@ -184,6 +186,15 @@ impl RunDriver {
         };
         let (run_id, run_attempt) = (run.key.run.clone(), run.attempt);
         let logical_start = run.started_at.unwrap_or(run.created_at);
+        let tenants = &self.services.tenants;
+        let limits = tenants.limits(&run.key.tenant);
+        let http_allow = tenants.http_allow(&run.key.tenant);
+        let journal_bytes = steps
+            .iter()
+            .filter_map(|s| s.output.as_ref())
+            .map(|o| o.len() as u64)
+            .sum();
+        let state_limits = limits.clone();
         let session = Session {
             services: self.services.clone(),
             run,
@@ -192,12 +203,15 @@ impl RunDriver {
             open: None,
             group: Vec::new(),
             role,
+            limits,
+            journal_bytes,
             dry_run,
         };
         let state = RunState::new(
             &run_id,
             logical_start,
-            self.executor.limits.max_memory_bytes,
+            &state_limits,
+            http_allow,
             Some(session),
         );
         state
@@ -398,10 +412,17 @@ impl RunDriver {
                 .take()
                 .or_else(|| (!s.group.is_empty()).then(|| s.group.remove(0)))
         });
+        // An endless loop is stopped by the CPU limit: say so plainly. The
+        // guest's backtrace goes to the host log, not into the error.
+        tracing::warn!(run = %key, trap = format!("{trap:#}"), "the guest trapped");
+        let (name, what) = match trap.downcast_ref::<CpuLimit>() {
+            Some(limit) => ("CpuLimitError", limit.to_string()),
+            None => ("GuestTrap", trap_reason(&trap)),
+        };
         let Some(open) = open else {
             let error = ErrorRecord {
-                name: "GuestTrap".into(),
-                message: format!("the function trapped outside any step: {trap:#}"),
+                name: name.into(),
+                message: format!("the function trapped outside any step: {what}"),
                 retriable: role == Role::Main,
                 retry_after_ms: None,
             };
@@ -413,8 +434,8 @@ impl RunDriver {
             return self.handler_failed(run, error).await;
         };
         let error = ErrorRecord {
-            name: "GuestTrap".into(),
-            message: format!("step {:?} trapped: {trap:#}", open.id),
+            name: name.into(),
+            message: format!("step {:?} trapped: {what}", open.id),
             retriable: true,
             retry_after_ms: None,
         };
@@ -497,6 +518,22 @@ impl RunDriver {
     }
 }
 
+/// Why a guest trapped, in words, without its backtrace.
+fn trap_reason(trap: &wasmtime::Error) -> String {
+    use wasmtime::Trap;
+    match trap.downcast_ref::<Trap>() {
+        Some(Trap::StackOverflow) => {
+            "wasm trap: the call stack overflowed (recursion too deep)".into()
+        }
+        Some(Trap::MemoryOutOfBounds) => "wasm trap: out of bounds memory access (a stack overflow looks like this in Rust and C guests, whose stack is in linear memory)".into(),
+        Some(Trap::UnreachableCodeReached) => {
+            "wasm trap: unreachable code reached (a Rust panic or an abort)".into()
+        }
+        Some(other) => format!("wasm trap: {other}"),
+        None => trap.root_cause().to_string(),
+    }
+}
+
 /// `run`, queued again if it is still in `from` (and, for run-level retries,
 /// still waiting for this very timer).
 fn requeue(run: Option<RunRecord>, from: RunStatus, timer_at: Option<u64>) -> Option<RunRecord> {
@@ -570,6 +607,14 @@ impl Dispatch for RunDriver {
         spec.concurrency.push(ConcurrencyKey {
             key: HOST_KEY.into(),
             limit: self.executor.limits.max_executing,
+        });
+        spec.concurrency.push(ConcurrencyKey {
+            key: format!("{TENANT_KEY}{}", job.run.tenant),
+            limit: self
+                .services
+                .tenants
+                .limits(&job.run.tenant)
+                .max_tenant_executing,
         });
         Ok(Some(Admission {
             first_start: run.started_at.is_none() && job.branch.is_none(),

@@ -31,6 +31,8 @@ pub struct RunFlags {
     logical_ms: AtomicU64,
     step_started_ns: AtomicU64,
     monotonic_floor_ns: AtomicU64,
+    /// Epoch ticks the guest has run since its last host call.
+    cpu_ticks: AtomicU64,
 }
 
 impl RunFlags {
@@ -42,7 +44,19 @@ impl RunFlags {
             logical_ms: AtomicU64::new(logical_ms),
             step_started_ns: AtomicU64::new(0),
             monotonic_floor_ns: AtomicU64::new(0),
+            cpu_ticks: AtomicU64::new(0),
         })
+    }
+
+    /// The guest called the host: its CPU budget starts again.
+    pub fn reset_cpu(&self) {
+        self.cpu_ticks.store(0, Ordering::Relaxed);
+    }
+
+    /// Counts one more tick of guest time; true once more than `limit`
+    /// ticks went by without a host call.
+    pub fn tick_cpu(&self, limit: u64) -> bool {
+        self.cpu_ticks.fetch_add(1, Ordering::Relaxed) + 1 > limit
     }
 
     /// Whether a step body is executing.
@@ -328,16 +342,46 @@ impl tokio::io::AsyncWrite for RunOutput {
 /// The message a guest gets for a request made outside a step body.
 pub const HTTP_OUTSIDE_STEP: &str = "stepwise: outgoing HTTP is only allowed inside a step body (step.run): code outside steps runs again on every replay, so a request there would be sent many times. Move the request into a step so it runs once and its result is journaled.";
 
-/// Outgoing HTTP, allowed only while a step body runs.
+/// Outgoing HTTP, allowed only while a step body runs, and only to the
+/// tenant's allowed hosts.
 pub struct StepHttpHooks {
     flags: Arc<RunFlags>,
+    allow: Arc<Vec<String>>,
 }
 
 impl StepHttpHooks {
-    /// Hooks for the run behind `flags`.
-    pub fn new(flags: Arc<RunFlags>) -> Self {
-        StepHttpHooks { flags }
+    /// Hooks for the run behind `flags`, whose tenant allows `allow`.
+    pub fn new(flags: Arc<RunFlags>, allow: Arc<Vec<String>>) -> Self {
+        StepHttpHooks { flags, allow }
     }
+}
+
+/// Whether `host` (and `port`) is on an allowlist of `host`, `host:port`,
+/// `*.domain` and `*` patterns.
+pub fn host_allowed(allow: &[String], host: &str, port: Option<u16>) -> bool {
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    allow.iter().any(|pattern| {
+        if pattern == "*" {
+            return true;
+        }
+        if let Some(domain) = pattern.strip_prefix("*.") {
+            return host.len() > domain.len()
+                && host.ends_with(domain)
+                && host.as_bytes()[host.len() - domain.len() - 1] == b'.';
+        }
+        match pattern.rsplit_once(':') {
+            Some((h, p)) if !h.contains(':') || h.starts_with('[') => {
+                h.trim_start_matches('[')
+                    .trim_end_matches(']')
+                    .eq_ignore_ascii_case(host)
+                    && p.parse::<u16>().ok() == port
+            }
+            _ => pattern
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .eq_ignore_ascii_case(host),
+        }
+    })
 }
 
 type ResponseFuture = Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>;
@@ -358,6 +402,22 @@ impl WasiHttpHooks for StepHttpHooks {
                 Err(wasmtime_wasi_http::Error::InternalError(Some(
                     HTTP_OUTSIDE_STEP.into(),
                 )))
+            });
+        }
+        let uri = request.uri();
+        let port = uri.port_u16().or(match uri.scheme_str() {
+            Some("https") => Some(443),
+            Some("http") => Some(80),
+            _ => None,
+        });
+        let host = uri.host().unwrap_or_default().to_string();
+        if !host_allowed(&self.allow, &host, port) {
+            tracing::warn!(%host, "refused outgoing HTTP to a host not on the tenant's allowlist");
+            let message = format!(
+                "stepwise: {host} is not on this tenant's HTTP allowlist; ask the operator to add it (stepwise tenant allow TENANT {host})"
+            );
+            return Box::new(async move {
+                Err(wasmtime_wasi_http::Error::InternalError(Some(message)))
             });
         }
         Box::new(async move {
@@ -415,6 +475,24 @@ mod tests {
         let mut a = RunRandom::new(flags.clone(), "r1", "secure");
         let mut b = RunRandom::new(flags, "r1", "secure");
         assert_ne!(a.try_next_u64().unwrap(), b.try_next_u64().unwrap());
+    }
+
+    #[test]
+    fn the_http_allowlist_matches_hosts_ports_and_subdomains() {
+        let allow: Vec<String> = ["api.example.com", "127.0.0.1:8080", "*.corp.net"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        assert!(host_allowed(&allow, "api.example.com", Some(443)));
+        assert!(host_allowed(&allow, "API.example.com", None));
+        assert!(!host_allowed(&allow, "evil-api.example.com", Some(443)));
+        assert!(host_allowed(&allow, "127.0.0.1", Some(8080)));
+        assert!(!host_allowed(&allow, "127.0.0.1", Some(8081)));
+        assert!(host_allowed(&allow, "db.corp.net", Some(5432)));
+        assert!(!host_allowed(&allow, "corp.net", Some(80)));
+        assert!(!host_allowed(&allow, "xcorp.net", Some(80)));
+        assert!(host_allowed(&["*".to_string()], "anything", None));
+        assert!(!host_allowed(&[], "anything", None));
     }
 
     #[test]

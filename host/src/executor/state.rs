@@ -57,6 +57,11 @@ pub struct Session {
     pub group: Vec<OpenStep>,
     /// The run itself, or one of its branches.
     pub role: Role,
+    /// Its tenant's bounds.
+    pub limits: crate::config::Limits,
+    /// Bytes of step output journaled so far (bounded by
+    /// `limits.max_journal_bytes_per_run`).
+    pub journal_bytes: u64,
     /// Replay only: answer from the journal, write nothing, and stop at the
     /// first call the journal does not hold.
     pub dry_run: bool,
@@ -69,7 +74,9 @@ pub struct RunState {
     http: WasiHttpCtx,
     http_hooks: StepHttpHooks,
     /// Memory and table bounds.
-    pub limits: StoreLimits,
+    pub store_limits: StoreLimits,
+    /// Epoch ticks the guest may run without a host call.
+    pub cpu_ticks: u64,
     /// Clock, randomness and HTTP switches.
     pub flags: Arc<RunFlags>,
     /// Captured stdout and stderr.
@@ -85,7 +92,8 @@ impl RunState {
     pub fn new(
         run_id: &str,
         logical_ms: u64,
-        max_memory_bytes: usize,
+        limits: &crate::config::Limits,
+        http_allow: Arc<Vec<String>>,
         session: Option<Session>,
     ) -> Self {
         let flags = RunFlags::new(logical_ms);
@@ -102,9 +110,9 @@ impl RunState {
             .allow_udp(false)
             .allow_ip_name_lookup(false)
             .build();
-        let limits = StoreLimitsBuilder::new()
-            .memory_size(max_memory_bytes)
-            .table_elements(1_000_000)
+        let store_limits = StoreLimitsBuilder::new()
+            .memory_size(limits.max_memory_bytes)
+            .table_elements(limits.max_table_elements as usize)
             .instances(64)
             .tables(64)
             .memories(16)
@@ -114,8 +122,12 @@ impl RunState {
             wasi,
             table: ResourceTable::new(),
             http: WasiHttpCtx::new(),
-            http_hooks: StepHttpHooks::new(flags.clone()),
-            limits,
+            http_hooks: StepHttpHooks::new(flags.clone(), http_allow),
+            store_limits,
+            cpu_ticks: limits
+                .cpu_ms
+                .div_ceil(super::EPOCH_TICK.as_millis() as u64)
+                .max(1),
             flags,
             output,
             session,

@@ -20,7 +20,7 @@ pub use sled_backend::SledJournal;
 
 use crate::model::{
     AppRecord, EventRecord, FunctionRecord, IndexKind, IndexRef, LogChunk, RunKey, RunRecord,
-    RunStatus, StepRecord, Timer, Waiter,
+    RunStatus, StepRecord, TenantRecord, Timer, Waiter,
 };
 use anyhow::Result;
 
@@ -80,6 +80,13 @@ pub enum Op {
     },
     /// Remove an entry of a flow-control index.
     DeleteIndex(IndexRef),
+    /// Create or replace a tenant.
+    PutTenant(TenantRecord),
+    /// Remove a stored component (a version no run needs any more).
+    DeleteComponent {
+        /// Hex SHA-256 of its bytes.
+        hash: String,
+    },
     /// Set a host setting (e.g. the default tenant's event key).
     PutSetting {
         /// Setting name.
@@ -127,6 +134,8 @@ pub trait RunJournal {
     fn all_functions(&self) -> Result<Vec<FunctionRecord>>;
     /// A host setting.
     fn setting(&self, name: &str) -> Result<Option<String>>;
+    /// Every tenant.
+    fn tenants(&self) -> Result<Vec<TenantRecord>>;
     /// An entry of a flow-control index.
     fn index(&self, kind: IndexKind, key: &str) -> Result<Option<String>>;
     /// The entries of an index whose keys start with `prefix`, in key order.

@@ -8,7 +8,7 @@ use super::keys;
 use super::{Batch, Journal, Op, QueryJournal, RunFilter, RunJournal};
 use crate::model::{
     AppRecord, EventRecord, FunctionRecord, IndexKind, IndexRef, LogChunk, RunKey, RunRecord,
-    StepRecord, Timer, Waiter,
+    StepRecord, TenantRecord, Timer, Waiter,
 };
 use anyhow::{Context, Result};
 use serde::Serialize;
@@ -18,7 +18,7 @@ use sled::transaction::{ConflictableTransactionError, TransactionError};
 use std::path::Path;
 
 /// The trees, indexed by [`TreeId`].
-const TREE_NAMES: [&str; 14] = [
+const TREE_NAMES: [&str; 15] = [
     "runs",
     "run_events",
     "active",
@@ -33,6 +33,7 @@ const TREE_NAMES: [&str; 14] = [
     "functions",
     "settings",
     "indexes",
+    "tenants",
 ];
 
 #[derive(Clone, Copy)]
@@ -51,6 +52,7 @@ enum TreeId {
     Functions,
     Settings,
     Indexes,
+    Tenants,
 }
 
 /// The journal in a sled database on local disk.
@@ -188,6 +190,14 @@ impl SledJournal {
                 vec![Write::Put(Indexes, index_key(&at), value.into_bytes())]
             }
             Op::DeleteIndex(at) => vec![Write::Delete(Indexes, index_key(&at))],
+            Op::PutTenant(tenant) => {
+                vec![Write::Put(
+                    Tenants,
+                    tenant.name.clone().into_bytes(),
+                    encode(&tenant)?,
+                )]
+            }
+            Op::DeleteComponent { hash } => vec![Write::Delete(Components, hash.into_bytes())],
             Op::PutSetting { name, value } => {
                 vec![Write::Put(Settings, name.into_bytes(), value.into_bytes())]
             }
@@ -337,6 +347,10 @@ impl RunJournal for SledJournal {
             .tree(TreeId::Settings)
             .get(name.as_bytes())?
             .map(|bytes| String::from_utf8_lossy(&bytes).into_owned()))
+    }
+
+    fn tenants(&self) -> Result<Vec<TenantRecord>> {
+        self.scan(TreeId::Tenants, &[])
     }
 
     fn index(&self, kind: IndexKind, key: &str) -> Result<Option<String>> {

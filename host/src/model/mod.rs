@@ -5,8 +5,10 @@
 //! HTTP or sled.
 
 mod function;
+mod tenant;
 
 pub use function::*;
+pub use tenant::*;
 
 use serde::{Deserialize, Serialize};
 use std::time::{SystemTime, UNIX_EPOCH};

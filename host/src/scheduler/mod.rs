@@ -144,9 +144,7 @@ impl Scheduler {
     pub fn abort(&self, run: &RunKey) {
         let mut state = self.shared.state();
         let state = &mut *state;
-        for job in state.queue.jobs_of(run) {
-            state.queue.remove(&job);
-        }
+        // A run's jobs are its own and the branches it asked for.
         let mut jobs = vec![Job::run(run.clone())];
         if let Some(branches) = state.branches.remove(run) {
             jobs.extend(branches.into_iter().map(|seq| Job {
@@ -155,6 +153,7 @@ impl Scheduler {
             }));
         }
         for job in jobs {
+            state.queue.remove(&job);
             if let Some(active) = state.active.remove(&job) {
                 if let Some(abort) = active.abort {
                     abort.abort();
@@ -175,6 +174,11 @@ impl Scheduler {
     /// How many jobs wait in the queue.
     pub fn queued(&self) -> usize {
         self.shared.state().queue.len()
+    }
+
+    /// How many jobs of `tenant` wait in the queue.
+    pub fn queued_of(&self, tenant: &str) -> usize {
+        self.shared.state().queue.len_of(tenant)
     }
 
     /// How many executions have finished since the host started.

@@ -73,7 +73,8 @@ struct Partition {
     name: String,
     keys: Vec<KeyId>,
     throttle: Option<ThrottleKey>,
-    jobs: BTreeMap<Pos, Job>,
+    /// The waiting jobs, with their fingerprints.
+    jobs: BTreeMap<Pos, (Job, u64)>,
     place: Place,
 }
 
@@ -104,7 +105,14 @@ pub struct Queue {
     /// turns out blocked elsewhere, that key wakes its next partition).
     woken_by: HashMap<PartId, KeyId>,
     throttled: BTreeSet<(u64, PartId)>,
-    jobs: HashMap<Job, (PartId, Pos)>,
+    /// Where each waiting job is, by its fingerprint: with 100,000 jobs
+    /// waiting, a map keyed by the jobs' strings spends its time in cache
+    /// misses on them; fingerprints are computed while a job is at hand.
+    jobs: HashMap<u64, (PartId, Pos)>,
+    /// Jobs whose fingerprint another waiting job had already (rare).
+    collided: std::collections::HashMap<Job, (PartId, Pos)>,
+    /// Waiting jobs per tenant (tenants may limit how many).
+    per_tenant: HashMap<String, usize>,
     /// GCRA theoretical arrival time per throttle key, ms.
     throttles: HashMap<String, u64>,
     next_id: u64,
@@ -121,37 +129,70 @@ impl Queue {
 
     /// Jobs waiting.
     pub fn len(&self) -> usize {
-        self.jobs.len()
+        self.jobs.len() + self.collided.len()
     }
 
     /// Whether no job waits.
     pub fn is_empty(&self) -> bool {
-        self.jobs.is_empty()
+        self.len() == 0
     }
 
     /// Whether `job` waits here.
     pub fn contains(&self, job: &Job) -> bool {
-        self.jobs.contains_key(job)
+        self.find(job).is_some()
+    }
+
+    /// Jobs of `tenant` waiting.
+    pub fn len_of(&self, tenant: &str) -> usize {
+        self.per_tenant.get(tenant).copied().unwrap_or(0)
+    }
+
+    /// Where `job` waits, if it does.
+    fn find(&self, job: &Job) -> Option<(PartId, Pos)> {
+        let found = self.jobs.get(&fingerprint(job)).copied();
+        match found {
+            Some((part, pos))
+                if self.parts[&part]
+                    .jobs
+                    .get(&pos)
+                    .is_some_and(|(j, _)| j == job) =>
+            {
+                Some((part, pos))
+            }
+            _ => self.collided.get(job).copied(),
+        }
     }
 
     /// Queues `job` at `now` (ms); a job already queued stays where it is.
     pub fn push(&mut self, job: Job, admission: &Admission, now: u64) {
+        if self.contains(&job) {
+            return;
+        }
         let part = self.partition(admission);
+        self.arrivals += 1;
         let pos = (
             (now as i64).saturating_sub(admission.spec.priority_ms),
-            self.arrivals + 1,
+            self.arrivals,
         );
-        match self.jobs.entry(job) {
-            Entry::Occupied(_) => return,
-            Entry::Vacant(slot) => {
-                let partition = self.parts.get_mut(&part).expect("partition exists");
-                partition.jobs.insert(pos, slot.key().clone());
-                slot.insert((part, pos));
-                self.arrivals += 1;
+        let print = fingerprint(&job);
+        match self.per_tenant.get_mut(&job.run.tenant) {
+            Some(count) => *count += 1,
+            None => {
+                self.per_tenant.insert(job.run.tenant.clone(), 1);
             }
         }
+        match self.jobs.entry(print) {
+            Entry::Vacant(slot) => {
+                slot.insert((part, pos));
+            }
+            Entry::Occupied(_) => {
+                self.collided.insert(job.clone(), (part, pos));
+            }
+        }
+        let partition = self.parts.get_mut(&part).expect("partition exists");
+        partition.jobs.insert(pos, (job, print));
         // A new head (of a new or a lower-priority partition) moves it.
-        if self.parts[&part].jobs.keys().next() == Some(&pos) {
+        if partition.jobs.keys().next() == Some(&pos) {
             self.reposition(part);
         }
     }
@@ -191,7 +232,7 @@ impl Queue {
             }
             let partition = self.parts.get_mut(&part).expect("partition");
             partition.place = Place::Idle;
-            let (_, job) = partition
+            let (pos, (job, print)) = partition
                 .jobs
                 .pop_first()
                 .expect("a ready partition has jobs");
@@ -199,7 +240,7 @@ impl Queue {
             for key in &keys {
                 self.keys.get_mut(key).expect("key").in_use += 1;
             }
-            self.jobs.remove(&job);
+            self.forget(&job, print, (part, pos));
             self.reposition(part);
             return Some((job, Lease { keys }));
         }
@@ -220,9 +261,10 @@ impl Queue {
 
     /// Takes `job` out of the queue (its run was cancelled).
     pub fn remove(&mut self, job: &Job) -> bool {
-        let Some((part, pos)) = self.jobs.remove(job) else {
+        let Some((part, pos)) = self.find(job) else {
             return false;
         };
+        self.forget(job, fingerprint(job), (part, pos));
         let partition = self.parts.get_mut(&part).expect("partition");
         let was_head = partition.jobs.keys().next() == Some(&pos);
         partition.jobs.remove(&pos);
@@ -232,13 +274,19 @@ impl Queue {
         true
     }
 
-    /// The queued jobs of `run`.
-    pub fn jobs_of(&self, run: &RunKey) -> Vec<Job> {
-        self.jobs
-            .keys()
-            .filter(|j| j.run == *run)
-            .cloned()
-            .collect()
+    /// Drops `job` (at `at`) from the index of waiting jobs.
+    fn forget(&mut self, job: &Job, print: u64, at: (PartId, Pos)) {
+        if let Some(count) = self.per_tenant.get_mut(&job.run.tenant) {
+            *count -= 1;
+            if *count == 0 {
+                self.per_tenant.remove(&job.run.tenant);
+            }
+        }
+        if self.jobs.get(&print) == Some(&at) {
+            self.jobs.remove(&print);
+        } else {
+            self.collided.remove(job);
+        }
     }
 
     /// When the first throttled partition may start, if one is waiting.
@@ -405,6 +453,12 @@ impl Queue {
     }
 }
 
+/// A job's fingerprint in the index of waiting jobs.
+fn fingerprint(job: &Job) -> u64 {
+    use std::hash::BuildHasher;
+    rustc_hash::FxBuildHasher.hash_one(job)
+}
+
 /// GCRA, as Inngest uses for throttles and rate limits: `limit` per
 /// `period_ms`, plus `burst` at once. Given a key's theoretical arrival time
 /// (`None` for a fresh key), returns the new one if a start is allowed at
@@ -474,9 +528,11 @@ mod tests {
         for id in ["a", "b", "c"] {
             q.push(job(id), &limited(&[("fn", 2)]), 1);
         }
+        assert_eq!(q.len_of("t"), 3);
         let first = q.pop(1).unwrap();
         let second = q.pop(1).unwrap();
         assert!(q.pop(1).is_none(), "the limit is 2");
+        assert_eq!(q.len_of("t"), 1);
         q.release(first.1);
         let third = q.pop(1).unwrap();
         assert_eq!(third.0, job("c"));
@@ -559,6 +615,34 @@ mod tests {
         assert_eq!(q.pop(3_000).unwrap().0, job("r3"));
         assert!(q.pop(3_000).is_none());
         assert_eq!(q.pop(6_000).unwrap().0, job("r4"));
+    }
+
+    #[test]
+    fn jobs_whose_fingerprints_collide_are_still_found_popped_and_removed() {
+        let mut q = Queue::new();
+        let (a, b, c) = (job("a"), job("b"), job("c"));
+        q.push(a.clone(), &Admission::default(), 1);
+        // Make b's and c's fingerprints look taken, as if they collided.
+        let at = q.jobs[&fingerprint(&a)];
+        q.jobs.insert(fingerprint(&b), at);
+        q.jobs.insert(fingerprint(&c), at);
+        q.push(b.clone(), &Admission::default(), 2);
+        q.push(c.clone(), &Admission::default(), 3);
+        assert_eq!(q.collided.len(), 2);
+        assert!(q.contains(&a) && q.contains(&b) && q.contains(&c));
+        q.push(b.clone(), &Admission::default(), 4);
+        assert_eq!(
+            q.collided.len(),
+            2,
+            "a job already waiting is not added twice"
+        );
+        assert!(q.remove(&c));
+        assert!(!q.contains(&c));
+        assert_eq!(q.pop(5).unwrap().0, a);
+        assert_eq!(q.pop(5).unwrap().0, b);
+        assert!(q.pop(5).is_none());
+        assert!(q.collided.is_empty());
+        assert_eq!(q.len_of("t"), 0);
     }
 
     #[test]

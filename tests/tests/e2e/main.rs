@@ -9,10 +9,12 @@ mod crash;
 mod determinism;
 mod flow_control;
 mod function_model;
+mod hostile;
 mod inngest_client;
 mod polyglot;
 mod process_order;
 mod retries;
+mod tenants;
 
 use stepwise_tests::{HostOptions, HostProcess};
 
@@ -63,7 +65,7 @@ pub fn log_text(run: &serde_json::Value) -> String {
 }
 
 /// Sends `probe/script` with `data` and returns the id of the run it starts.
-pub async fn start_script(host: &HostProcess, data: serde_json::Value) -> String {
+pub async fn start_script(host: &stepwise_tests::Api, data: serde_json::Value) -> String {
     let event = host
         .send("probe/script", data)
         .await

@@ -12,7 +12,7 @@ app = App("sandbox-py")
 
 @app.function(id="sandbox", event="sandbox/check")
 def check(ctx):
-    clock = int(time.time() * 1000)
+    clock = time.time_ns() // 1_000_000  # exact; float seconds * 1000 can round down
     number = random.randint(0, 10**12)
     ctx.step.run(f"random-{number}", lambda: number)
     ctx.step.sleep("nap", "200ms")

@@ -1,0 +1,291 @@
+//! Tenants and keys: every `/v1` call and every event is scoped to its
+//! tenant, keys can be rotated and revoked, and the operator manages
+//! tenants with the admin key, from the CLI too.
+
+use crate::{PATIENCE, STEPWISE, start_host_with, start_script};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use std::process::Command;
+use stepwise_tests::{Api, HostOptions, HostProcess, guests};
+
+pub const ADMIN: &str = "operator-secret";
+
+pub fn admin_host(extra: &[&str]) -> (tempfile::TempDir, HostProcess) {
+    let mut extra_args = vec!["--admin-key".to_string(), ADMIN.to_string()];
+    extra_args.extend(extra.iter().map(|s| s.to_string()));
+    start_host_with(HostOptions {
+        extra_args,
+        ..HostOptions::default()
+    })
+}
+
+/// `stepwise tenant create NAME --json` against `host`; the tenant's API.
+pub fn create_tenant(host: &HostProcess, name: &str) -> Api {
+    let output = Command::new(STEPWISE)
+        .args(["tenant", "create", name, "--json"])
+        .env("STEPWISE_SERVER", &host.url)
+        .env("STEPWISE_ADMIN_KEY", ADMIN)
+        .output()
+        .expect("running the CLI");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let made: Value = serde_json::from_slice(&output.stdout).expect("JSON");
+    assert_eq!(made["tenant"], name);
+    let management = made["management_key"].as_str().unwrap();
+    let event = made["event_key"].as_str().unwrap();
+    assert!(
+        management.starts_with("swm_") && event.starts_with("swe_"),
+        "{made}"
+    );
+    host.as_tenant(management, event)
+}
+
+pub async fn status(
+    api: &Api,
+    method: Method,
+    path: &str,
+    body: Option<Value>,
+) -> (StatusCode, Value) {
+    let mut request = api.request(method, path);
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tenant_sees_nothing_of_another_on_any_endpoint() {
+    let (_dir, host) = admin_host(&[]);
+    let acme = create_tenant(&host, "acme");
+    let globex = create_tenant(&host, "globex");
+    acme.deploy("probe", guests::PROBE).await.unwrap();
+    let run = start_script(
+        &acme,
+        json!({"ops": [{"local": "a"}, {"sleep": {"id": "nap", "duration": "10m"}}]}),
+    )
+    .await;
+    acme.wait_status(&run, "sleeping", PATIENCE).await.unwrap();
+
+    // Everything of acme's is invisible to globex: empty lists, and 404 (not
+    // 403) for its run, as for a run that does not exist.
+    for path in ["/v1/apps", "/v1/functions", "/v1/runs", "/v1/events"] {
+        let (code, body) = status(&globex, Method::GET, path, None).await;
+        assert_eq!(code, StatusCode::OK, "{path}");
+        assert_eq!(body, json!([]), "{path} of globex: {body}");
+        let (_, mine) = status(&acme, Method::GET, path, None).await;
+        assert_ne!(mine, json!([]), "{path} of acme");
+    }
+    for (method, path, body) in [
+        (Method::GET, format!("/v1/runs/{run}"), None),
+        (Method::POST, format!("/v1/runs/{run}/cancel"), None),
+        (
+            Method::POST,
+            "/v1/runs/cancel".to_string(),
+            Some(json!({"function": "script"})),
+        ),
+    ] {
+        let (code, answer) = status(&globex, method, &path, body).await;
+        assert_eq!(code, StatusCode::NOT_FOUND, "{path}: {answer}");
+    }
+    // globex's events start nothing of acme's, and acme's run is untouched.
+    globex
+        .send("probe/script", json!({"ops": []}))
+        .await
+        .unwrap();
+    assert_eq!(
+        status(&globex, Method::GET, "/v1/runs", None).await.1,
+        json!([])
+    );
+    assert_eq!(acme.run(&run).await.unwrap()["status"], "sleeping");
+    // Function ids are per tenant: globex may deploy the same app.
+    globex.deploy("probe", guests::PROBE).await.unwrap();
+    // The default tenant is a tenant like the others.
+    assert_eq!(
+        status(&host, Method::GET, "/v1/runs", None).await.1,
+        json!([])
+    );
+    let (code, _) = status(&host, Method::GET, &format!("/v1/runs/{run}"), None).await;
+    assert_eq!(code, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn keys_are_checked_rotated_and_revoked_and_the_operator_alone_manages_tenants() {
+    let (_dir, host) = admin_host(&["--require-keys"]);
+    let acme = create_tenant(&host, "acme");
+
+    // --require-keys: no key, no /v1; a wrong or misplaced key says why.
+    let (code, body) = status(&host, Method::GET, "/v1/runs", None).await;
+    assert_eq!(code, StatusCode::UNAUTHORIZED);
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("requires a management key"),
+        "{body}"
+    );
+    let as_event_key = host.as_tenant(&acme.event_key, &acme.event_key);
+    let (code, body) = status(&as_event_key, Method::GET, "/v1/runs", None).await;
+    assert_eq!(code, StatusCode::UNAUTHORIZED);
+    assert!(
+        body["error"].as_str().unwrap().contains("event key"),
+        "{body}"
+    );
+    let management_on_e = host.as_tenant("x", acme.key.as_deref().unwrap());
+    let (code, _) = status(
+        &management_on_e,
+        Method::POST,
+        &format!("/e/{}", acme.key.as_deref().unwrap()),
+        Some(json!({"name": "a/b"})),
+    )
+    .await;
+    assert_eq!(code, StatusCode::UNAUTHORIZED);
+    let default = host.as_tenant(&host.management_key, &host.event_key);
+    assert_eq!(
+        status(&default, Method::GET, "/v1/runs", None).await.0,
+        StatusCode::OK
+    );
+
+    // Only the admin key manages tenants.
+    let (code, _) = status(&acme, Method::GET, "/v1/tenants", None).await;
+    assert_eq!(code, StatusCode::UNAUTHORIZED);
+    let admin = host.as_tenant(ADMIN, "");
+    let (code, tenants) = status(&admin, Method::GET, "/v1/tenants", None).await;
+    assert_eq!(code, StatusCode::OK);
+    let listed = tenants.to_string();
+    assert!(listed.contains("acme") && listed.contains("default"));
+    assert!(
+        !listed.contains(acme.key.as_deref().unwrap()),
+        "keys are never shown again"
+    );
+    let (code, _) = status(
+        &admin,
+        Method::POST,
+        "/v1/tenants",
+        Some(json!({"name": "acme"})),
+    )
+    .await;
+    assert_eq!(code, StatusCode::CONFLICT);
+
+    // Rotation: the new key works at once, the old one no more.
+    let (code, issued) = status(
+        &admin,
+        Method::POST,
+        "/v1/tenants/acme/keys",
+        Some(json!({"kind": "management", "rotate": true})),
+    )
+    .await;
+    assert_eq!(code, StatusCode::CREATED, "{issued}");
+    let rotated = host.as_tenant(issued["key"].as_str().unwrap(), &acme.event_key);
+    assert_eq!(
+        status(&rotated, Method::GET, "/v1/runs", None).await.0,
+        StatusCode::OK
+    );
+    assert_eq!(
+        status(&acme, Method::GET, "/v1/runs", None).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+
+    // Revocation of the event key: its events are refused, with a reason.
+    let event_key_id = tenants
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "acme")
+        .unwrap()["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["kind"] == "event")
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(rotated.send("a/b", json!({})).await.is_ok());
+    let (code, _) = status(
+        &admin,
+        Method::DELETE,
+        &format!("/v1/tenants/acme/keys/{event_key_id}"),
+        None,
+    )
+    .await;
+    assert_eq!(code, StatusCode::OK);
+    let refused = rotated
+        .send("a/b", json!({}))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        refused.contains("401") && refused.contains("event key not found"),
+        "{refused}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tenant_limits_refuse_too_many_events_and_oversized_uploads_clearly() {
+    let (_dir, host) = admin_host(&[]);
+    let acme = create_tenant(&host, "acme");
+    let admin = host.as_tenant(ADMIN, "");
+    let (code, body) = status(
+        &admin,
+        Method::PUT,
+        "/v1/tenants/acme/limits",
+        Some(json!({"events_per_second": 5, "component_bytes": 1000})),
+    )
+    .await;
+    assert_eq!(code, StatusCode::OK, "{body}");
+    let (code, body) = status(
+        &admin,
+        Method::PUT,
+        "/v1/tenants/acme/limits",
+        Some(json!({"cpu_millis": 5})),
+    )
+    .await;
+    assert_eq!(
+        code,
+        StatusCode::BAD_REQUEST,
+        "unknown limits are refused: {body}"
+    );
+
+    let events: Vec<Value> = (0..6)
+        .map(|i| json!({"name": "a/b", "data": {"i": i}}))
+        .collect();
+    let response = acme
+        .request(Method::POST, &format!("/e/{}", acme.event_key))
+        .json(&events)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(response.headers().contains_key("retry-after"));
+    let body: Value = response.json().await.unwrap();
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("5 events per second"),
+        "{body}"
+    );
+    assert_eq!(
+        status(&acme, Method::GET, "/v1/events", None).await.1,
+        json!([]),
+        "none of the refused request was accepted"
+    );
+    // Another tenant is not limited by acme's limits.
+    let other = create_tenant(&host, "other");
+    other.send_batch(events).await.unwrap();
+
+    let refused = acme
+        .deploy("probe", guests::PROBE)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        refused.contains("422") && refused.contains("at most 1000"),
+        "{refused}"
+    );
+}
