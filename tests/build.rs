@@ -41,6 +41,8 @@ fn main() {
             "hostile",
             "trap-start",
             "foreign-import",
+            "order-compatible",
+            "order-breaking",
         ],
     );
 }

@@ -116,6 +116,9 @@ pub struct HostConfig {
     pub backoff: Backoff,
     /// Guest bounds (every tenant's defaults).
     pub limits: Limits,
+    /// Versions kept per app for rollbacks, besides the current one and
+    /// those runs are on.
+    pub keep_versions: usize,
 }
 
 impl HostConfig {
@@ -129,6 +132,7 @@ impl HostConfig {
             require_keys: false,
             backoff: Backoff::default(),
             limits: Limits::default(),
+            keep_versions: crate::versions::KEEP_VERSIONS,
         }
     }
 }

@@ -23,3 +23,4 @@ pub mod retry;
 pub mod runtime;
 pub mod scheduler;
 pub mod tenants;
+pub mod versions;

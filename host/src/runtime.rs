@@ -20,12 +20,27 @@ pub enum DeployError {
     /// The upload or its registration is invalid.
     #[error("{0}")]
     Invalid(String),
+    /// No such app or version.
+    #[error("{0}")]
+    NotFound(String),
     /// A function id already belongs to another app.
     #[error("{0}")]
     Conflict(String),
+    /// A replay of recorded runs on the new version diverged.
+    #[error("{} of the {} runs replayed diverge on this version; it was not deployed", .0.diverged, .0.runs.len())]
+    Diverged(crate::versions::ReplayCheck),
     /// The host failed.
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
+}
+
+impl From<InspectError> for DeployError {
+    fn from(error: InspectError) -> Self {
+        match error {
+            InspectError::Invalid(message) => DeployError::Invalid(message),
+            InspectError::Internal(error) => DeployError::Internal(error),
+        }
+    }
 }
 
 /// What a deploy registered.
@@ -59,9 +74,9 @@ pub struct Stepwise {
     pub tenants: Arc<Tenants>,
     /// The settings it started with.
     pub config: HostConfig,
-    driver: Arc<RunDriver>,
+    pub(crate) driver: Arc<RunDriver>,
     ended: tokio::sync::broadcast::Sender<RunKey>,
-    deploys: tokio::sync::Mutex<()>,
+    pub(crate) deploys: tokio::sync::Mutex<()>,
 }
 
 /// Why events were refused (nothing of the request was accepted).
@@ -113,6 +128,7 @@ impl Stepwise {
             .unwrap_or_else(|| config.data_dir.join("compiled"));
         let executor = Arc::new(Executor::new(
             &compiled_dir,
+            config.compiled_dir.is_none(),
             journal.clone(),
             config.limits.clone(),
         )?);
@@ -152,7 +168,7 @@ impl Stepwise {
         });
         host.recover()?;
         tokio::spawn(host.events.clone().run_crons());
-        tokio::spawn(housekeeping(host.scheduler.clone()));
+        tokio::spawn(housekeeping(Arc::downgrade(&host)));
         Ok(host)
     }
 
@@ -179,6 +195,21 @@ impl Stepwise {
             "recovered runs, timers and cron schedules from the journal"
         );
         Ok(())
+    }
+
+    /// Deploys `bytes` as `deploy` does, first refusing them (with the
+    /// report) if a replay of the app's recorded runs diverges on them.
+    pub async fn deploy_checked(
+        &self,
+        tenant: &str,
+        app: &str,
+        bytes: bytes::Bytes,
+    ) -> Result<Deployed, DeployError> {
+        let check = self.check_replay(tenant, app, bytes.clone()).await?;
+        if check.diverged > 0 {
+            return Err(DeployError::Diverged(check));
+        }
+        self.deploy(tenant, app, bytes).await
     }
 
     /// A receiver told of every run that ends from now on.
@@ -230,11 +261,7 @@ impl Stepwise {
                 bytes.clone(),
                 self.tenants.limits(tenant).max_component_bytes,
             )
-            .await
-            .map_err(|e| match e {
-                InspectError::Invalid(message) => DeployError::Invalid(message),
-                InspectError::Internal(error) => DeployError::Internal(error),
-            })?;
+            .await?;
         let functions = crate::registration::functions(tenant, app, &hash, configs)
             .map_err(DeployError::Invalid)?;
         for function in &functions {
@@ -269,17 +296,21 @@ impl Stepwise {
                 id: old.clone(),
             });
         }
-        let mut versions = previous.map(|p| p.versions).unwrap_or_default();
-        if !versions.contains(&hash) {
-            versions.push(hash.clone());
-        }
+        let (mut versions, mut deployed) = previous
+            .map(|p| (p.versions, p.deployed))
+            .unwrap_or_default();
+        versions.retain(|v| *v != hash);
+        versions.push(hash.clone());
+        let now = now_ms();
+        deployed.insert(hash.clone(), now);
         batch.push(Op::PutApp(AppRecord {
             tenant: tenant.into(),
             name: app.into(),
             version: hash.clone(),
             functions: functions.iter().map(|f| f.id.clone()).collect(),
-            deployed_at: now_ms(),
+            deployed_at: now,
             versions,
+            deployed,
         }));
         batch.extend(functions.iter().cloned().map(Op::PutFunction));
         self.journal.apply(batch)?;
@@ -287,6 +318,12 @@ impl Stepwise {
         self.events.schedule_crons(tenant, &removed, &functions)?;
         self.commit.durable().await?;
         tracing::info!(tenant, app, version = %hash, functions = functions.len(), "deployed");
+        if let Err(error) = self.collect_versions().await {
+            tracing::warn!(
+                error = format!("{error:#}"),
+                "could not collect old versions"
+            );
+        }
         Ok(Deployed {
             app: app.into(),
             version: hash,
@@ -319,16 +356,30 @@ impl Stepwise {
     }
 }
 
-/// After a burst of executions, once the host is quiet, gives freed heap
-/// back to the operating system.
-async fn housekeeping(scheduler: Scheduler) {
+/// Once the host is quiet after a burst of executions, gives freed heap
+/// back to the operating system; now and then, drops app versions no run
+/// needs any more. Stops with the host.
+async fn housekeeping(host: std::sync::Weak<Stepwise>) {
+    const COLLECT_EVERY: u32 = 300;
     let mut trimmed_at = 0;
+    let mut ticks = 0u32;
     loop {
         tokio::time::sleep(std::time::Duration::from_secs(2)).await;
-        let executions = scheduler.executions();
-        if executions != trimmed_at && scheduler.active_runs() == 0 {
+        let Some(host) = host.upgrade() else { return };
+        let executions = host.scheduler.executions();
+        if executions != trimmed_at && host.scheduler.active_runs() == 0 {
             crate::memory::release_free_memory();
             trimmed_at = executions;
+        }
+        ticks += 1;
+        if ticks.is_multiple_of(COLLECT_EVERY) {
+            let _one_at_a_time = host.deploys.lock().await;
+            if let Err(error) = host.collect_versions().await {
+                tracing::warn!(
+                    error = format!("{error:#}"),
+                    "could not collect old versions"
+                );
+            }
         }
     }
 }

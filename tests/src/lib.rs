@@ -56,6 +56,12 @@ pub mod guests {
     pub const TRAP_START: &str = env!("TRAP_START_WASM");
     /// `tests/guests/foreign-import`: imports `acme:vault/secrets`.
     pub const FOREIGN_IMPORT: &str = env!("FOREIGN_IMPORT_WASM");
+    /// `tests/guests/order-compatible`: a next version of process-order
+    /// that replays its runs.
+    pub const ORDER_COMPATIBLE: &str = env!("ORDER_COMPATIBLE_WASM");
+    /// `tests/guests/order-breaking`: a next version of process-order that
+    /// diverges from its runs.
+    pub const ORDER_BREAKING: &str = env!("ORDER_BREAKING_WASM");
     /// `tests/guests/probe`: scripted steps, and the benchmark's ten steps.
     pub const PROBE: &str = env!("PROBE_WASM");
     /// `tests/guests/not-an-app`: a WASI command, not a Stepwise app.

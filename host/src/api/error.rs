@@ -12,6 +12,7 @@ pub struct ApiError {
     status: StatusCode,
     message: String,
     retry_after_s: Option<u64>,
+    detail: Option<(&'static str, serde_json::Value)>,
 }
 
 impl ApiError {
@@ -21,7 +22,14 @@ impl ApiError {
             status,
             message: message.into(),
             retry_after_s: None,
+            detail: None,
         }
+    }
+
+    /// Adds a field to the error's JSON (e.g. the report that explains it).
+    pub fn with_detail(mut self, field: &'static str, value: serde_json::Value) -> Self {
+        self.detail = Some((field, value));
+        self
     }
 
     /// Tells the client when to try again (a `Retry-After` header).
@@ -58,7 +66,10 @@ impl From<anyhow::Error> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = json!({ "error": self.message, "status": self.status.as_u16() });
+        let mut body = json!({ "error": self.message, "status": self.status.as_u16() });
+        if let Some((field, value)) = self.detail {
+            body[field] = value;
+        }
         let mut response = (self.status, Json(body)).into_response();
         if let Some(seconds) = self.retry_after_s
             && let Ok(value) = axum::http::HeaderValue::from_str(&seconds.to_string())

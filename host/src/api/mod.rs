@@ -4,6 +4,7 @@
 //! clients can send events here; `/v1/...` manages apps, functions, events
 //! and runs. Every error is JSON: `{"error": "...", "status": N}`.
 
+mod apps;
 mod auth;
 mod error;
 mod tenants;
@@ -15,12 +16,12 @@ pub use error::ApiError;
 use crate::events::{EventError, parse_events};
 use crate::journal::RunFilter;
 use crate::model::{KeyKind, RunKey, RunStatus};
-use crate::runtime::{CancelError, DeployError, SendError, Stepwise};
+use crate::runtime::{CancelError, SendError, Stepwise};
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::StatusCode;
-use axum::routing::{get, post, put};
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -41,11 +42,7 @@ pub fn router(host: Arc<Stepwise>) -> Router {
         .route("/health", get(health))
         .route("/e/{event_key}", post(send_with_key))
         .route("/v1/events", get(list_events).post(send_event))
-        .route("/v1/apps", get(list_apps))
-        .route(
-            "/v1/apps/{app}",
-            put(deploy).layer(DefaultBodyLimit::max(component_limit + 1)),
-        )
+        .merge(apps::routes(component_limit))
         .route("/v1/functions", get(list_functions))
         .route("/v1/runs", get(list_runs))
         .route("/v1/runs/cancel", post(cancel_runs))
@@ -69,7 +66,7 @@ async fn health(State(host): Host) -> Json<Value> {
     }))
 }
 
-fn body(body: Result<Bytes, BytesRejection>, what: &str) -> ApiResult<Bytes> {
+pub(crate) fn body(body: Result<Bytes, BytesRejection>, what: &str) -> ApiResult<Bytes> {
     body.map_err(|rejection| {
         let status = rejection.status();
         if status == StatusCode::PAYLOAD_TOO_LARGE {
@@ -155,33 +152,6 @@ async fn list_events(
     let events = host.journal.list_events(&caller.tenant, limit)?;
     Ok(Json(
         serde_json::to_value(events).map_err(anyhow::Error::from)?,
-    ))
-}
-
-async fn deploy(
-    caller: Caller,
-    State(host): Host,
-    Path(app): Path<String>,
-    bytes: Result<Bytes, BytesRejection>,
-) -> ApiResult<(StatusCode, Json<Value>)> {
-    let bytes = body(bytes, "component")?;
-    match host.deploy(&caller.tenant, &app, bytes).await {
-        Ok(deployed) => Ok((
-            StatusCode::OK,
-            Json(serde_json::to_value(deployed).map_err(anyhow::Error::from)?),
-        )),
-        Err(DeployError::Invalid(message)) => {
-            Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, message))
-        }
-        Err(DeployError::Conflict(message)) => Err(ApiError::new(StatusCode::CONFLICT, message)),
-        Err(DeployError::Internal(error)) => Err(ApiError::internal(error)),
-    }
-}
-
-async fn list_apps(caller: Caller, State(host): Host) -> ApiResult<Json<Value>> {
-    let apps = host.journal.apps(&caller.tenant)?;
-    Ok(Json(
-        serde_json::to_value(apps).map_err(anyhow::Error::from)?,
     ))
 }
 

@@ -26,10 +26,23 @@ pub(super) async fn call(request: reqwest::RequestBuilder, server: &ServerArgs) 
             .and_then(Value::as_str)
             .map(str::to_string)
             .unwrap_or_else(|| body.to_string());
-        bail!("{message} (HTTP {})", status.as_u16());
+        return Err(anyhow::Error::new(Refused(body))
+            .context(format!("{message} (HTTP {})", status.as_u16())));
     }
     Ok(body)
 }
+
+/// The host's answer to a refused request (its JSON, e.g. a replay report).
+#[derive(Debug)]
+pub(super) struct Refused(pub Value);
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "refused")
+    }
+}
+
+impl std::error::Error for Refused {}
 
 fn url(server: &ServerArgs, path: &str) -> String {
     format!("{}{path}", server.server.trim_end_matches('/'))
@@ -41,7 +54,12 @@ pub(super) fn print_json(value: &Value) -> Result<()> {
 }
 
 /// `stepwise deploy FILE [--app NAME]`
-pub async fn deploy(server: &ServerArgs, file: &Path, app: Option<String>) -> Result<()> {
+pub async fn deploy(
+    server: &ServerArgs,
+    file: &Path,
+    app: Option<String>,
+    check_replay: bool,
+) -> Result<()> {
     let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
     let app = match app {
         Some(app) => app,
@@ -51,13 +69,22 @@ pub async fn deploy(server: &ServerArgs, file: &Path, app: Option<String>) -> Re
             .context("the file has no name; pass --app")?,
     };
     let client = reqwest::Client::new();
-    let body = call(
-        client
-            .put(url(server, &format!("/v1/apps/{app}")))
-            .body(bytes),
-        server,
-    )
-    .await?;
+    let request = client
+        .put(url(server, &format!("/v1/apps/{app}")))
+        .query(&[("check_replay", check_replay)])
+        .body(bytes);
+    let body = match call(request, server).await {
+        Ok(body) => body,
+        Err(error) => {
+            if let Some(report) = error
+                .downcast_ref::<Refused>()
+                .and_then(|r| r.0.get("report"))
+            {
+                print_replay(report);
+            }
+            return Err(error);
+        }
+    };
     if server.json {
         return print_json(&body);
     }
@@ -363,4 +390,120 @@ fn truncate(text: &str, max: usize) -> String {
         let cut: String = text.chars().take(max - 1).collect();
         format!("{cut}…")
     }
+}
+
+/// Prints a replay report: one line per run, the first difference of each.
+fn print_replay(report: &Value) {
+    let rows: Vec<Vec<String>> = report["runs"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|r| {
+            let verdict = r["verdict"].as_str().unwrap_or("?");
+            let detail = match verdict {
+                "diverged" => format!(
+                    "at step {}: the journal has {} but the candidate calls {}",
+                    r["step_index"],
+                    r["expected"].as_str().unwrap_or("?"),
+                    r["actual"].as_str().unwrap_or("?")
+                ),
+                "failed" => r["message"].as_str().unwrap_or("?").to_string(),
+                _ => format!("{} of {} steps", r["replayed"], r["journaled"]),
+            };
+            vec![
+                r["run"].as_str().unwrap_or("?").to_string(),
+                r["function"].as_str().unwrap_or("?").to_string(),
+                r["status"].as_str().unwrap_or("?").to_string(),
+                verdict.to_string(),
+                detail,
+            ]
+        })
+        .collect();
+    table(&["RUN", "FUNCTION", "STATUS", "REPLAY", "DETAIL"], &rows);
+    println!(
+        "{} runs replayed against {}: {} diverge, {} fail",
+        rows.len(),
+        short(report["candidate"].as_str().unwrap_or("?")),
+        report["diverged"],
+        report["failed"]
+    );
+}
+
+fn short(hash: &str) -> &str {
+    &hash[..hash.len().min(12)]
+}
+
+/// `stepwise replay --app APP CANDIDATE.wasm`: fails if a run diverges.
+pub async fn replay(server: &ServerArgs, candidate: &Path, app: &str) -> Result<()> {
+    let bytes =
+        std::fs::read(candidate).with_context(|| format!("reading {}", candidate.display()))?;
+    let client = reqwest::Client::new();
+    let report = call(
+        client
+            .post(url(server, &format!("/v1/apps/{app}/replay")))
+            .body(bytes),
+        server,
+    )
+    .await?;
+    if server.json {
+        print_json(&report)?;
+    } else {
+        print_replay(&report);
+    }
+    if report["diverged"].as_u64().unwrap_or(0) > 0 {
+        bail!("the candidate diverges from recorded runs; deploying it would fail them");
+    }
+    Ok(())
+}
+
+/// `stepwise versions APP`
+pub async fn versions(server: &ServerArgs, app: &str) -> Result<()> {
+    let client = reqwest::Client::new();
+    let body = call(
+        client.get(url(server, &format!("/v1/apps/{app}/versions"))),
+        server,
+    )
+    .await?;
+    if server.json {
+        return print_json(&body);
+    }
+    let rows: Vec<Vec<String>> = body
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|v| {
+            vec![
+                short(v["version"].as_str().unwrap_or("?")).to_string(),
+                if v["current"] == true {
+                    "current".into()
+                } else {
+                    String::new()
+                },
+                v["deployed_at"].as_u64().map(time).unwrap_or_default(),
+                v["active_runs"].to_string(),
+            ]
+        })
+        .collect();
+    table(&["VERSION", "", "DEPLOYED", "ACTIVE RUNS"], &rows);
+    Ok(())
+}
+
+/// `stepwise rollback APP VERSION`
+pub async fn rollback(server: &ServerArgs, app: &str, version: &str) -> Result<()> {
+    let client = reqwest::Client::new();
+    let body = call(
+        client
+            .post(url(server, &format!("/v1/apps/{app}/rollback")))
+            .json(&serde_json::json!({ "version": version })),
+        server,
+    )
+    .await?;
+    if server.json {
+        return print_json(&body);
+    }
+    println!(
+        "{app} is on version {} again",
+        short(body["version"].as_str().unwrap_or("?"))
+    );
+    Ok(())
 }

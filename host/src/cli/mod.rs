@@ -47,6 +47,37 @@ enum Command {
         /// The app's name (default: the file name, `_` turned into `-`).
         #[arg(long)]
         app: Option<String>,
+        /// Refuse the version if the app's recorded runs diverge on it
+        /// (as `stepwise replay` shows).
+        #[arg(long)]
+        check_replay: bool,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Replay an app's in-flight and recent runs against a candidate
+    /// component, without deploying it: the first divergence of each run.
+    Replay {
+        /// The candidate `.wasm` component.
+        candidate: PathBuf,
+        /// The app whose runs to replay.
+        #[arg(long)]
+        app: String,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// List an app's kept versions, with the runs still on each.
+    Versions {
+        /// The app.
+        app: String,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Make an older version current again (its hash or a unique prefix).
+    Rollback {
+        /// The app.
+        app: String,
+        /// The version.
+        version: String,
         #[command(flatten)]
         server: ServerArgs,
     },
@@ -153,6 +184,10 @@ pub struct ServeArgs {
     /// the queue.
     #[arg(long, default_value_t = 256)]
     max_executing: u32,
+    /// Versions kept per app for rollbacks, besides the current one and
+    /// those runs are still on.
+    #[arg(long, default_value_t = stepwise_keep_versions())]
+    keep_versions: usize,
     /// Where to cache compiled components (default: DATA/compiled); hosts
     /// of the same stepwise build may share one.
     #[arg(long, env = "STEPWISE_COMPILED_DIR")]
@@ -182,6 +217,10 @@ pub struct ServerArgs {
     /// Print JSON instead of tables.
     #[arg(long)]
     json: bool,
+}
+
+fn stepwise_keep_versions() -> usize {
+    crate::versions::KEEP_VERSIONS
 }
 
 /// Runs the command line; the `stepwise` binary's whole `main`.
@@ -237,7 +276,23 @@ async fn run(cli: Cli) -> Result<()> {
             println!("built {}", built.display());
             Ok(())
         }
-        Command::Deploy { file, app, server } => client::deploy(&server, &file, app).await,
+        Command::Deploy {
+            file,
+            app,
+            check_replay,
+            server,
+        } => client::deploy(&server, &file, app, check_replay).await,
+        Command::Replay {
+            candidate,
+            app,
+            server,
+        } => client::replay(&server, &candidate, &app).await,
+        Command::Versions { app, server } => client::versions(&server, &app).await,
+        Command::Rollback {
+            app,
+            version,
+            server,
+        } => client::rollback(&server, &app, &version).await,
         Command::Send {
             name,
             data,

@@ -31,6 +31,7 @@ pub async fn serve(args: ServeArgs, examples: Option<PathBuf>) -> Result<()> {
         admin_key: args.admin_key.clone(),
         require_keys: args.require_keys,
         backoff: Backoff::scaled(args.retry_backoff_scale),
+        keep_versions: args.keep_versions,
         limits: Limits {
             max_steps_per_run: args.max_steps_per_run,
             max_executing: args.max_executing.max(1),

@@ -4,7 +4,7 @@
 
 use super::bindings::stepwise::durable::step::{self, Memo};
 use super::bindings::stepwise::durable::types::{Event, EventPayload, StepError, WaitOptions};
-use super::outcome::{Ended, Suspended, fault, host_fault, replay_end};
+use super::outcome::{Ended, Suspended, diverged, fault, host_fault, replay_end};
 use super::replay::Slot;
 use super::state::{OpenStep, Role, RunState, Session, error_record, wit_error};
 use crate::events::{check_name, lookup};
@@ -77,10 +77,7 @@ impl RunState {
         self.flush_output()?;
         self.check_not_nested(kind.as_str(), id)?;
         let session = self.session()?;
-        let slot = session
-            .replay
-            .next(id, kind)
-            .map_err(|e| fault("DeterminismError", e.to_string()))?;
+        let slot = session.replay.next(id, kind).map_err(diverged)?;
         if let Slot::New { .. } = &slot {
             if session.dry_run {
                 return Err(replay_end());

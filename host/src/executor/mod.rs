@@ -115,11 +115,19 @@ pub struct Executor {
     journal: Arc<dyn Journal>,
     permits: Arc<Semaphore>,
     limits: Limits,
+    /// Whether the compiled-code cache is this host's own (so forgotten
+    /// versions may be removed from it).
+    prune_compiled: bool,
 }
 
 impl Executor {
     /// An executor keeping compiled code in `compiled_dir`.
-    pub fn new(compiled_dir: &Path, journal: Arc<dyn Journal>, limits: Limits) -> Result<Self> {
+    pub fn new(
+        compiled_dir: &Path,
+        prune_compiled: bool,
+        journal: Arc<dyn Journal>,
+        limits: Limits,
+    ) -> Result<Self> {
         let mut pool = PoolingAllocationConfig::default();
         let instances = limits.max_instances;
         pool.total_component_instances(instances)
@@ -177,6 +185,7 @@ impl Executor {
             journal,
             permits: Arc::new(Semaphore::new(instances as usize)),
             limits,
+            prune_compiled,
         })
     }
 
@@ -260,6 +269,18 @@ impl Executor {
             ))
         })?;
         Ok(Version { pre })
+    }
+
+    /// Forgets version `hash` (no run needs it any more): its linked code
+    /// leaves memory, and its compiled code the cache unless hosts share it.
+    pub fn forget(&self, hash: &str) {
+        self.versions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(hash);
+        if self.prune_compiled {
+            let _ = std::fs::remove_file(self.compiled_path(hash));
+        }
     }
 
     /// The linked version `hash`, compiled (or loaded from the cache) once.

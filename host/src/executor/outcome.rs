@@ -14,6 +14,23 @@ pub struct Suspended;
 #[derive(Debug)]
 pub struct RunFault(pub ErrorRecord);
 
+/// The run's code made different step calls than its journal records.
+#[derive(Debug)]
+pub struct Diverged(pub super::DeterminismError);
+
+impl fmt::Display for Diverged {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "DeterminismError: {}", self.0)
+    }
+}
+
+impl std::error::Error for Diverged {}
+
+/// A trap for a determinism error (the run fails; a dry replay reports it).
+pub fn diverged(error: super::DeterminismError) -> wasmtime::Error {
+    wasmtime::Error::new(Diverged(error))
+}
+
 /// A dry replay reached a call the journal does not hold (or has not
 /// finished): everything before it matched.
 #[derive(Debug)]

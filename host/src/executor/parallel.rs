@@ -13,7 +13,7 @@
 
 use super::bindings::stepwise::durable::step::Memo;
 use super::host::BRANCH_SEGMENTS;
-use super::outcome::{Suspended, fault, replay_end};
+use super::outcome::{Suspended, diverged, fault, replay_end};
 use super::replay::Slot;
 use super::state::{OpenStep, Role, RunState, wit_error};
 use crate::model::{ErrorRecord, StepKind, StepStatus, now_ms};
@@ -45,7 +45,7 @@ impl RunState {
                 .session()?
                 .replay
                 .next(&raw_id, StepKind::Run)
-                .map_err(|e| fault("DeterminismError", e.to_string()))?;
+                .map_err(diverged)?;
             match slot {
                 Slot::Journaled(step) => match step.status {
                     StepStatus::Completed => {

@@ -23,16 +23,7 @@ pub struct DeterminismError {
 
 impl fmt::Display for DeterminismError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let expected = self
-            .journal
-            .get(self.position)
-            .map(String::as_str)
-            .unwrap_or("nothing");
-        let actual = self
-            .calls
-            .get(self.position)
-            .map(String::as_str)
-            .unwrap_or("nothing");
+        let (expected, actual) = (self.expected(), self.actual());
         write!(
             f,
             "the run's code made different step calls on replay than the journal records: at call #{pos} the journal has {expected} but the code called {actual}.\n  journal: [{journal}]\n  calls:   [{calls}]\nCode between steps must make the same step calls in the same order every time it runs: move anything non-deterministic into a step and keep step ids stable.",
@@ -44,6 +35,24 @@ impl fmt::Display for DeterminismError {
 }
 
 impl std::error::Error for DeterminismError {}
+
+impl DeterminismError {
+    /// What the journal holds at the first difference (`kind "id"`).
+    pub fn expected(&self) -> &str {
+        self.journal
+            .get(self.position)
+            .map(String::as_str)
+            .unwrap_or("nothing")
+    }
+
+    /// What the code called there.
+    pub fn actual(&self) -> &str {
+        self.calls
+            .get(self.position)
+            .map(String::as_str)
+            .unwrap_or("nothing")
+    }
+}
 
 /// Where a call lands.
 #[derive(Debug, PartialEq)]

@@ -4,7 +4,7 @@
 use super::bindings::stepwise::durable::types::{FailureContext, RunContext, StepError};
 use super::bindings::{App, AppPre};
 use super::host::{AttemptOutcome, wit_event};
-use super::outcome::{CpuLimit, Ended, HostFault, ReplayEnd, RunFault, Suspended};
+use super::outcome::{CpuLimit, Diverged, Ended, HostFault, ReplayEnd, RunFault, Suspended};
 use super::state::{Role, RunState, Session, error_record};
 use super::{Executor, Replay, RunServices};
 use crate::journal::Op;
@@ -19,14 +19,27 @@ use std::time::Duration;
 use wasmtime::Store;
 
 /// What a dry replay found.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "verdict", rename_all = "snake_case")]
 pub enum ReplayVerdict {
     /// Every call matched the journal.
     Matches,
     /// The code made a call the journal does not hold where it holds another.
-    Diverged(String),
+    Diverged {
+        /// The position of the first difference (0: the first step call).
+        step_index: usize,
+        /// What the journal holds there, e.g. `run "charge"`.
+        expected: String,
+        /// What the code called there.
+        actual: String,
+        /// Both sequences, for people.
+        message: String,
+    },
     /// The replay trapped or failed for another reason.
-    Failed(String),
+    Failed {
+        /// Why.
+        message: String,
+    },
 }
 
 /// The result of [`RunDriver::replay`].
@@ -346,11 +359,19 @@ impl RunDriver {
         let verdict = match result {
             Ok(_) => ReplayVerdict::Matches,
             Err(trap) if trap.downcast_ref::<ReplayEnd>().is_some() => ReplayVerdict::Matches,
-            Err(trap) => match trap.downcast_ref::<RunFault>() {
-                Some(RunFault(error)) if error.name == "DeterminismError" => {
-                    ReplayVerdict::Diverged(error.message.clone())
-                }
-                _ => ReplayVerdict::Failed(format!("{trap:#}")),
+            Err(trap) => match trap.downcast_ref::<Diverged>() {
+                Some(Diverged(error)) => ReplayVerdict::Diverged {
+                    step_index: error.position,
+                    expected: error.expected().to_string(),
+                    actual: error.actual().to_string(),
+                    message: error.to_string(),
+                },
+                None => ReplayVerdict::Failed {
+                    message: match trap.downcast_ref::<RunFault>() {
+                        Some(RunFault(error)) => format!("{}: {}", error.name, error.message),
+                        None => trap_reason(&trap),
+                    },
+                },
             },
         };
         Ok(ReplayReport {
@@ -399,6 +420,10 @@ impl RunDriver {
             return self
                 .finish(run, RunStatus::Failed, None, Some(error.clone()))
                 .await;
+        }
+        if let Some(Diverged(error)) = trap.downcast_ref::<Diverged>() {
+            let error = ErrorRecord::fatal("DeterminismError", error.to_string());
+            return self.finish(run, RunStatus::Failed, None, Some(error)).await;
         }
         if let Some(HostFault(message)) = trap.downcast_ref::<HostFault>() {
             tracing::error!(run = %key, error = %message, "the host failed during a run; resuming it in 1 s");

@@ -573,6 +573,10 @@ pub struct AppRecord {
     pub functions: Vec<String>,
     /// When the current version was deployed, in ms.
     pub deployed_at: u64,
-    /// Every version ever deployed, oldest first.
+    /// The versions kept (the current one, recent ones, and any a run still
+    /// needs), oldest first.
     pub versions: Vec<String>,
+    /// When each kept version was last deployed, ms.
+    #[serde(default)]
+    pub deployed: std::collections::BTreeMap<String, u64>,
 }

@@ -15,6 +15,7 @@ mod polyglot;
 mod process_order;
 mod retries;
 mod tenants;
+mod versions;
 
 use stepwise_tests::{HostOptions, HostProcess};
 
