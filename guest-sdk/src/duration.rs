@@ -144,3 +144,27 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Any text parses or is refused with an explanation, never a panic.
+        #[test]
+        fn any_text_parses_or_is_refused(text in ".{0,24}") {
+            if let Err(message) = parse_duration(&text) {
+                prop_assert!(message.contains("invalid duration"));
+            }
+        }
+
+        /// Inngest's notation adds its parts up.
+        #[test]
+        fn parts_add_up(h in 0u64..1000, m in 0u64..1000, s in 0u64..1000, ms in 0u64..1000) {
+            let text = format!("{h}h{m}m{s}s{ms}ms");
+            let expected = Duration::from_millis(((h * 60 + m) * 60 + s) * 1000 + ms);
+            prop_assert_eq!(parse_duration(&text), Ok(expected));
+        }
+    }
+}

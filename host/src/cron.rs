@@ -175,3 +175,25 @@ mod tests {
         assert_eq!(split_key(&key), Some(("t", "f", "0 * * * *")));
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Any text parses or is refused; a schedule's next time is always
+        /// after the time asked about.
+        #[test]
+        fn any_text_parses_or_is_refused_and_next_times_move_forward(
+            text in "(TZ=[A-Za-z/_]{0,14} )?[0-9*/,-]{1,4}( [0-9*/,-]{1,4}){0,5}",
+            after in 0u64..4_000_000_000_000,
+        ) {
+            if let Ok(schedule) = Schedule::parse(&text)
+                && let Some(next) = schedule.next_after(after)
+            {
+                prop_assert!(next > after);
+            }
+        }
+    }
+}

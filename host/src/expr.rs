@@ -295,3 +295,53 @@ mod tests {
         assert_eq!(javascript_equality("a == b"), "a == b");
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Any text compiles or is refused with the parse error; a compiled
+        /// expression evaluates to a value or an error, never a panic.
+        #[test]
+        fn any_text_compiles_or_is_refused_and_evaluates_without_panicking(
+            source in "[a-z.=!<>&|()'\" 0-9?:+*-]{0,40}",
+        ) {
+            let event = EventRecord {
+                id: "e".into(),
+                name: "a/b".into(),
+                data: serde_json::json!({"a": 1, "b": "x", "c": [1, 2]}),
+                user: None,
+                ts: 1,
+                v: None,
+                received_at: 1,
+            };
+            match compile(&source) {
+                Ok(_) => {
+                    let scope = Scope { event: &event, incoming: Some(&event) };
+                    let _ = condition(&source, scope);
+                    let _ = key(&source, scope);
+                    let _ = number(&source, scope);
+                }
+                Err(error) => prop_assert!(error.to_string().contains("not valid CEL") || error.to_string().contains("empty")),
+            }
+        }
+
+        /// Equality on a data field agrees with Rust's comparison.
+        #[test]
+        fn data_equality_agrees_with_rust(a in any::<i32>(), b in any::<i32>()) {
+            let event = EventRecord {
+                id: "e".into(),
+                name: "a/b".into(),
+                data: serde_json::json!({"a": a}),
+                user: None,
+                ts: 1,
+                v: None,
+                received_at: 1,
+            };
+            let source = format!("event.data.a == {b}");
+            prop_assert_eq!(condition(&source, Scope::event(&event)).unwrap(), a == b);
+        }
+    }
+}

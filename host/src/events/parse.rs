@@ -273,3 +273,73 @@ mod tests {
         assert!(err(many.as_bytes()).contains("at most 5000"));
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Any JSON value, a few levels deep.
+    fn json() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(|n| Value::from(n)),
+            any::<f64>()
+                .prop_filter("finite", |f| f.is_finite())
+                .prop_map(|f| Value::from(f)),
+            ".{0,20}".prop_map(Value::String),
+        ];
+        leaf.prop_recursive(3, 24, 4, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                prop::collection::btree_map("[a-z]{0,6}", inner, 0..4)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        /// No body, however broken, panics the parser: it answers events or
+        /// an error that says what was wrong.
+        #[test]
+        fn any_bytes_are_parsed_or_refused_with_a_reason(body in prop::collection::vec(any::<u8>(), 0..300)) {
+            match parse_events(&body, MAX_EVENT_BYTES) {
+                Ok(events) => prop_assert!(!events.is_empty()),
+                Err(error) => prop_assert!(!error.to_string().is_empty()),
+            }
+        }
+
+        /// Any JSON value either is events (each with a name and object
+        /// data) or is refused.
+        #[test]
+        fn any_json_is_events_or_refused(value in json()) {
+            let body = serde_json::to_vec(&value).unwrap();
+            if let Ok(events) = parse_events(&body, MAX_EVENT_BYTES) {
+                for event in events {
+                    prop_assert!(!event.name.trim().is_empty());
+                    prop_assert!(event.data.is_object());
+                }
+            }
+        }
+
+        /// A well-formed event survives the round trip with its fields.
+        #[test]
+        fn well_formed_events_round_trip(
+            name in "[a-z]{1,8}/[a-z.]{1,12}",
+            data in prop::collection::btree_map("[a-z]{1,6}", any::<i32>(), 0..5),
+            id in prop::option::of("[A-Za-z0-9-]{1,20}"),
+            ts in prop::option::of(1u64..u64::MAX / 2),
+        ) {
+            let mut event = serde_json::json!({"name": name, "data": data});
+            if let Some(id) = &id { event["id"] = Value::from(id.clone()); }
+            if let Some(ts) = ts { event["ts"] = Value::from(ts); }
+            let parsed = parse_events(event.to_string().as_bytes(), MAX_EVENT_BYTES).unwrap();
+            prop_assert_eq!(parsed.len(), 1);
+            prop_assert_eq!(&parsed[0].name, &name);
+            prop_assert_eq!(&parsed[0].id, &id);
+            prop_assert_eq!(parsed[0].ts, ts);
+            prop_assert_eq!(parsed[0].data.as_object().unwrap().len(), data.len());
+        }
+    }
+}

@@ -194,9 +194,12 @@ fn payload_to_event(
     let mut object = Map::new();
     object.insert("name".into(), Value::String(payload.name));
     object.insert("data".into(), data);
+    // An empty id is no id (as Inngest reads it): the made-up one keeps
+    // the send from being repeated by a replay.
+    let id = payload.id.filter(|id| !id.trim().is_empty());
     object.insert(
         "id".into(),
-        Value::String(payload.id.unwrap_or_else(|| default_id.to_string())),
+        Value::String(id.unwrap_or_else(|| default_id.to_string())),
     );
     if let Some(ts) = payload.ts {
         object.insert("ts".into(), json!(ts));
@@ -205,4 +208,41 @@ fn payload_to_event(
         object.insert("user".into(), user);
     }
     parse_event(index, Value::Object(object), max_bytes).map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Whatever text a guest passes as an event's name, data or user,
+        /// the host makes an event of it or says what is wrong: never a
+        /// panic, never an event without a name or with non-object data.
+        #[test]
+        fn any_payload_becomes_an_event_or_a_reason(
+            name in ".{0,20}",
+            data in prop_oneof![Just("{}".to_string()), Just("[1]".to_string()), ".{0,30}", "\\{\"[a-z]{1,5}\": [0-9]{1,5}\\}"],
+            user in prop::option::of(prop_oneof![Just("{\"id\": 1}".to_string()), ".{0,10}"]),
+            id in prop::option::of("[a-z0-9]{0,10}"),
+        ) {
+            let payload = EventPayload { name, data, id, ts: None, user };
+            match payload_to_event(0, payload, "run.0.0", 512 * 1024) {
+                Ok(event) => {
+                    prop_assert!(!event.name.trim().is_empty());
+                    prop_assert!(event.data.is_object());
+                    prop_assert!(event.id.is_some(), "a sent event always has an id");
+                }
+                Err(message) => prop_assert!(message.starts_with("event 0")),
+            }
+        }
+
+        /// A step output is accepted only if it is JSON within the size.
+        #[test]
+        fn step_outputs_are_json_within_the_size(text in ".{0,40}", max in 0usize..64) {
+            let accepted = super::super::host::check_output(&text, max).is_ok();
+            let json = serde_json::from_str::<serde::de::IgnoredAny>(&text).is_ok();
+            prop_assert_eq!(accepted, json && text.len() <= max);
+        }
+    }
 }

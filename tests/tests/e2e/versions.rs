@@ -110,7 +110,9 @@ async fn candidates_are_replayed_before_they_replace_a_version_and_runs_stay_on_
     assert_eq!(versions[1]["current"], true);
 
     // The pinned run finishes on v1 (v2 would say "version": "next").
-    host.wait_status(&pinned, "waiting", PATIENCE).await.unwrap();
+    host.wait_status(&pinned, "waiting", PATIENCE)
+        .await
+        .unwrap();
     host.send(
         "shop/payment.success",
         json!({"orderId": "o-2", "amount": 5}),
