@@ -14,6 +14,9 @@ pub struct HostOptions {
     pub retry_backoff_scale: f64,
     /// Extra command-line arguments.
     pub extra_args: Vec<String>,
+    /// Listen here (and again after a restart) instead of on a new free
+    /// port each time.
+    pub listen: Option<String>,
 }
 
 impl Default for HostOptions {
@@ -21,6 +24,7 @@ impl Default for HostOptions {
         HostOptions {
             retry_backoff_scale: 0.0005,
             extra_args: Vec::new(),
+            listen: None,
         }
     }
 }
@@ -100,7 +104,8 @@ impl HostProcess {
             .arg("serve")
             .arg("--data")
             .arg(&self.data_dir)
-            .args(["--listen", "127.0.0.1:0"])
+            .arg("--listen")
+            .arg(self.options.listen.as_deref().unwrap_or("127.0.0.1:0"))
             .arg("--retry-backoff-scale")
             .arg(self.options.retry_backoff_scale.to_string())
             .args(&self.options.extra_args)
@@ -257,6 +262,34 @@ impl Api {
                 );
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Polls every run until `done` holds for them (or fails after
+    /// `timeout` with how many there were).
+    pub async fn wait_for_runs(
+        &self,
+        timeout: Duration,
+        done: impl Fn(&[Value]) -> bool,
+    ) -> Result<Vec<Value>> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let runs = self.runs().await.unwrap_or_default();
+            if done(&runs) {
+                return Ok(runs);
+            }
+            if Instant::now() > deadline {
+                let mut statuses: std::collections::BTreeMap<String, usize> = Default::default();
+                for run in &runs {
+                    *statuses.entry(run["status"].to_string()).or_default() += 1;
+                }
+                bail!(
+                    "the runs did not get there in {timeout:?}: {} runs, by status {statuses:?}\nhost log:\n{}",
+                    runs.len(),
+                    self.log()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
 

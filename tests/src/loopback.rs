@@ -30,8 +30,9 @@ pub enum Plan {
 struct Shared {
     hits: Mutex<HashMap<String, u32>>,
     plans: Mutex<HashMap<String, Plan>>,
-    /// `run/step` of every call, in arrival order.
-    arrivals: Mutex<Vec<String>>,
+    /// `run/step` of every call, with when it arrived (ms since the epoch),
+    /// in arrival order.
+    arrivals: Mutex<Vec<(String, u64)>>,
     /// Calls in flight now, and the most seen at once.
     in_flight: Mutex<(u32, u32)>,
 }
@@ -111,6 +112,15 @@ impl Loopback {
 
     /// `run/step` of every call so far, in arrival order.
     pub fn arrivals(&self) -> Vec<String> {
+        self.arrival_times()
+            .into_iter()
+            .map(|(key, _)| key)
+            .collect()
+    }
+
+    /// `run/step` of every call so far with its arrival time (ms since the
+    /// epoch), in arrival order.
+    pub fn arrival_times(&self) -> Vec<(String, u64)> {
         self.shared.arrivals.lock().unwrap().clone()
     }
 
@@ -171,11 +181,15 @@ async fn step(
     Path((run, step)): Path<(String, String)>,
 ) -> (StatusCode, String) {
     let _in_flight = InFlight::enter(&shared);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
     shared
         .arrivals
         .lock()
         .unwrap()
-        .push(format!("{run}/{step}"));
+        .push((format!("{run}/{step}"), now));
     let hit = {
         let mut hits = shared.hits.lock().unwrap();
         let count = hits.entry(format!("{run}/{step}")).or_insert(0);

@@ -2,6 +2,7 @@
 //! deploys real components over HTTP and drives them with events.
 
 mod bad_input;
+mod chaos;
 mod cli;
 mod conformance;
 mod conformance_flow;
