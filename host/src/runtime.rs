@@ -386,16 +386,5 @@ async fn housekeeping(host: std::sync::Weak<Stepwise>) {
 
 /// App names appear in URLs and keys.
 pub fn check_app_name(name: &str) -> Result<(), String> {
-    let ok = !name.is_empty()
-        && name.len() <= 64
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
-    if ok {
-        Ok(())
-    } else {
-        Err(format!(
-            "invalid app name {name:?}: use 1 to 64 letters, digits, '-', '_' or '.'"
-        ))
-    }
+    crate::model::check_name_part("app", name)
 }

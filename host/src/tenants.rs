@@ -106,18 +106,7 @@ fn key_record(key: &str, kind: KeyKind) -> KeyRecord {
 
 /// Tenant names are parts of keys and URLs.
 pub fn check_tenant_name(name: &str) -> Result<(), TenantError> {
-    let ok = !name.is_empty()
-        && name.len() <= 64
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
-    if ok {
-        Ok(())
-    } else {
-        Err(TenantError::Invalid(format!(
-            "invalid tenant name {name:?}: use 1 to 64 letters, digits, '-', '_' or '.'"
-        )))
-    }
+    crate::model::check_name_part("tenant", name).map_err(TenantError::Invalid)
 }
 
 impl Tenants {

@@ -358,11 +358,6 @@ impl Events {
         })?;
         Ok(started.then_some(effects))
     }
-
-    /// Stores and routes the events a run sends (`step.send_event`).
-    pub async fn send(&self, tenant: &str, events: Vec<IncomingEvent>) -> Result<Accepted> {
-        self.ingest(tenant, events).await
-    }
 }
 
 /// Adds to `tx` what ends a wait: the step completes with the event (or

@@ -61,7 +61,7 @@ impl RunState {
             let services = session.services.clone();
             let accepted = services
                 .events
-                .send(&tenant, incoming)
+                .ingest(&tenant, incoming)
                 .await
                 .map_err(host_fault)?;
             step.output = Some(json!(accepted.ids).to_string());

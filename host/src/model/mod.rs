@@ -24,6 +24,23 @@ pub fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
+/// Checks a name that appears in URLs and storage keys (an app's, a
+/// tenant's): 1 to 64 letters, digits, `-`, `_` or `.`.
+pub fn check_name_part(what: &str, name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "invalid {what} name {name:?}: use 1 to 64 letters, digits, '-', '_' or '.'"
+        ))
+    }
+}
+
 /// A new id for a run or an event: a ULID, increasing even within one
 /// millisecond, so ids sort in creation order (listings are newest first by
 /// id).

@@ -144,7 +144,10 @@ async fn a_thousand_runs_survive_ten_kills_and_completed_steps_never_run_again()
         "{expected} runs, {KILLS} kills, {reran} step bodies ran again after a kill, {} calls in all",
         loopback.total_hits()
     );
-    assert!(reran > 0, "no kill landed while a step body ran: the test proved little");
+    assert!(
+        reran > 0,
+        "no kill landed while a step body ran: the test proved little"
+    );
 }
 
 /// A random number below `n` (the test's own; no crate needed).
