@@ -88,10 +88,27 @@ async fn a_tenant_sees_nothing_of_another_on_any_endpoint() {
             "/v1/runs/cancel".to_string(),
             Some(json!({"function": "script"})),
         ),
+        (Method::GET, "/v1/apps/probe/versions".to_string(), None),
+        (
+            Method::POST,
+            "/v1/apps/probe/rollback".to_string(),
+            Some(json!({"version": "0"})),
+        ),
     ] {
         let (code, answer) = status(&globex, method, &path, body).await;
         assert_eq!(code, StatusCode::NOT_FOUND, "{path}: {answer}");
     }
+    let replay = globex
+        .request(Method::POST, "/v1/apps/probe/replay")
+        .body(std::fs::read(guests::PROBE).unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        replay.status(),
+        StatusCode::NOT_FOUND,
+        "acme's app is not globex's to replay"
+    );
     // globex's events start nothing of acme's, and acme's run is untouched.
     globex
         .send("probe/script", json!({"ops": []}))
@@ -287,5 +304,87 @@ async fn tenant_limits_refuse_too_many_events_and_oversized_uploads_clearly() {
     assert!(
         refused.contains("422") && refused.contains("at most 1000"),
         "{refused}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tenants_executing_queued_event_and_journal_limits_hold() {
+    let (_dir, host) = admin_host(&[]);
+    let small = create_tenant(&host, "small");
+    let admin = host.as_tenant(ADMIN, "");
+    let limits = json!({"executing": 1, "queued_runs": 2, "event_bytes": 4000, "journal_bytes_per_run": 2000});
+    let (code, body) = status(
+        &admin,
+        Method::PUT,
+        "/v1/tenants/small/limits",
+        Some(limits),
+    )
+    .await;
+    assert_eq!(code, StatusCode::OK, "{body}");
+    let allow = json!(["127.0.0.1"]);
+    let (code, body) = status(
+        &admin,
+        Method::PUT,
+        "/v1/tenants/small/http-allow",
+        Some(allow),
+    )
+    .await;
+    assert_eq!(code, StatusCode::OK, "{body}");
+    small.deploy("flow", guests::FLOW).await.unwrap();
+    small.deploy("probe", guests::PROBE).await.unwrap();
+
+    // One run executes at a time (the function alone would allow two);
+    // two more may wait; the next event is refused until they start.
+    let loopback = stepwise_tests::Loopback::start().await.unwrap();
+    loopback.plan("a", stepwise_tests::Plan::Hold);
+    let data = json!({"url": loopback.url});
+    let first = small.send("flow/limited", data.clone()).await.unwrap();
+    let first = small.run_for_event(&first).await.unwrap();
+    assert!(loopback.wait_hits(&first, "a", 1, PATIENCE).await);
+    small.send("flow/limited", data.clone()).await.unwrap();
+    small.send("flow/limited", data.clone()).await.unwrap();
+    let refused = small
+        .send("flow/limited", data.clone())
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        refused.contains("429") && refused.contains("runs waiting"),
+        "{refused}"
+    );
+    loopback.release();
+    small
+        .wait_runs("limited", PATIENCE, |runs| {
+            runs.len() == 3 && runs.iter().all(|r| r["status"] == "completed")
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        loopback.max_in_flight(),
+        1,
+        "one step body at a time for this tenant"
+    );
+
+    // Events over the tenant's size are refused whole.
+    let big = small
+        .send("a/b", json!({"text": "x".repeat(5000)}))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(big.contains("413") && big.contains("at most 4000"), "{big}");
+
+    // Step outputs past the tenant's journal size fail the run, naming it.
+    let long = "y".repeat(900);
+    let run = start_script(
+        &small,
+        json!({"ops": [{"local": long}, {"local": long}, {"local": long}]}),
+    )
+    .await;
+    let failed = small.wait_status(&run, "failed", PATIENCE).await.unwrap();
+    assert_eq!(failed["error"]["name"], "JournalLimitError", "{failed:#}");
+    assert_eq!(
+        failed["steps"].as_array().unwrap().len(),
+        2,
+        "the third output was not journaled"
     );
 }
