@@ -10,7 +10,6 @@
 use crate::config::Limits;
 use crate::journal::{Journal, Op};
 use crate::model::{DEFAULT_TENANT, KeyKind, KeyRecord, TenantLimits, TenantRecord, now_ms};
-use crate::scheduler::gcra;
 use anyhow::Result;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
@@ -409,25 +408,26 @@ impl Tenants {
         )
     }
 
-    /// Takes `count` events from `tenant`'s events-per-second budget, or
-    /// says in how many ms there will be room.
+    /// Takes `count` events from `tenant`'s events-per-second budget (GCRA,
+    /// with a burst of a second's worth), or says in how many ms all of
+    /// them will fit.
     pub fn take_events(&self, tenant: &str, count: usize) -> Result<(), u64> {
-        let per_second = self.limits(tenant).events_per_second;
-        if per_second == 0 {
+        let per_second = u64::from(self.limits(tenant).events_per_second);
+        if per_second == 0 || count == 0 {
             return Ok(());
         }
         let now = now_ms();
+        let interval = (1_000 / per_second).max(1);
+        let tolerance = interval * (per_second - 1);
         let mut rates = self.event_rates.lock().unwrap_or_else(|p| p.into_inner());
-        let mut tat = rates.get(tenant).copied();
-        for _ in 0..count {
-            match gcra(tat, now, per_second, 1_000, 0) {
-                Ok(next) => tat = Some(next),
-                Err(at) => return Err(at.saturating_sub(now).max(1)),
-            }
+        let tat = rates.get(tenant).copied().unwrap_or(now).max(now);
+        // The last of the `count` fits when its arrival time is within the
+        // tolerance.
+        let last = tat + interval * (count as u64 - 1);
+        if last - now > tolerance {
+            return Err((last - tolerance - now).max(1));
         }
-        if let Some(tat) = tat {
-            rates.insert(tenant.to_string(), tat);
-        }
+        rates.insert(tenant.to_string(), last + interval);
         Ok(())
     }
 }

@@ -49,6 +49,18 @@ impl RunState {
         if incoming.is_empty() && problem.is_none() {
             problem = Some("send_event was given no events; give at least one".into());
         }
+        let per_second = session.limits.events_per_second;
+        if problem.is_none() && per_second > 0 && incoming.len() > per_second as usize {
+            problem = Some(format!(
+                "it sends {} events at once, more than this tenant may send in a second ({per_second}); send them in smaller steps",
+                incoming.len()
+            ));
+        }
+        if problem.is_none()
+            && let Some(delay) = self.over_event_budget(&tenant, incoming.len())
+        {
+            return self.send_later(delay).await;
+        }
         let mut step = StepRecord::new(seq, effective, StepKind::Send, StepStatus::Completed, now);
         step.ended_at = Some(now);
         if let Some(message) = problem {
@@ -58,7 +70,7 @@ impl RunState {
                 format!("send_event {id:?}: {message}"),
             ));
         } else {
-            let services = session.services.clone();
+            let services = self.session()?.services.clone();
             let accepted = services
                 .events
                 .ingest(&tenant, incoming)
@@ -68,6 +80,43 @@ impl RunState {
         }
         self.record_step(step.clone()).await?;
         journaled(&step).map(|r| r.map(ids_of))
+    }
+
+    /// How long until `tenant` may send `count` more events (its events per
+    /// second and queued runs bound sends from steps as they bound its
+    /// event API), or `None` if it may now.
+    fn over_event_budget(&mut self, tenant: &str, count: usize) -> Option<u64> {
+        let session = self.session.as_ref()?;
+        let services = &session.services;
+        if services.scheduler.queued_of(tenant) >= session.limits.max_queued_runs as usize {
+            return Some(1_000);
+        }
+        services.tenants.take_events(tenant, count).err()
+    }
+
+    /// Suspends the run until `delay_ms` from now, when it replays and sends
+    /// again: over the tenant's budget, a send waits, as a throttled start
+    /// does, and uses no attempt.
+    async fn send_later(&mut self, delay_ms: u64) -> Result<GuestResult<Vec<String>>> {
+        let wake_at = now_ms().saturating_add(delay_ms);
+        let session = self.session()?;
+        let key = session.run.key.clone();
+        let services = session.services.clone();
+        let timer = crate::model::Timer {
+            at: wake_at,
+            key: key.clone(),
+            seq: crate::model::RUN_LEVEL_SEQ,
+            kind: crate::model::TimerKind::RunRetry,
+        };
+        tracing::info!(run = %key, wake_at, "send_event over the tenant's budget; sending later");
+        self.write_run(
+            RunStatus::Running,
+            Some(wake_at),
+            vec![crate::journal::Op::PutTimer(timer.clone())],
+        )?;
+        self.durable().await?;
+        services.scheduler.add_timer(timer);
+        Err(wasmtime::Error::new(Suspended))
     }
 
     /// `invoke(id, function-id, data, timeout-ms)`.

@@ -50,6 +50,24 @@ struct State {
     active: HashMap<Job, ActiveJob>,
     /// Branches asked for and not yet finished, per run.
     branches: HashMap<RunKey, HashSet<u32>>,
+    /// Jobs woken and not yet admitted into the queue, per tenant (so that
+    /// a tenant's queued count includes them at once).
+    incoming: HashMap<String, usize>,
+}
+
+impl State {
+    fn arrive(&mut self, tenant: &str) {
+        *self.incoming.entry(tenant.to_string()).or_default() += 1;
+    }
+
+    fn admitted(&mut self, tenant: &str) {
+        if let Some(count) = self.incoming.get_mut(tenant) {
+            *count -= 1;
+            if *count == 0 {
+                self.incoming.remove(tenant);
+            }
+        }
+    }
 }
 
 struct Shared {
@@ -100,7 +118,14 @@ impl Scheduler {
 
     /// Asks for `run` to be executed (again, if it is executing now).
     pub fn wake(&self, run: RunKey) {
-        let _ = self.shared.ready.send(Job::run(run));
+        self.send(Job::run(run));
+    }
+
+    fn send(&self, job: Job) {
+        self.shared.state().arrive(&job.run.tenant);
+        if self.shared.ready.send(job.clone()).is_err() {
+            self.shared.state().admitted(&job.run.tenant);
+        }
     }
 
     /// Asks for branch `seq` of `run` to be executed in an instance of its
@@ -112,7 +137,7 @@ impl Scheduler {
             .entry(run.clone())
             .or_default()
             .insert(seq);
-        let _ = self.shared.ready.send(Job {
+        self.send(Job {
             run,
             branch: Some(seq),
         });
@@ -176,9 +201,11 @@ impl Scheduler {
         self.shared.state().queue.len()
     }
 
-    /// How many jobs of `tenant` wait in the queue.
+    /// How many jobs of `tenant` wait to execute (in the queue, or woken
+    /// and on their way to it).
     pub fn queued_of(&self, tenant: &str) -> usize {
-        self.shared.state().queue.len_of(tenant)
+        let state = self.shared.state();
+        state.queue.len_of(tenant) + state.incoming.get(tenant).copied().unwrap_or(0)
     }
 
     /// How many executions have finished since the host started.
@@ -230,7 +257,10 @@ async fn queue_loop(
             woken.push(job);
         }
         for job in woken {
+            let tenant = job.run.tenant.clone();
             admit(&scheduler, dispatch.as_ref(), job);
+            // Counted as arriving until it is in the queue (or running).
+            shared.state().admitted(&tenant);
         }
         start_ready(&scheduler, &dispatch);
     }
@@ -259,7 +289,7 @@ fn admit(scheduler: &Scheduler, dispatch: &dyn Dispatch, job: Job) {
             let scheduler = scheduler.clone();
             tokio::spawn(async move {
                 tokio::time::sleep(Duration::from_secs(1)).await;
-                let _ = scheduler.shared.ready.send(job);
+                scheduler.send(job);
             });
         }
     }
@@ -306,7 +336,7 @@ async fn job_task(scheduler: Scheduler, dispatch: Arc<dyn Dispatch>, job: Job) {
     };
     shared.freed.notify_one();
     if again {
-        let _ = shared.ready.send(job);
+        scheduler.send(job);
     } else {
         branch_done(&scheduler, &job);
     }

@@ -388,3 +388,42 @@ async fn a_tenants_executing_queued_event_and_journal_limits_hold() {
         "the third output was not journaled"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn events_sent_by_steps_count_against_the_tenants_rate_and_wait_for_room() {
+    let (_dir, host) = admin_host(&[]);
+    let chatty = create_tenant(&host, "chatty");
+    let admin = host.as_tenant(ADMIN, "");
+    let limits = json!({"events_per_second": 2});
+    let (code, body) = status(
+        &admin,
+        Method::PUT,
+        "/v1/tenants/chatty/limits",
+        Some(limits),
+    )
+    .await;
+    assert_eq!(code, StatusCode::OK, "{body}");
+    chatty.deploy("flow", guests::FLOW).await.unwrap();
+    // The event itself takes one of the two per second; the run's step sends
+    // two more, which must wait until both fit (half a second here).
+    let event = chatty.send("flow/send", json!({"n": 1})).await.unwrap();
+    let run = chatty.run_for_event(&event).await.unwrap();
+    let done = chatty
+        .wait_status(&run, "completed", PATIENCE)
+        .await
+        .unwrap();
+    let announce = &done["steps"][0];
+    assert_eq!(announce["id"], "announce");
+    assert_eq!(announce["attempts"], 1, "waiting for room uses no attempt");
+    let waited = announce["ended_at"].as_u64().unwrap() - done["created_at"].as_u64().unwrap();
+    assert!(
+        waited >= 300,
+        "the send waited for the tenant's rate ({waited} ms): {done:#}"
+    );
+    chatty
+        .wait_runs("received", PATIENCE, |runs| {
+            runs.len() == 2 && runs.iter().all(|r| r["status"] == "completed")
+        })
+        .await
+        .unwrap();
+}
