@@ -51,7 +51,7 @@ impl Default for Limits {
             max_tenant_executing: 256,
             max_queued_runs: 1_000_000,
             events_per_second: 0,
-            max_event_bytes: 512 * 1024,
+            max_event_bytes: crate::events::MAX_EVENT_BYTES,
             max_step_output_bytes: 4 * 1024 * 1024,
             max_journal_bytes_per_run: 32 * 1024 * 1024,
             max_component_bytes: 64 * 1024 * 1024,
