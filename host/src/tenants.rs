@@ -220,11 +220,6 @@ impl Tenants {
         self.admin_key.is_some()
     }
 
-    /// Whether `name` is a tenant.
-    pub fn exists(&self, name: &str) -> bool {
-        self.read().tenants.contains_key(name)
-    }
-
     /// Every tenant.
     pub fn list(&self) -> Vec<TenantRecord> {
         let mut tenants: Vec<_> = self.read().tenants.values().cloned().collect();

@@ -481,58 +481,6 @@ impl RunDriver {
         Ok(())
     }
 
-    fn fire_sleep(&self, timer: &Timer) -> Result<bool> {
-        let ((), effects) = self.services.events.change(|tx| {
-            tx.ops.push(Op::DeleteTimer(timer.clone()));
-            if let Some(mut step) = tx.journal.step(&timer.key, timer.seq)?
-                && step.status == StepStatus::Sleeping
-            {
-                step.status = StepStatus::Completed;
-                step.output = Some("null".into());
-                step.ended_at = Some(tx.now);
-                tx.ops.push(Op::PutStep(timer.key.clone(), step));
-            }
-            if let Some(run) = requeue(tx.journal.run(&timer.key)?, RunStatus::Sleeping, None) {
-                tx.effects.wake.push(run.key.clone());
-                tx.put_run(run);
-            }
-            Ok(())
-        })?;
-        Ok(self.woken(effects))
-    }
-
-    fn fire_retry(&self, timer: &Timer) -> Result<bool> {
-        let ((), effects) = self.services.events.change(|tx| {
-            tx.ops.push(Op::DeleteTimer(timer.clone()));
-            let due = match timer.kind {
-                // The step must still wait for this very attempt.
-                TimerKind::StepRetry => tx.journal.step(&timer.key, timer.seq)?.is_some_and(|s| {
-                    s.status == StepStatus::Retrying && s.wake_at == Some(timer.at)
-                }),
-                _ => true,
-            };
-            let expected = (timer.kind == TimerKind::RunRetry).then_some(timer.at);
-            if due
-                && let Some(run) =
-                    requeue(tx.journal.run(&timer.key)?, RunStatus::Running, expected)
-            {
-                tx.effects.wake.push(run.key.clone());
-                tx.put_run(run);
-            }
-            Ok(())
-        })?;
-        Ok(self.woken(effects))
-    }
-
-    /// Hands a timer's effects to the scheduler, except the wake of the
-    /// timer's own run, which the timer loop does.
-    fn woken(&self, mut effects: crate::events::Effects) -> bool {
-        let woken = !effects.wake.is_empty();
-        effects.wake.clear();
-        effects.apply(&self.services.scheduler);
-        woken
-    }
-
     /// Applies timer effects (other runs may be involved) and says whether
     /// the timer's run should be woken.
     fn settle_timer(&self, timer: &Timer, mut effects: crate::events::Effects) -> bool {
@@ -557,18 +505,6 @@ fn trap_reason(trap: &wasmtime::Error) -> String {
         Some(other) => format!("wasm trap: {other}"),
         None => trap.root_cause().to_string(),
     }
-}
-
-/// `run`, queued again if it is still in `from` (and, for run-level retries,
-/// still waiting for this very timer).
-fn requeue(run: Option<RunRecord>, from: RunStatus, timer_at: Option<u64>) -> Option<RunRecord> {
-    let mut run = run?;
-    if run.status != from || (timer_at.is_some() && run.wake_at != timer_at) {
-        return None;
-    }
-    run.status = RunStatus::Queued;
-    run.wake_at = None;
-    Some(run)
 }
 
 /// The failure context of an on-failure run, from its
@@ -606,19 +542,8 @@ impl Dispatch for RunDriver {
     }
 
     fn fire(&self, timer: &Timer) -> Result<bool> {
-        let events = &self.services.events;
-        match timer.kind {
-            TimerKind::Sleep => self.fire_sleep(timer),
-            TimerKind::StepRetry | TimerKind::RunRetry => self.fire_retry(timer),
-            TimerKind::WaitTimeout => Ok(self.settle_timer(timer, events.wait_timed_out(timer)?)),
-            TimerKind::InvokeTimeout => {
-                Ok(self.settle_timer(timer, events.invoke_timed_out(timer)?))
-            }
-            TimerKind::DelayedStart => Ok(self.settle_timer(timer, events.delayed_start(timer)?)),
-            TimerKind::StartTimeout | TimerKind::FinishTimeout => {
-                Ok(self.settle_timer(timer, events.run_timed_out(timer)?))
-            }
-        }
+        let effects = self.services.events.fire_timer(timer)?;
+        Ok(self.settle_timer(timer, effects))
     }
 
     fn admission(&self, job: &Job) -> Result<Option<Admission>> {

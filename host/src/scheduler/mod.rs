@@ -196,11 +196,6 @@ impl Scheduler {
         self.shared.state().active.len()
     }
 
-    /// How many jobs wait in the queue.
-    pub fn queued(&self) -> usize {
-        self.shared.state().queue.len()
-    }
-
     /// How many jobs of `tenant` wait to execute (in the queue, or woken
     /// and on their way to it).
     pub fn queued_of(&self, tenant: &str) -> usize {
