@@ -124,6 +124,11 @@ impl Loopback {
         self.shared.arrivals.lock().unwrap().clone()
     }
 
+    /// Calls in flight now.
+    pub fn in_flight(&self) -> u32 {
+        self.shared.in_flight.lock().unwrap().0
+    }
+
     /// The most calls that were in flight at once.
     pub fn max_in_flight(&self) -> u32 {
         self.shared.in_flight.lock().unwrap().1
