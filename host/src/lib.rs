@@ -12,6 +12,7 @@ pub mod catalog;
 pub mod cli;
 pub mod config;
 pub mod cron;
+pub mod deploys;
 pub mod events;
 pub mod executor;
 pub mod expr;

@@ -5,7 +5,7 @@ use crate::catalog::Catalog;
 use crate::config::HostConfig;
 pub use crate::events::CancelError;
 use crate::events::{Accepted, Events, IncomingEvent};
-use crate::executor::{Executor, InspectError, ReplayReport, RunDriver, RunServices};
+use crate::executor::{Executor, InspectError, OwnAddress, ReplayReport, RunDriver, RunServices};
 use crate::journal::{Batch, GroupCommit, Journal, Op, SledJournal};
 use crate::model::{AppRecord, ErrorRecord, FunctionRecord, RunKey, RunRecord, RunStatus, now_ms};
 use crate::scheduler::Scheduler;
@@ -52,6 +52,10 @@ pub struct Deployed {
     pub version: String,
     /// Whether the version is new to this app.
     pub changed: bool,
+    /// Whether this deploy compiled the component: false only when this
+    /// tenant deployed the same bytes before (since the host started), never
+    /// because another tenant did.
+    pub compiled: bool,
     /// The functions the version registers.
     pub functions: Vec<FunctionRecord>,
 }
@@ -74,9 +78,12 @@ pub struct Stepwise {
     pub tenants: Arc<Tenants>,
     /// The settings it started with.
     pub config: HostConfig,
+    /// Where its API listens (set once bound): step bodies may not call it.
+    pub own_address: Arc<OwnAddress>,
     pub(crate) driver: Arc<RunDriver>,
     ended: tokio::sync::broadcast::Sender<RunKey>,
-    pub(crate) deploys: tokio::sync::Mutex<()>,
+    /// What deploys wait for: no host-wide lock (see [`crate::deploys`]).
+    pub(crate) deploys: crate::deploys::DeployLocks,
 }
 
 /// Why events were refused (nothing of the request was accepted).
@@ -92,11 +99,32 @@ pub enum SendError {
     },
     /// The tenant has as many runs waiting as it may.
     #[error(
-        "this tenant has {queued} runs waiting to execute, the most it may; retry when they have started (or ask the operator to raise its queued-runs limit)"
+        "this tenant has {queued} runs waiting to execute, the most it may now (its own queued-runs limit, or its share of the host's, which all tenants share); retry when they have started (or ask the operator to raise the limit)"
     )]
     QueueFull {
         /// Runs waiting.
         queued: usize,
+    },
+    /// One request holds more events than the tenant may send in a second:
+    /// it could never fit.
+    #[error(
+        "this request has {count} events, more than this tenant may send in a second ({per_second}); send batches of at most {per_second}"
+    )]
+    BatchOverRate {
+        /// Events in the request.
+        count: usize,
+        /// The tenant's limit.
+        per_second: u32,
+    },
+    /// The tenant stores as much as its quota allows.
+    #[error(
+        "StorageQuotaExceeded: this tenant stores {used} bytes of events and run journals, and its quota is {quota}; no more events are accepted until old data is deleted or the operator raises the quota (stepwise tenant limits NAME --storage SIZE)"
+    )]
+    StorageQuotaExceeded {
+        /// Bytes stored.
+        used: u64,
+        /// The tenant's quota.
+        quota: u64,
     },
     /// The host failed.
     #[error(transparent)]
@@ -108,14 +136,18 @@ impl Stepwise {
     /// resumes every run that was queued, running, sleeping or waiting.
     /// Call from inside a tokio runtime.
     pub async fn start(config: HostConfig) -> Result<Arc<Self>> {
-        std::fs::create_dir_all(&config.data_dir).with_context(|| {
-            format!("creating the data directory {}", config.data_dir.display())
+        // Every tenant's data and key hashes live here: 0700, files 0600,
+        // and so is every file made from now on (sled makes its own).
+        crate::journal::restrict_new_files();
+        crate::journal::make_private(&config.data_dir).with_context(|| {
+            format!("preparing the data directory {}", config.data_dir.display())
         })?;
-        let journal: Arc<dyn Journal> =
-            Arc::new(SledJournal::open(&config.data_dir.join("journal"))?);
+        let journal_dir = config.data_dir.join("journal");
+        crate::tenants::migrate_clear_keys(&journal_dir, &config.data_dir)?;
+        let journal: Arc<dyn Journal> = Arc::new(SledJournal::open(&journal_dir)?);
         let commit = GroupCommit::start(journal.clone());
         let catalog = Arc::new(Catalog::load(journal.as_ref())?);
-        let (scheduler, loops) = Scheduler::new();
+        let (scheduler, loops) = Scheduler::new(config.limits.slot_policy());
         let events = Arc::new(Events::new(
             journal.clone(),
             commit.clone(),
@@ -132,13 +164,9 @@ impl Stepwise {
             journal.clone(),
             config.limits.clone(),
         )?);
-        let tenants = Arc::new(Tenants::load(
-            journal.clone(),
-            config.limits.clone(),
-            config.admin_key.as_deref(),
-            config.event_key.as_deref(),
-        )?);
+        let tenants = Arc::new(Tenants::load(journal.clone(), &config)?);
         commit.durable().await?;
+        let own_address = Arc::new(OwnAddress::default());
         let services = Arc::new(RunServices {
             journal: journal.clone(),
             commit: commit.clone(),
@@ -148,9 +176,14 @@ impl Stepwise {
             backoff: config.backoff,
             tenants: tenants.clone(),
             ended: tokio::sync::broadcast::channel(4096).0,
+            own_address: own_address.clone(),
+            dev_loopback: config.dev_loopback,
+            default_http_allow: config.default_http_allow.clone(),
         });
         let ended = services.ended.clone();
 
+        let poke = scheduler.clone();
+        executor.memory_budget().on_room(move || poke.poke());
         let driver = Arc::new(RunDriver::new(executor.clone(), services));
         loops.start(&scheduler, driver.clone());
         let host = Arc::new(Stepwise {
@@ -162,9 +195,10 @@ impl Stepwise {
             executor,
             tenants,
             config,
+            own_address,
             driver,
             ended,
-            deploys: tokio::sync::Mutex::new(()),
+            deploys: crate::deploys::DeployLocks::default(),
         });
         host.recover()?;
         tokio::spawn(host.events.clone().run_crons());
@@ -205,11 +239,7 @@ impl Stepwise {
         app: &str,
         bytes: bytes::Bytes,
     ) -> Result<Deployed, DeployError> {
-        let check = self.check_replay(tenant, app, bytes.clone()).await?;
-        if check.diverged > 0 {
-            return Err(DeployError::Diverged(check));
-        }
-        self.deploy(tenant, app, bytes).await
+        self.deploy_upload(tenant, app, bytes, true).await
     }
 
     /// A receiver told of every run that ends from now on.
@@ -232,8 +262,22 @@ impl Stepwise {
         events: Vec<IncomingEvent>,
     ) -> Result<Accepted, SendError> {
         let limits = self.tenants.limits(tenant);
+        let used = self.journal.usage().used(tenant);
+        if used >= limits.storage_bytes {
+            return Err(SendError::StorageQuotaExceeded {
+                used,
+                quota: limits.storage_bytes,
+            });
+        }
+        let per_second = limits.events_per_second;
+        if per_second > 0 && events.len() > per_second as usize {
+            return Err(SendError::BatchOverRate {
+                count: events.len(),
+                per_second,
+            });
+        }
         let queued = self.scheduler.queued_of(tenant);
-        if queued >= limits.max_queued_runs as usize {
+        if !limits.queue_has_room(queued, self.scheduler.queued_total()) {
             return Err(SendError::QueueFull { queued });
         }
         self.tenants
@@ -253,17 +297,43 @@ impl Stepwise {
         app: &str,
         bytes: bytes::Bytes,
     ) -> Result<Deployed, DeployError> {
+        self.deploy_upload(tenant, app, bytes, false).await
+    }
+
+    /// Deploys `bytes` (first refusing them if `check_replay` and a replay
+    /// of the app's recorded runs diverges). The versions of one app are
+    /// deployed in turn; other apps and tenants do not wait (see
+    /// [`crate::deploys`]). A refused upload leaves nothing behind.
+    async fn deploy_upload(
+        &self,
+        tenant: &str,
+        app: &str,
+        bytes: bytes::Bytes,
+        check_replay: bool,
+    ) -> Result<Deployed, DeployError> {
         check_app_name(app).map_err(DeployError::Invalid)?;
-        let _one_at_a_time = self.deploys.lock().await;
-        let (hash, configs) = self
+        let _in_turn = self.deploys.app(tenant, app).await;
+        // Dropped on any refusal below, which removes what it made.
+        let mut upload = self
             .executor
             .inspect(
+                tenant,
                 bytes.clone(),
                 self.tenants.limits(tenant).max_component_bytes,
             )
             .await?;
+        if check_replay {
+            let check = self.replay_upload(tenant, app, &upload).await?;
+            if check.diverged > 0 {
+                return Err(DeployError::Diverged(check));
+            }
+        }
+        let hash = upload.hash.clone();
+        let compiled = upload.compiled;
+        let configs = std::mem::take(&mut upload.configs);
         let functions = crate::registration::functions(tenant, app, &hash, configs)
             .map_err(DeployError::Invalid)?;
+        let committing = self.deploys.commit(tenant).await;
         for function in &functions {
             if let Some(other) = self.catalog.get(tenant, &function.id)
                 && other.app != app
@@ -276,13 +346,12 @@ impl Stepwise {
         }
         let previous = self.journal.app(tenant, app)?;
         let changed = previous.as_ref().is_none_or(|p| p.version != hash);
-        let mut batch: Batch = Vec::new();
-        if !self.journal.has_component(&hash)? {
-            batch.push(Op::PutComponent {
-                hash: hash.clone(),
-                bytes,
-            });
-        }
+        // Written whether or not the bytes are stored already (by another
+        // tenant perhaps): the same cost either way.
+        let mut batch: Batch = vec![Op::PutComponent {
+            hash: hash.clone(),
+            bytes,
+        }];
         let ids: HashSet<&str> = functions.iter().map(|f| f.id.as_str()).collect();
         let removed: Vec<String> = previous
             .iter()
@@ -317,17 +386,22 @@ impl Stepwise {
         self.catalog.replace_app(tenant, app, functions.clone());
         self.events.schedule_crons(tenant, &removed, &functions)?;
         self.commit.durable().await?;
-        tracing::info!(tenant, app, version = %hash, functions = functions.len(), "deployed");
+        upload.keep().await;
+        drop(committing);
+        tracing::info!(tenant, app, version = %hash, compiled, functions = functions.len(), "deployed");
+        let collecting = self.deploys.collect().await;
         if let Err(error) = self.collect_versions().await {
             tracing::warn!(
                 error = format!("{error:#}"),
                 "could not collect old versions"
             );
         }
+        drop(collecting);
         Ok(Deployed {
             app: app.into(),
             version: hash,
             changed,
+            compiled,
             functions,
         })
     }
@@ -371,9 +445,18 @@ async fn housekeeping(host: std::sync::Weak<Stepwise>) {
             crate::memory::release_free_memory();
             trimmed_at = executions;
         }
+        if let Some(usage) = host.journal.usage().changed_snapshot() {
+            let save = Op::PutSetting {
+                name: crate::journal::usage::USAGE_SETTING.into(),
+                value: usage,
+            };
+            if let Err(error) = host.journal.apply(vec![save]) {
+                tracing::warn!(error = format!("{error:#}"), "could not save storage usage");
+            }
+        }
         ticks += 1;
         if ticks.is_multiple_of(COLLECT_EVERY) {
-            let _one_at_a_time = host.deploys.lock().await;
+            let _no_commits = host.deploys.collect().await;
             if let Err(error) = host.collect_versions().await {
                 tracing::warn!(
                     error = format!("{error:#}"),

@@ -4,19 +4,20 @@
 //! and every run start consults them; the journal stays the truth. Keys are
 //! stored as SHA-256 hashes: a presented key is hashed, looked up by its
 //! hash, and the hashes compared in constant time. The `default` tenant is
-//! dev mode's: its two keys are kept in the journal's settings so that
-//! `stepwise serve` can print them at every start.
+//! dev mode's ([`dev_keys`]): under `--require-keys` it is not made, and
+//! the keys dev mode made for it open nothing.
 
-use crate::config::Limits;
+mod dev_keys;
+
+pub use dev_keys::{DevKey, DevKeys, KEY_FILE, key_file, migrate_clear_keys};
+
+use crate::config::{HostConfig, Limits};
 use crate::journal::{Journal, Op};
 use crate::model::{DEFAULT_TENANT, KeyKind, KeyRecord, TenantLimits, TenantRecord, now_ms};
-use anyhow::Result;
+use anyhow::{Result, bail};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
-
-const DEFAULT_EVENT_KEY: &str = "tenant/default/event-key";
-const DEFAULT_MANAGEMENT_KEY: &str = "tenant/default/management-key";
 
 /// Why a tenant operation was refused.
 #[derive(Debug, thiserror::Error)]
@@ -70,8 +71,8 @@ pub struct Tenants {
     state: RwLock<State>,
     /// GCRA state of each tenant's events-per-second limit.
     event_rates: Mutex<HashMap<String, u64>>,
-    /// The default tenant's keys, in clear (dev mode prints them).
-    default_keys: (String, String),
+    /// The default tenant's dev keys (none under `--require-keys`).
+    dev_keys: Option<DevKeys>,
 }
 
 fn hash(key: &str) -> [u8; 32] {
@@ -100,6 +101,7 @@ fn key_record(key: &str, kind: KeyKind) -> KeyRecord {
         hash: digest,
         created_at: now_ms(),
         revoked_at: None,
+        dev: false,
     }
 }
 
@@ -109,61 +111,60 @@ pub fn check_tenant_name(name: &str) -> Result<(), TenantError> {
 }
 
 impl Tenants {
-    /// Loads the tenants from `journal`, and makes sure the default tenant
-    /// exists with its dev-mode keys (`event_key` if given, else the kept or
-    /// a new one). Not durable until the caller flushes.
-    pub fn load(
-        journal: Arc<dyn Journal>,
-        defaults: Limits,
-        admin_key: Option<&str>,
-        event_key: Option<&str>,
-    ) -> Result<Self> {
-        let kept = |name: &str| journal.setting(name);
-        let event_key = match (event_key, kept(DEFAULT_EVENT_KEY)?) {
-            (Some(key), _) => key.to_string(),
-            (None, Some(stored)) => stored,
-            (None, None) => new_key(KeyKind::Event),
-        };
-        let management_key =
-            kept(DEFAULT_MANAGEMENT_KEY)?.unwrap_or_else(|| new_key(KeyKind::Management));
+    /// Loads the tenants from `journal`. In dev mode (no `--require-keys`)
+    /// makes sure the default tenant exists and settles its dev keys
+    /// ([`dev_keys`]); under `--require-keys` there is no implicit default
+    /// tenant and dev keys authenticate nothing. Not durable until the
+    /// caller flushes.
+    pub fn load(journal: Arc<dyn Journal>, config: &HostConfig) -> Result<Self> {
         let mut state = State::default();
         for tenant in journal.tenants()? {
             state.tenants.insert(tenant.name.clone(), tenant);
         }
-        let default = state
-            .tenants
-            .entry(DEFAULT_TENANT.to_string())
-            .or_insert_with(|| TenantRecord {
-                name: DEFAULT_TENANT.into(),
-                created_at: now_ms(),
-                keys: Vec::new(),
-                limits: TenantLimits::default(),
-                // Dev mode: the default tenant's steps may call anything.
-                http_allow: vec!["*".into()],
-            });
-        for (key, kind) in [
-            (&event_key, KeyKind::Event),
-            (&management_key, KeyKind::Management),
-        ] {
-            let record = key_record(key, kind);
-            if !default.keys.iter().any(|k| k.hash == record.hash) {
-                default.keys.push(record);
+        let dev_keys = if config.require_keys {
+            if config.event_key.is_some() {
+                bail!(
+                    "--event-key sets the dev-mode default tenant's event key, and under --require-keys there is no default tenant: drop --event-key (and STEPWISE_EVENT_KEY), and make tenants with `stepwise tenant create`"
+                );
             }
-        }
-        let default = default.clone();
-        journal.apply(vec![
-            Op::PutSetting {
-                name: DEFAULT_EVENT_KEY.into(),
-                value: event_key.clone(),
-            },
-            Op::PutSetting {
-                name: DEFAULT_MANAGEMENT_KEY.into(),
-                value: management_key.clone(),
-            },
-            Op::PutTenant(default),
-        ])?;
+            None
+        } else {
+            let others: HashMap<String, String> = state
+                .tenants
+                .values()
+                .filter(|t| t.name != DEFAULT_TENANT)
+                .flat_map(|t| t.keys.iter().map(|k| (k.hash.clone(), t.name.clone())))
+                .collect();
+            let created = !state.tenants.contains_key(DEFAULT_TENANT);
+            let default = state
+                .tenants
+                .entry(DEFAULT_TENANT.to_string())
+                .or_insert_with(|| TenantRecord {
+                    name: DEFAULT_TENANT.into(),
+                    created_at: now_ms(),
+                    keys: Vec::new(),
+                    limits: TenantLimits::default(),
+                    // Dev mode: the default tenant's steps may call anything.
+                    http_allow: vec!["*".into()],
+                });
+            let before = default.clone();
+            let keys = dev_keys::settle(
+                default,
+                &config.data_dir,
+                config.event_key.as_deref(),
+                config.keep_old_event_key,
+                |key| others.get(&hex::encode(hash(key))).cloned(),
+            )?;
+            if created || *default != before {
+                journal.apply(vec![Op::PutTenant(default.clone())])?;
+            }
+            Some(keys)
+        };
         for tenant in state.tenants.values() {
             for key in tenant.keys.iter().filter(|k| k.revoked_at.is_none()) {
+                if key.dev && config.require_keys {
+                    continue;
+                }
                 if let Ok(bytes) = hex::decode(&key.hash)
                     && let Ok(digest) = <[u8; 32]>::try_from(bytes.as_slice())
                 {
@@ -179,11 +180,11 @@ impl Tenants {
         }
         Ok(Tenants {
             journal,
-            defaults,
-            admin_key: admin_key.map(hash),
+            defaults: config.limits.clone(),
+            admin_key: config.admin_key.as_deref().map(hash),
             state: RwLock::new(state),
             event_rates: Mutex::new(HashMap::new()),
-            default_keys: (event_key, management_key),
+            dev_keys,
         })
     }
 
@@ -195,9 +196,19 @@ impl Tenants {
         self.state.write().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The default tenant's event and management keys (dev mode).
-    pub fn default_keys(&self) -> (&str, &str) {
-        (&self.default_keys.0, &self.default_keys.1)
+    /// The default tenant's dev keys as settled at start (dev mode only).
+    pub fn dev_keys(&self) -> Option<&DevKeys> {
+        self.dev_keys.as_ref()
+    }
+
+    /// What `stepwise serve` prints about the default tenant at start.
+    pub fn start_lines(&self, address: &str) -> Vec<String> {
+        match &self.dev_keys {
+            Some(keys) => keys.start_lines(address),
+            None => vec![
+                "  no default tenant (--require-keys): every call needs a tenant's key; make tenants with `stepwise tenant create`".into(),
+            ],
+        }
     }
 
     /// Whose key `key` is, if it is a valid one.
@@ -387,7 +398,8 @@ impl Tenants {
     /// The bounds of `tenant`'s guests.
     pub fn limits(&self, tenant: &str) -> Limits {
         match self.read().tenants.get(tenant) {
-            Some(record) => self.defaults.for_tenant(&record.limits),
+            Some(record) if tenant == DEFAULT_TENANT => self.defaults.for_tenant(&record.limits),
+            Some(record) => self.defaults.for_created_tenant(&record.limits),
             None => self.defaults.clone(),
         }
     }
@@ -441,8 +453,209 @@ mod tests {
     use crate::journal::SledJournal;
 
     fn tenants(dir: &std::path::Path) -> Tenants {
-        let journal: Arc<dyn Journal> = Arc::new(SledJournal::open(dir).unwrap());
-        Tenants::load(journal, Limits::default(), Some("admin"), None).unwrap()
+        let mut config = HostConfig::new(dir.to_path_buf());
+        config.admin_key = Some("admin".into());
+        load(&config).unwrap()
+    }
+
+    /// The tenants of a host started with `config` (its journal in
+    /// `DATA/journal`, as a real host's).
+    fn load(config: &HostConfig) -> Result<Tenants> {
+        let journal: Arc<dyn Journal> =
+            Arc::new(SledJournal::open(&config.data_dir.join("journal"))?);
+        let tenants = Tenants::load(journal.clone(), config)?;
+        journal.flush()?;
+        Ok(tenants)
+    }
+
+    fn live(key: &DevKey) -> String {
+        key.live().expect("a printable dev key").to_string()
+    }
+
+    fn dev_key_id(t: &Tenants, kind: KeyKind) -> String {
+        t.get(DEFAULT_TENANT)
+            .unwrap()
+            .keys
+            .iter()
+            .find(|k| k.dev && k.kind == kind && k.revoked_at.is_none())
+            .unwrap()
+            .id
+            .clone()
+    }
+
+    /// Whether any file under `dir` holds `needle`.
+    fn bytes_hold(dir: &std::path::Path, needle: &str) -> bool {
+        std::fs::read_dir(dir).unwrap().any(|entry| {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                bytes_hold(&path, needle)
+            } else {
+                std::fs::read(&path)
+                    .unwrap()
+                    .windows(needle.len())
+                    .any(|w| w == needle.as_bytes())
+            }
+        })
+    }
+
+    #[test]
+    fn require_keys_makes_no_default_tenant_and_dev_keys_open_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = HostConfig::new(dir.path().to_path_buf());
+        config.require_keys = true;
+        {
+            let t = load(&config).unwrap();
+            assert!(
+                t.get(DEFAULT_TENANT).is_none(),
+                "no implicit default tenant"
+            );
+            assert!(t.dev_keys().is_none());
+            assert!(t.start_lines("h:1")[0].contains("no default tenant"));
+            assert!(!dir.path().join(KEY_FILE).exists());
+        }
+        // A dev-mode start made the default tenant and its keys; a later
+        // --require-keys start refuses them.
+        config.require_keys = false;
+        let keys = load(&config).unwrap().dev_keys().unwrap().clone();
+        let (event, management) = (live(&keys.event), live(&keys.management));
+        config.require_keys = true;
+        let t = load(&config).unwrap();
+        assert!(t.authenticate(&event).is_none());
+        assert!(t.authenticate(&management).is_none());
+        // Keys an operator issues for it do work.
+        let (issued, _) = t
+            .issue_key(DEFAULT_TENANT, KeyKind::Management, false)
+            .unwrap();
+        assert_eq!(t.authenticate(&issued).unwrap().tenant, DEFAULT_TENANT);
+        drop(t);
+        assert!(load(&config).unwrap().authenticate(&issued).is_some());
+        config.event_key = Some("swe_given".into());
+        let refused = load(&config).err().unwrap().to_string();
+        assert!(refused.contains("--require-keys"), "{refused}");
+    }
+
+    #[test]
+    fn a_revoked_dev_key_stays_revoked_and_unprinted_across_restarts() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = HostConfig::new(dir.path().to_path_buf());
+        let first = load(&config).unwrap();
+        let keys = first.dev_keys().unwrap().clone();
+        let (event, management) = (live(&keys.event), live(&keys.management));
+        first
+            .revoke(DEFAULT_TENANT, &dev_key_id(&first, KeyKind::Management))
+            .unwrap();
+        drop(first);
+        for _ in 0..2 {
+            let t = load(&config).unwrap();
+            let keys = t.dev_keys().unwrap();
+            assert_eq!(keys.management, DevKey::Revoked);
+            assert_eq!(keys.event, DevKey::Live(event.clone()));
+            assert!(t.authenticate(&management).is_none());
+            let printed = t.start_lines("h:1").join("\n");
+            assert!(!printed.contains(&management), "{printed}");
+            assert!(printed.contains("no management key"), "{printed}");
+            let file = std::fs::read_to_string(dir.path().join(KEY_FILE)).unwrap();
+            assert!(!file.contains(&management), "dropped from the key file");
+        }
+    }
+
+    #[test]
+    fn a_new_event_key_retires_the_previous_one_unless_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = HostConfig::new(dir.path().to_path_buf());
+        let old = live(&load(&config).unwrap().dev_keys().unwrap().event);
+        config.event_key = Some("swe_second".into());
+        let t = load(&config).unwrap();
+        assert!(t.authenticate(&old).is_none(), "retired");
+        assert!(t.authenticate("swe_second").is_some());
+        assert_eq!(t.dev_keys().unwrap().retired.len(), 1);
+        assert!(t.start_lines("h:1").join("\n").contains("retired"));
+        drop(t);
+        config.event_key = Some("swe_third".into());
+        config.keep_old_event_key = true;
+        let t = load(&config).unwrap();
+        assert!(t.authenticate("swe_second").is_some(), "kept");
+        assert!(t.authenticate("swe_third").is_some());
+        assert!(t.start_lines("h:1").join("\n").contains("--keep-old"));
+        drop(t);
+        // Without --event-key the last one given is kept; a retired one
+        // cannot come back.
+        config.event_key = None;
+        config.keep_old_event_key = false;
+        let t = load(&config).unwrap();
+        assert_eq!(
+            t.dev_keys().unwrap().event,
+            DevKey::Live("swe_third".into())
+        );
+        drop(t);
+        config.event_key = Some(old);
+        let refused = load(&config).err().unwrap().to_string();
+        assert!(refused.contains("was revoked"), "{refused}");
+    }
+
+    #[test]
+    fn clear_keys_of_an_older_journal_are_moved_to_a_private_file_and_leave_no_byte_behind() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let journal_dir = dir.path().join("journal");
+        let (event, management) = (
+            "swe_legacyevent0123456789",
+            "swm_legacymanagement0123456789",
+        );
+        // What a host before this change wrote: both keys in clear in the
+        // settings, their hashes in the default tenant's record.
+        {
+            let journal = SledJournal::open(&journal_dir).unwrap();
+            journal
+                .apply(vec![
+                    Op::PutSetting {
+                        name: "tenant/default/event-key".into(),
+                        value: event.into(),
+                    },
+                    Op::PutSetting {
+                        name: "tenant/default/management-key".into(),
+                        value: management.into(),
+                    },
+                    Op::PutTenant(TenantRecord {
+                        name: DEFAULT_TENANT.into(),
+                        created_at: 1,
+                        keys: vec![
+                            key_record(event, KeyKind::Event),
+                            key_record(management, KeyKind::Management),
+                        ],
+                        limits: TenantLimits::default(),
+                        http_allow: vec!["*".into()],
+                    }),
+                ])
+                .unwrap();
+            journal.flush().unwrap();
+        }
+        assert!(bytes_hold(&journal_dir, management), "the old format");
+        assert!(migrate_clear_keys(&journal_dir, dir.path()).unwrap());
+        assert!(!bytes_hold(&journal_dir, management), "no clear copy left");
+        assert!(!bytes_hold(&journal_dir, event));
+        let file = dir.path().join(KEY_FILE);
+        assert_eq!(
+            std::fs::metadata(&file).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        assert!(
+            !migrate_clear_keys(&journal_dir, dir.path()).unwrap(),
+            "once"
+        );
+        // Dev mode prints the same keys from the file; --require-keys
+        // refuses them, as keys dev mode made.
+        let mut config = HostConfig::new(dir.path().to_path_buf());
+        let t = load(&config).unwrap();
+        assert_eq!(t.dev_keys().unwrap().event, DevKey::Live(event.into()));
+        assert_eq!(
+            t.dev_keys().unwrap().management,
+            DevKey::Live(management.into())
+        );
+        assert!(t.authenticate(management).is_some());
+        drop(t);
+        config.require_keys = true;
+        assert!(load(&config).unwrap().authenticate(event).is_none());
     }
 
     #[test]
@@ -493,10 +706,11 @@ mod tests {
                 .iter()
                 .all(|k| !k.hash.contains(&made.event_key))
         );
-        let (event, management) = t.default_keys();
-        assert_eq!(t.authenticate(event).unwrap().tenant, DEFAULT_TENANT);
+        let keys = t.dev_keys().unwrap();
+        let (event, management) = (live(&keys.event), live(&keys.management));
+        assert_eq!(t.authenticate(&event).unwrap().tenant, DEFAULT_TENANT);
         assert_eq!(
-            t.authenticate(management).unwrap().kind,
+            t.authenticate(&management).unwrap().kind,
             KeyKind::Management
         );
     }

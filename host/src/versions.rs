@@ -4,7 +4,7 @@
 //! recorded runs against a candidate before it replaces the current one
 //! (Temporal's replayer, for wasm), and drops versions no run needs any more.
 
-use crate::executor::ReplayVerdict;
+use crate::executor::{ReplayVerdict, Upload};
 use crate::journal::{Op, RunFilter};
 use crate::model::{RunKey, RunStatus};
 use crate::runtime::{DeployError, Deployed, Stepwise};
@@ -141,18 +141,34 @@ impl Stepwise {
     /// Replays the app's active runs and its most recent ended ones against
     /// `candidate` (not deployed): does the new code make the calls their
     /// journals record?
+    /// The candidate is not deployed, so it leaves nothing behind.
     pub async fn check_replay(
         &self,
         tenant: &str,
         app: &str,
         candidate: bytes::Bytes,
     ) -> Result<ReplayCheck, DeployError> {
-        let (hash, configs) = self
+        let upload = self
             .executor
-            .inspect(candidate, self.tenants.limits(tenant).max_component_bytes)
+            .inspect(
+                tenant,
+                candidate,
+                self.tenants.limits(tenant).max_component_bytes,
+            )
             .await
             .map_err(DeployError::from)?;
-        let exported: HashSet<String> = configs.into_iter().map(|c| c.id).collect();
+        self.replay_upload(tenant, app, &upload).await
+    }
+
+    /// Replays the app's runs against `upload`, inspected already.
+    pub(crate) async fn replay_upload(
+        &self,
+        tenant: &str,
+        app: &str,
+        upload: &Upload<'_>,
+    ) -> Result<ReplayCheck, DeployError> {
+        let hash = upload.hash.clone();
+        let exported: HashSet<&str> = upload.configs.iter().map(|c| c.id.as_str()).collect();
         let filter = RunFilter {
             limit: 10_000,
             ..RunFilter::default()
@@ -174,7 +190,7 @@ impl Stepwise {
         let mut report = Vec::new();
         for run in runs {
             let key = RunKey::new(tenant, &run.key.run);
-            let replayed = if exported.contains(&run.function) {
+            let replayed = if exported.contains(run.function.as_str()) {
                 self.replay(&key, Some(&hash)).await?
             } else {
                 crate::executor::ReplayReport {
@@ -210,16 +226,19 @@ impl Stepwise {
 
     /// Drops the versions no app keeps (beyond the current one, the last
     /// `keep_versions` and any an active run is on) and, when no app of
-    /// any tenant keeps a component any more, its bytes. Call with the
-    /// deploy lock held. Returns the components removed.
+    /// any tenant keeps a component any more, its bytes. Which versions an
+    /// app keeps depends only on its own tenant's runs, never on another
+    /// tenant's (that would tell who runs the same bytes). Call with
+    /// `deploys.collect()` held. Returns the components removed.
     pub(crate) async fn collect_versions(&self) -> Result<usize> {
-        let in_use: HashSet<String> = self
-            .journal
-            .active_runs()?
-            .into_iter()
-            .map(|r| r.version)
-            .collect();
+        let mut in_use: HashSet<(String, String)> = HashSet::new();
+        let mut in_use_anywhere: HashSet<String> = HashSet::new();
+        for run in self.journal.active_runs()? {
+            in_use_anywhere.insert(run.version.clone());
+            in_use.insert((run.key.tenant, run.version));
+        }
         let mut kept_anywhere = HashSet::new();
+        let mut kept_by_tenant: HashMap<String, HashSet<String>> = HashMap::new();
         let mut dropped = Vec::new();
         let mut batch = Vec::new();
         for tenant in self.tenants.list() {
@@ -233,7 +252,9 @@ impl Stepwise {
                     .collect();
                 let (keep, drop): (Vec<String>, Vec<String>) =
                     app.versions.iter().cloned().partition(|v| {
-                        *v == app.version || recent.contains(v) || in_use.contains(v)
+                        *v == app.version
+                            || recent.contains(v)
+                            || in_use.contains(&(app.tenant.clone(), v.clone()))
                     });
                 if !drop.is_empty() {
                     for version in &drop {
@@ -244,11 +265,16 @@ impl Stepwise {
                     batch.push(Op::PutApp(app.clone()));
                 }
                 kept_anywhere.extend(app.versions.iter().cloned());
+                kept_by_tenant
+                    .entry(tenant.name.clone())
+                    .or_default()
+                    .extend(app.versions.iter().cloned());
             }
         }
+        self.executor.forget_uploads(&kept_by_tenant);
         let mut deleted = HashSet::new();
         for hash in dropped {
-            let needed = kept_anywhere.contains(&hash) || in_use.contains(&hash);
+            let needed = kept_anywhere.contains(&hash) || in_use_anywhere.contains(&hash);
             if !needed && deleted.insert(hash.clone()) {
                 batch.push(Op::DeleteComponent { hash: hash.clone() });
                 self.executor.forget(&hash);

@@ -37,8 +37,11 @@ pub struct HostProcess {
     options: HostOptions,
     child: Option<Child>,
     api: Api,
-    /// The default tenant's management key, as the host printed it.
+    /// The default tenant's management key, as the host printed it (empty
+    /// when it printed none).
     pub management_key: String,
+    /// What the host printed at its last start, up to its keys.
+    pub start_output: Vec<String>,
 }
 
 /// A host's HTTP API as one tenant uses it: with its event key, and its
@@ -81,9 +84,19 @@ impl HostProcess {
                 log_path: data_dir.join("host.log"),
             },
             management_key: String::new(),
+            start_output: Vec::new(),
         };
         host.spawn()?;
         Ok(host)
+    }
+
+    /// The host process's resident memory (VmRSS), bytes, while it runs.
+    pub fn rss_bytes(&self) -> Option<u64> {
+        let pid = self.child.as_ref()?.id();
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+        let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kib * 1024)
     }
 
     /// The API as the tenant with these keys sees it.
@@ -108,6 +121,9 @@ impl HostProcess {
             .arg(self.options.listen.as_deref().unwrap_or("127.0.0.1:0"))
             .arg("--retry-backoff-scale")
             .arg(self.options.retry_backoff_scale.to_string())
+            // The loopback servers tests count step bodies with (internal
+            // addresses are reachable only when listed exactly).
+            .args(["--allow-http", "127.0.0.1"])
             .args(&self.options.extra_args)
             .env("STEPWISE_LOG", "info")
             .stdout(Stdio::piped())
@@ -117,6 +133,7 @@ impl HostProcess {
         let stdout = child.stdout.take().context("no stdout")?;
         let mut lines = BufReader::new(stdout).lines();
         let (mut url, mut key, mut management) = (None, None, None);
+        self.start_output.clear();
         while url.is_none() || key.is_none() || management.is_none() {
             let Some(line) = lines.next() else {
                 bail!(
@@ -131,7 +148,16 @@ impl HostProcess {
                 key = rest.split_whitespace().next().map(str::to_string);
             } else if let Some(rest) = line.trim().strip_prefix("management key:") {
                 management = rest.split_whitespace().next().map(str::to_string);
+            } else if line.trim().starts_with("no event key") {
+                // Revoked, or none (--require-keys): the key stays empty.
+                key = Some(String::new());
+            } else if line.trim().starts_with("no management key") {
+                management = Some(String::new());
+            } else if line.trim().starts_with("no default tenant") {
+                key = Some(String::new());
+                management = Some(String::new());
             }
+            self.start_output.push(line);
         }
         // Keep draining stdout so the host never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines {});
@@ -140,6 +166,12 @@ impl HostProcess {
         self.management_key = management.unwrap_or_default();
         self.child = Some(child);
         Ok(())
+    }
+
+    /// The host's process id (to read its memory use from `/proc`), while
+    /// it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     /// Kills the host with SIGKILL: no chance to flush or clean up.

@@ -81,3 +81,55 @@ impl IntoResponse for ApiError {
         response
     }
 }
+
+/// Answers every error in the JSON shape: axum's own rejections (a bad
+/// path parameter, a method not allowed, ...) are plain text or empty, so
+/// they are rewritten here, keeping their status and headers.
+pub(crate) async fn json_errors(response: Response) -> Response {
+    use axum::http::header::{CONTENT_LENGTH, CONTENT_TYPE};
+    let status = response.status();
+    if !(status.is_client_error() || status.is_server_error()) {
+        return response;
+    }
+    let content_type = response
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    if content_type.starts_with("application/json") {
+        return response;
+    }
+    if !(content_type.is_empty() || content_type.starts_with("text/plain")) {
+        return response;
+    }
+    let (mut parts, body) = response.into_parts();
+    let text = axum::body::to_bytes(body, 64 * 1024)
+        .await
+        .map(|bytes| String::from_utf8_lossy(&bytes).trim().to_string())
+        .unwrap_or_default();
+    let message = if text.is_empty() {
+        status
+            .canonical_reason()
+            .unwrap_or("the request failed")
+            .to_lowercase()
+    } else {
+        text
+    };
+    let message = if status == StatusCode::METHOD_NOT_ALLOWED {
+        match parts.headers.get(axum::http::header::ALLOW) {
+            Some(allow) => format!(
+                "{message}: this endpoint takes {}",
+                allow.to_str().unwrap_or_default()
+            ),
+            None => message,
+        }
+    } else {
+        message
+    };
+    let json = ApiError::new(status, message).into_response();
+    parts.headers.remove(CONTENT_LENGTH);
+    parts.headers.remove(CONTENT_TYPE);
+    let (json_parts, json_body) = json.into_parts();
+    parts.headers.extend(json_parts.headers);
+    Response::from_parts(parts, json_body)
+}

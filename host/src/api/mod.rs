@@ -3,29 +3,38 @@
 //! `POST /e/{event_key}` speaks Inngest's event format, so Inngest's own
 //! clients can send events here; `/v1/...` manages apps, functions, events
 //! and runs. Every error is JSON: `{"error": "...", "status": N}`.
+//! [`conn`] serves it, with the caps and timeouts that keep hostile clients
+//! from exhausting the host.
 
 mod apps;
 mod auth;
+pub mod body_rate;
+pub mod conn;
 mod error;
+mod query;
 mod tenants;
+pub mod throttle;
 pub mod views;
 
-pub use auth::Caller;
+pub use auth::{Caller, KeyUse, MIN_KEY_CHARS, check_operator_key};
 pub use error::ApiError;
+pub(crate) use query::Query;
 
 use crate::events::{EventError, parse_events};
 use crate::journal::RunFilter;
 use crate::model::{KeyKind, RunKey, RunStatus};
 use crate::runtime::{CancelError, SendError, Stepwise};
-use axum::body::Bytes;
+use axum::body::{Body, Bytes};
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::StatusCode;
+use axum::http::request::Parts;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use std::sync::Arc;
+use throttle::AuthThrottle;
 use views::{LogView, RunDetail, RunView, StepView};
 
 /// Largest events request (up to 5,000 events of which each ≤ 512 KiB is
@@ -35,8 +44,8 @@ const MAX_EVENTS_BODY: usize = 16 * 1024 * 1024;
 type Host = State<Arc<Stepwise>>;
 type ApiResult<T> = Result<T, ApiError>;
 
-/// The API's routes over a running host.
-pub fn router(host: Arc<Stepwise>) -> Router {
+/// The API's routes over a running host; wrong keys are counted by `auth`.
+pub fn router(host: Arc<Stepwise>, auth: Arc<AuthThrottle>) -> Router {
     let component_limit = host.config.limits.max_component_bytes;
     Router::new()
         .route("/health", get(health))
@@ -51,6 +60,8 @@ pub fn router(host: Arc<Stepwise>) -> Router {
         .merge(tenants::routes())
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_EVENTS_BODY))
+        .layer(axum::middleware::map_response(error::json_errors))
+        .layer(axum::Extension(auth))
         .with_state(host)
 }
 
@@ -66,10 +77,25 @@ async fn health(State(host): Host) -> Json<Value> {
     }))
 }
 
+/// The cause of a failed body read that says how the client failed: a body
+/// too slow (`408`), if it was one.
+fn too_slow(error: &(dyn std::error::Error + 'static)) -> Option<ApiError> {
+    let mut cause = Some(error);
+    while let Some(error) = cause {
+        if let Some(slow) = error.downcast_ref::<body_rate::BodyTooSlow>() {
+            return Some(ApiError::new(StatusCode::REQUEST_TIMEOUT, slow.to_string()));
+        }
+        cause = error.source();
+    }
+    None
+}
+
 pub(crate) fn body(body: Result<Bytes, BytesRejection>, what: &str) -> ApiResult<Bytes> {
     body.map_err(|rejection| {
         let status = rejection.status();
-        if status == StatusCode::PAYLOAD_TOO_LARGE {
+        if let Some(slow) = too_slow(&rejection) {
+            slow
+        } else if status == StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::new(
                 status,
                 format!("the {what} is too large: {}", rejection.body_text()),
@@ -97,18 +123,59 @@ async fn ingest(host: &Stepwise, tenant: &str, bytes: &[u8]) -> ApiResult<Json<V
         SendError::QueueFull { .. } => {
             ApiError::new(StatusCode::TOO_MANY_REQUESTS, e.to_string()).retry_after(1)
         }
+        SendError::BatchOverRate { .. } => ApiError::bad_request(e.to_string()),
+        SendError::StorageQuotaExceeded { .. } => {
+            ApiError::new(StatusCode::TOO_MANY_REQUESTS, e.to_string())
+        }
         SendError::Internal(error) => ApiError::internal(error),
     })?;
     Ok(Json(json!({ "ids": accepted.ids, "status": 200 })))
 }
 
+/// Reads a request body of at most `limit` bytes, refusing a larger one by
+/// its `Content-Length` before reading any of it.
+async fn read_body(parts: &Parts, body: Body, limit: usize, what: &str) -> ApiResult<Bytes> {
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("the {what} is too large: at most {limit} bytes"),
+        )
+    };
+    let declared = parts
+        .headers
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|length| length > limit as u64) {
+        return Err(too_large());
+    }
+    match http_body_util::BodyExt::collect(http_body_util::Limited::new(body, limit)).await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(error) => {
+            if error.is::<http_body_util::LengthLimitError>() {
+                Err(too_large())
+            } else if let Some(slow) = too_slow(&*error) {
+                Err(slow)
+            } else {
+                Err(ApiError::bad_request(format!(
+                    "could not read the {what}: {error}"
+                )))
+            }
+        }
+    }
+}
+
 /// Inngest's event API: one event or an array, authorised by the tenant's
-/// event key in the path.
+/// event key in the path. The key is checked before any of the body is
+/// read, so that a client without one costs the host nothing.
 async fn send_with_key(
     State(host): Host,
     Path(event_key): Path<String>,
-    bytes: Result<Bytes, BytesRejection>,
+    request: axum::extract::Request,
 ) -> ApiResult<Json<Value>> {
+    let (parts, body) = request.into_parts();
+    let gate = auth::Gate::of(&parts);
+    gate.check()?;
     let tenant = match host.tenants.authenticate(&event_key) {
         Some(identity) if identity.kind == KeyKind::Event => identity.tenant,
         Some(_) => {
@@ -118,13 +185,13 @@ async fn send_with_key(
             ));
         }
         None => {
-            return Err(ApiError::new(
+            return Err(gate.failed(ApiError::new(
                 StatusCode::UNAUTHORIZED,
                 "event key not found: send events to /e/{key} with the tenant's event key (the default tenant's is printed at start)",
-            ));
+            )));
         }
     };
-    let bytes = body(bytes, "event payload")?;
+    let bytes = read_body(&parts, body, MAX_EVENTS_BODY, "event payload").await?;
     ingest(&host, &tenant, &bytes).await
 }
 

@@ -1,5 +1,10 @@
 //! The client commands: each is one HTTP call to a running host, printed as
 //! a table (or as the host's JSON with `--json`).
+//!
+//! Much of what is printed was sent by users (event names and ids, step
+//! outputs, errors, logs), so text goes through [`shown`] first: a control
+//! character such as ESC, CR or BEL is printed as an escape, never sent to
+//! the terminal. (`--json` is safe as it is: JSON escapes them.)
 
 use super::ServerArgs;
 use crate::api::views::{RunDetail, RunView};
@@ -26,8 +31,11 @@ pub(super) async fn call(request: reqwest::RequestBuilder, server: &ServerArgs) 
             .and_then(Value::as_str)
             .map(str::to_string)
             .unwrap_or_else(|| body.to_string());
-        return Err(anyhow::Error::new(Refused(body))
-            .context(format!("{message} (HTTP {})", status.as_u16())));
+        return Err(anyhow::Error::new(Refused(body)).context(format!(
+            "{} (HTTP {})",
+            shown(&message),
+            status.as_u16()
+        )));
     }
     Ok(body)
 }
@@ -43,6 +51,13 @@ impl std::fmt::Display for Refused {
 }
 
 impl std::error::Error for Refused {}
+
+/// `text` safe for a terminal: control characters (ESC, CR, BEL, newline,
+/// ...), line separators and bidirectional overrides written as escapes
+/// (`\u{1b}`), as [`crate::events::escape_unprintable`] does.
+pub(super) fn shown(text: &str) -> String {
+    crate::events::escape_unprintable(text).into_owned()
+}
 
 fn url(server: &ServerArgs, path: &str) -> String {
     format!("{}{path}", server.server.trim_end_matches('/'))
@@ -96,8 +111,8 @@ pub async fn deploy(
     for function in body["functions"].as_array().into_iter().flatten() {
         println!(
             "  {}  <- {}",
-            function["id"].as_str().unwrap_or("?"),
-            triggers_text(function)
+            shown(function["id"].as_str().unwrap_or("?")),
+            shown(&triggers_text(function))
         );
     }
     Ok(())
@@ -116,7 +131,11 @@ pub async fn send(server: &ServerArgs, name: &str, data: &str, id: Option<String
         return print_json(&body);
     }
     for id in body["ids"].as_array().into_iter().flatten() {
-        println!("sent {name} as event {}", id.as_str().unwrap_or("?"));
+        println!(
+            "sent {} as event {}",
+            shown(name),
+            shown(id.as_str().unwrap_or("?"))
+        );
     }
     Ok(())
 }
@@ -168,14 +187,14 @@ pub async fn run(server: &ServerArgs, id: &str) -> Result<()> {
     }
     let detail: RunDetail = serde_json::from_value(body).context("reading the run")?;
     let run = &detail.run;
-    println!("run       {}", run.id);
+    println!("run       {}", shown(&run.id));
     println!(
         "function  {} (app {}, version {})",
-        run.function,
-        run.app,
-        &run.version[..run.version.len().min(12)]
+        shown(&run.function),
+        shown(&run.app),
+        shown(short(&run.version))
     );
-    println!("status    {}", run.status);
+    println!("status    {}", shown(&run.status));
     println!("created   {}", time(run.created_at));
     if let Some(ended) = run.ended_at {
         println!(
@@ -187,7 +206,7 @@ pub async fn run(server: &ServerArgs, id: &str) -> Result<()> {
     if let Some(wake) = run.wake_at {
         println!("retry at  {}", time(wake));
     }
-    println!("events    {}", run.event_ids.join(", "));
+    println!("events    {}", shown(&run.event_ids.join(", ")));
     println!();
     if detail.steps.is_empty() {
         println!("no steps yet");
@@ -223,16 +242,19 @@ pub async fn run(server: &ServerArgs, id: &str) -> Result<()> {
         );
     }
     if let Some(output) = &run.output {
-        println!("\noutput    {output}");
+        println!("\noutput    {}", shown(&output.to_string()));
     }
     if let Some(error) = &run.error {
-        println!("\nerror     {}: {}", error.name, error.message);
+        println!(
+            "\nerror     {}",
+            shown(&format!("{}: {}", error.name, error.message))
+        );
     }
     if !detail.logs.is_empty() {
         println!("\nlog:");
         let text: String = detail.logs.iter().map(|l| l.text.as_str()).collect();
         for line in text.lines() {
-            println!("  {line}");
+            println!("  {}", shown(line));
         }
     }
     Ok(())
@@ -348,9 +370,15 @@ pub async fn events(server: &ServerArgs, limit: usize) -> Result<()> {
     Ok(())
 }
 
+/// Prints `rows` under `headers` in aligned columns, every cell through
+/// [`shown`].
 pub(super) fn table(headers: &[&str], rows: &[Vec<String>]) {
+    let rows: Vec<Vec<String>> = rows
+        .iter()
+        .map(|row| row.iter().map(|cell| shown(cell)).collect())
+        .collect();
     let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
-    for row in rows {
+    for row in &rows {
         for (i, cell) in row.iter().enumerate() {
             widths[i] = widths[i].max(cell.chars().count());
         }
@@ -364,7 +392,7 @@ pub(super) fn table(headers: &[&str], rows: &[Vec<String>]) {
         println!("{}", padded.join("  ").trim_end());
     };
     line(headers.to_vec());
-    for row in rows {
+    for row in &rows {
         line(row.iter().map(String::as_str).collect());
     }
 }

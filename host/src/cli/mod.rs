@@ -161,10 +161,16 @@ pub struct ServeArgs {
     /// The HTTP address (port 0 picks a free one; the address is printed).
     #[arg(long, default_value = "127.0.0.1:8288")]
     listen: SocketAddr,
-    /// The default tenant's event key for `POST /e/{key}` (default: made
-    /// once and kept in the data directory).
+    /// The dev-mode default tenant's event key for `POST /e/{key}`
+    /// (default: made once and kept in a 0600 file of the data directory).
+    /// A new one retires the previous one; not allowed with
+    /// --require-keys, which has no default tenant.
     #[arg(long, env = "STEPWISE_EVENT_KEY")]
     event_key: Option<String>,
+    /// With --event-key: keep the previous default event key valid beside
+    /// the new one (until revoked), e.g. while senders move over.
+    #[arg(long, requires = "event_key")]
+    keep_old: bool,
     /// The operator's key for managing tenants over HTTP (`stepwise
     /// tenant ...` sends it); tenant management is off without one.
     #[arg(long, env = "STEPWISE_ADMIN_KEY")]
@@ -173,6 +179,12 @@ pub struct ServeArgs {
     /// act for the default tenant, as in dev mode).
     #[arg(long)]
     require_keys: bool,
+    /// Hosts or exact addresses the default tenant's step bodies may call
+    /// besides its allowlist (repeatable): internal addresses (loopback,
+    /// private, link-local) are reachable only when listed exactly, e.g.
+    /// `127.0.0.1` or `10.0.0.7:5432`; the host's own port never is.
+    #[arg(long = "allow-http", value_name = "ADDRESS")]
+    allow_http: Vec<String>,
     /// Multiply Inngest's retry backoff (15 s, 30 s, 1 m, ...) by this; e.g.
     /// 0.001 for demos and tests.
     #[arg(long, default_value_t = 1.0)]
@@ -184,6 +196,38 @@ pub struct ServeArgs {
     /// the queue.
     #[arg(long, default_value_t = 256)]
     max_executing: u32,
+    /// Runs each tenant may start even when others hold every one of
+    /// --max-executing: its guaranteed share of the slots.
+    #[arg(long, default_value_t = 32)]
+    executing_share: u32,
+    /// Slots beyond --max-executing that only tenants below their share may
+    /// use (started steps cannot be preempted, so without them one tenant's
+    /// slow steps could hold every slot).
+    #[arg(long, default_value_t = 64)]
+    executing_reserve: u32,
+    /// Wall-clock time one attempt of a step body may take by default
+    /// (tenants may be given their own); then the attempt fails with
+    /// StepTimeoutError and is retried.
+    #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
+    step_timeout: std::time::Duration,
+    /// Guest memory host-wide (e.g. 8GiB; default half the machine's): what
+    /// executing instances have grown to, in all. While it is spent, new
+    /// runs wait in the queue.
+    #[arg(long, value_parser = tenant::parse_size)]
+    guest_memory: Option<u64>,
+    /// Events and run journals each tenant may store by default (logical
+    /// bytes); past it its events are refused with StorageQuotaExceeded.
+    #[arg(long, default_value = "10GiB", value_parser = tenant::parse_size)]
+    storage_quota: u64,
+    /// Events per second a tenant made with `tenant create` may send unless
+    /// given its own limit (the default tenant has none).
+    #[arg(long, default_value_t = 5_000)]
+    tenant_events_per_second: u32,
+    /// Runs waiting in the queue host-wide (default from the machine's
+    /// memory, about 1–2 KiB each); past it only tenants with few runs
+    /// waiting may queue more.
+    #[arg(long)]
+    max_queued: Option<u64>,
     /// Versions kept per app for rollbacks, besides the current one and
     /// those runs are still on.
     #[arg(long, default_value_t = stepwise_keep_versions())]
@@ -192,6 +236,9 @@ pub struct ServeArgs {
     /// of the same stepwise build may share one.
     #[arg(long, env = "STEPWISE_COMPILED_DIR")]
     compiled_dir: Option<PathBuf>,
+    /// Connection caps, timeouts and the throttle on wrong keys.
+    #[command(flatten)]
+    intake: serve::IntakeArgs,
 }
 
 /// `dev` = `serve` plus the examples.

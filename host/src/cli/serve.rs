@@ -7,8 +7,10 @@ use crate::model::DEFAULT_TENANT;
 use crate::retry::Backoff;
 use crate::runtime::Stepwise;
 use anyhow::{Context, Result, bail};
+use clap::Args;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 use tracing_subscriber::EnvFilter;
 
 fn init_logging() {
@@ -24,17 +26,33 @@ fn init_logging() {
 /// them first (`dev`).
 pub async fn serve(args: ServeArgs, examples: Option<PathBuf>) -> Result<()> {
     init_logging();
+    check_operator_keys(&args)?;
+    let intake = args.intake.limits();
     let config = HostConfig {
         data_dir: args.data_dir.clone(),
         compiled_dir: args.compiled_dir.clone(),
         event_key: args.event_key.clone(),
+        keep_old_event_key: args.keep_old,
         admin_key: args.admin_key.clone(),
         require_keys: args.require_keys,
         backoff: Backoff::scaled(args.retry_backoff_scale),
         keep_versions: args.keep_versions,
+        dev_loopback: examples.is_some(),
+        default_http_allow: args.allow_http.clone(),
         limits: Limits {
             max_steps_per_run: args.max_steps_per_run,
             max_executing: args.max_executing.max(1),
+            executing_share: args.executing_share,
+            executing_reserve: args.executing_reserve,
+            step_timeout_ms: (args.step_timeout.as_millis() as u64).max(10),
+            guest_memory_budget: args
+                .guest_memory
+                .unwrap_or_else(crate::executor::default_budget),
+            storage_bytes: args.storage_quota,
+            created_tenant_events_per_second: args.tenant_events_per_second,
+            host_queued_runs: args
+                .max_queued
+                .unwrap_or_else(|| Limits::default().host_queued_runs),
             ..Limits::default()
         },
     };
@@ -52,12 +70,12 @@ pub async fn serve(args: ServeArgs, examples: Option<PathBuf>) -> Result<()> {
             )
         })?;
     let address = listener.local_addr()?;
+    host.own_address.set(address);
     println!("stepwise listening on http://{address}");
     println!("  data directory: {}", args.data_dir.display());
-    let (event_key, management_key) = host.tenants.default_keys();
-    println!("  default tenant (dev mode; more with `stepwise tenant create`):");
-    println!("  event key:      {event_key}  (POST http://{address}/e/{event_key})");
-    println!("  management key: {management_key}  (Authorization: Bearer ...; the CLI's --key)");
+    for line in host.tenants.start_lines(&address.to_string()) {
+        println!("{line}");
+    }
     if host.config.require_keys {
         println!("  /v1 calls need a management key (--require-keys)");
     }
@@ -82,12 +100,27 @@ pub async fn serve(args: ServeArgs, examples: Option<PathBuf>) -> Result<()> {
     }
     use std::io::Write as _;
     let _ = std::io::stdout().flush();
-    axum::serve(listener, api::router(host.clone()))
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .context("serving HTTP")?;
+    let router = api::router(host.clone(), args.intake.auth_throttle());
+    api::conn::serve(listener, router, intake, shutdown_signal()).await;
     host.commit.durable().await?;
     tracing::info!("stopped");
+    Ok(())
+}
+
+/// Refuses weak keys from the operator before anything starts.
+fn check_operator_keys(args: &ServeArgs) -> Result<()> {
+    if let Some(key) = &args.admin_key {
+        api::check_operator_key("--admin-key (STEPWISE_ADMIN_KEY)", key, api::KeyUse::Header)
+            .map_err(anyhow::Error::msg)?;
+    }
+    if let Some(key) = &args.event_key {
+        api::check_operator_key(
+            "--event-key (STEPWISE_EVENT_KEY)",
+            key,
+            api::KeyUse::UrlPath,
+        )
+        .map_err(anyhow::Error::msg)?;
+    }
     Ok(())
 }
 
@@ -202,4 +235,110 @@ fn build_examples(dir: &Path) -> Result<Vec<(String, PathBuf)>> {
         built.push((app, wasm));
     }
     Ok(built)
+}
+
+/// How the API treats clients: connection caps, timeouts and the throttle
+/// on wrong keys (`serve` flags; see `api::conn`).
+#[derive(Debug, Args, Clone)]
+pub struct IntakeArgs {
+    /// Most open connections, host-wide; more are answered 503 and closed.
+    /// Lowered to fit the process's file descriptor limit (`ulimit -n`,
+    /// raised to its hard limit at start), keeping 256 for the host's files.
+    #[arg(long, default_value_t = 16_384)]
+    max_connections: usize,
+    /// Most open connections from one source (an IPv4 address or an IPv6
+    /// /64); more are answered 503 and closed. Behind a reverse proxy every
+    /// client is the proxy: raise it there.
+    #[arg(long, default_value_t = 1_024)]
+    max_connections_per_source: usize,
+    /// How long a request's head (request line and headers) may take to
+    /// arrive once it started; a slower one has its connection closed.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    header_timeout: Duration,
+    /// How long a keep-alive connection with no request in progress is
+    /// kept, and how long a client may leave a response unread. A response
+    /// being produced (a long poll, an event stream) is never idle.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    idle_timeout: Duration,
+    /// Request bodies must bring --body-min-bytes (or end) in every window
+    /// this long, else they are answered 408 and the connection closed.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    body_timeout: Duration,
+    /// Bytes a request body must bring in every --body-timeout window
+    /// (default 64 KiB, i.e. 6.4 KiB/s).
+    #[arg(long, default_value_t = 64 * 1024)]
+    body_min_bytes: u64,
+    /// Wrong keys (event, management or admin) one source may send in a
+    /// minute; after that its requests with keys are answered 429 until
+    /// the minute is over. 0 turns the throttle off.
+    #[arg(long, default_value_t = 20)]
+    auth_failures_per_minute: u32,
+}
+
+/// File descriptors kept for the journal, compiled code and logs.
+const RESERVED_FDS: u64 = 256;
+
+impl IntakeArgs {
+    /// The connection layer's settings.
+    fn limits(&self) -> api::conn::ConnLimits {
+        let fds = raise_fd_limit();
+        let fitting =
+            usize::try_from(fds.saturating_sub(RESERVED_FDS).max(64)).unwrap_or(usize::MAX);
+        let max_connections = self.max_connections.clamp(1, fitting);
+        if max_connections < self.max_connections {
+            tracing::warn!(
+                wanted = self.max_connections,
+                kept = max_connections,
+                fd_limit = fds,
+                "--max-connections lowered to fit the file descriptor limit (raise `ulimit -n`)"
+            );
+        }
+        api::conn::ConnLimits {
+            max_connections,
+            max_per_source: self.max_connections_per_source.max(1),
+            header_timeout: self.header_timeout,
+            idle_timeout: self.idle_timeout,
+            body_rate: api::body_rate::MinRate {
+                window: self.body_timeout,
+                min_bytes: self.body_min_bytes,
+            },
+            shutdown_grace: Duration::from_secs(10),
+        }
+    }
+
+    /// The throttle on wrong keys.
+    fn auth_throttle(&self) -> Arc<api::throttle::AuthThrottle> {
+        Arc::new(api::throttle::AuthThrottle::new(
+            self.auth_failures_per_minute,
+        ))
+    }
+}
+
+/// Raises the soft limit on open files to the hard one; returns the limit.
+fn raise_fd_limit() -> u64 {
+    #[cfg(unix)]
+    {
+        let mut limit = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit/setrlimit only read and write `limit`.
+        unsafe {
+            if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+                return u64::MAX;
+            }
+            if limit.rlim_cur < limit.rlim_max {
+                let raised = libc::rlimit {
+                    rlim_cur: limit.rlim_max,
+                    rlim_max: limit.rlim_max,
+                };
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                    limit = raised;
+                }
+            }
+        }
+        limit.rlim_cur
+    }
+    #[cfg(not(unix))]
+    u64::MAX
 }

@@ -1,7 +1,7 @@
 //! `stepwise tenant ...`: the operator's commands. Each is one call to the
 //! host's `/v1/tenants` API with the admin key.
 
-use super::client::{print_json, table};
+use super::client::{print_json, shown, table};
 use crate::model::TenantLimits;
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
@@ -96,6 +96,12 @@ pub enum TenantCommand {
         /// CPU time of a step body or of the code between steps, e.g. 30s.
         #[arg(long, value_parser = humantime::parse_duration)]
         cpu: Option<std::time::Duration>,
+        /// Wall-clock time one attempt of a step body may take, e.g. 5m.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        step_timeout: Option<std::time::Duration>,
+        /// Events and run journals it may store, e.g. 10GiB.
+        #[arg(long, value_parser = parse_size)]
+        storage: Option<u64>,
     },
     /// Set the hosts a tenant's step bodies may call over HTTP
     /// (`api.example.com`, `api.example.com:8443`, `*.example.com`, `*`).
@@ -108,7 +114,7 @@ pub enum TenantCommand {
 }
 
 /// `1024`, `512KiB`, `64MiB`, `1GiB` (or kB/MB/GB, powers of ten).
-fn parse_size(text: &str) -> Result<u64, String> {
+pub(super) fn parse_size(text: &str) -> Result<u64, String> {
     let text = text.trim();
     let split = text
         .find(|c: char| !c.is_ascii_digit())
@@ -173,6 +179,8 @@ pub async fn run(command: TenantCommand, admin: &AdminArgs) -> Result<()> {
             steps_per_run,
             component_size,
             cpu,
+            step_timeout,
+            storage,
         } => {
             let limits = TenantLimits {
                 memory_bytes: *memory,
@@ -186,6 +194,8 @@ pub async fn run(command: TenantCommand, admin: &AdminArgs) -> Result<()> {
                 steps_per_run: *steps_per_run,
                 component_bytes: *component_size,
                 cpu_ms: cpu.map(|d| d.as_millis() as u64),
+                step_timeout_ms: step_timeout.map(|d| d.as_millis() as u64),
+                storage_bytes: *storage,
             };
             client
                 .put(url(&format!("/v1/tenants/{name}/limits")))
@@ -207,7 +217,7 @@ pub async fn run(command: TenantCommand, admin: &AdminArgs) -> Result<()> {
             .as_str()
             .map(str::to_string)
             .unwrap_or_else(|| body.to_string());
-        bail!("{message} (HTTP {})", status.as_u16());
+        bail!("{} (HTTP {})", shown(&message), status.as_u16());
     }
     if admin.json {
         return print_json(&body);
@@ -266,7 +276,7 @@ pub async fn run(command: TenantCommand, admin: &AdminArgs) -> Result<()> {
         | TenantCommand::Allow { .. } => {
             println!(
                 "{}: limits {}, http allow {}",
-                body["name"].as_str().unwrap_or("?"),
+                shown(body["name"].as_str().unwrap_or("?")),
                 body["limits"],
                 body["http_allow"]
             );

@@ -40,7 +40,7 @@ pub fn triggered(function: &FunctionRecord, event: &EventRecord) -> bool {
 
 fn evaluate_condition(source: &str, scope: Scope<'_>, function: &str) -> bool {
     expr::condition(source, scope).unwrap_or_else(|error| {
-        tracing::warn!(function, %error, "an expression failed; treating it as false");
+        tracing::warn!(function, error = ?error.to_string(), "an expression failed; treating it as false");
         false
     })
 }
@@ -51,7 +51,7 @@ fn key_of(source: Option<&str>, event: &EventRecord, function: &str) -> String {
         return String::new();
     };
     expr::key(source, Scope::event(event)).unwrap_or_else(|error| {
-        tracing::warn!(function, %error, "a key expression failed; using the empty key");
+        tracing::warn!(function, error = ?error.to_string(), "a key expression failed; using the empty key");
         String::new()
     })
 }
@@ -71,7 +71,7 @@ pub fn admit(tx: &mut Tx<'_>, function: &FunctionRecord, event: &EventRecord) ->
             .and_then(|at| at.parse::<u64>().ok())
             .is_some_and(|at| tx.now.saturating_sub(at) < IDEMPOTENCY_WINDOW_MS);
         if seen {
-            tracing::info!(function = id, event = %event.id, "idempotency key seen in the last 24 h: no run");
+            tracing::info!(function = id, event = ?event.id, "idempotency key seen in the last 24 h: no run");
             return Ok(());
         }
         tx.put_index(IndexKind::Idempotency, &key, tx.now.to_string());
@@ -375,7 +375,7 @@ pub fn queue_spec(function: &FunctionRecord, trigger: &EventRecord) -> QueueSpec
         .as_deref()
         .map(|source| {
             let seconds = expr::number(source, Scope::event(trigger)).unwrap_or_else(|error| {
-                tracing::warn!(function = id, %error, "the priority expression failed; using 0");
+                tracing::warn!(function = id, error = ?error.to_string(), "the priority expression failed; using 0");
                 0.0
             });
             (seconds.clamp(-PRIORITY_BOUND_S, PRIORITY_BOUND_S) * 1000.0) as i64

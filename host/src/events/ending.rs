@@ -251,7 +251,7 @@ pub fn wait_satisfied(
         },
     )
     .unwrap_or_else(|error| {
-        tracing::warn!(run = %run, %error, "a wait's `if` failed; treating it as false");
+        tracing::warn!(run = %run, error = ?error.to_string(), "a wait's `if` failed; treating it as false");
         false
     }))
 }
@@ -295,7 +295,7 @@ pub fn cancellations(tx: &mut Tx<'_>, tenant: &str, event: &EventRecord) -> Resu
                 continue;
             }
         }
-        tracing::info!(run = %run_key, event = %event.id, listener = %key.replace('\0', "/"), "cancelOn matched");
+        tracing::info!(run = %run_key, event = ?event.id, listener = ?key.replace('\0', "/"), "cancelOn matched");
         let error = ErrorRecord::fatal(
             "Cancelled",
             format!("cancelled by event {} ({})", event.name, event.id),

@@ -19,7 +19,8 @@ mod tx;
 pub use admit::delayed_start;
 pub use ending::FUNCTION_FAILED;
 pub use parse::{
-    EventError, IncomingEvent, MAX_EVENT_BYTES, check_name, parse_event, parse_events,
+    EventError, IncomingEvent, MAX_EVENT_BYTES, PRINTABLE_RULE, check_name, check_printable,
+    escape_unprintable, is_unprintable, parse_event, parse_events,
 };
 pub use tx::{Effects, Tx};
 
@@ -147,7 +148,7 @@ impl Events {
                 .event_seen(tenant, dedupe)?
                 .is_some_and(|at| tx.now.saturating_sub(at) < DEDUPE_WINDOW_MS);
             if seen_before || !seen_here.insert(dedupe.clone()) {
-                tracing::info!(tenant, id = %dedupe, "duplicate event id: nothing started");
+                tracing::info!(tenant, id = ?dedupe, "duplicate event id: nothing started");
                 return Ok(id);
             }
         }

@@ -143,11 +143,10 @@ pub fn parse_event(index: usize, item: Value, max: usize) -> Result<IncomingEven
         None | Some(Value::Null) => None,
         Some(Value::String(id)) if id.is_empty() => None,
         Some(Value::String(id)) => {
-            if id.contains('\0') || id.len() > 1024 {
-                return Err(invalid(
-                    "\"id\" must be at most 1024 characters with no NUL".into(),
-                ));
+            if id.len() > 1024 {
+                return Err(invalid("\"id\" must be at most 1024 characters".into()));
             }
+            check_printable("id", &id).map_err(&invalid)?;
             Some(id)
         }
         Some(other) => {
@@ -210,12 +209,58 @@ pub fn check_name(name: &str) -> Result<(), String> {
     if name.trim().is_empty() {
         return Err("\"name\" is empty; give the event a name such as \"app/user.created\"".into());
     }
-    if name.len() > 256 || name.contains('\0') {
-        return Err(format!(
-            "\"name\" {name:?} must be at most 256 characters with no NUL"
-        ));
+    if name.len() > 256 {
+        return Err(format!("\"name\" {name:?} must be at most 256 characters"));
     }
-    Ok(())
+    check_printable("name", name)
+}
+
+/// What event names and ids may hold, said in every refusal.
+pub const PRINTABLE_RULE: &str = "printable characters only: letters, digits, punctuation, symbols and spaces (any language); no control characters (U+0000-U+001F, U+007F-U+009F: newline, tab, ESC, CR, BEL, ...), line separators or bidirectional overrides";
+
+/// Whether `c` must never reach a log line or a terminal as it is: a
+/// control character (it could forge a log line or drive the terminal), a
+/// line or paragraph separator, or a bidirectional override (it reorders
+/// what is shown).
+pub fn is_unprintable(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '\u{2028}' | '\u{2029}' | '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}'
+        )
+}
+
+/// Checks that `field` (an event's `name` or `id`) holds printable text
+/// only, naming the first offending character and where it is.
+pub fn check_printable(field: &str, text: &str) -> Result<(), String> {
+    match text.chars().enumerate().find(|(_, c)| is_unprintable(*c)) {
+        None => Ok(()),
+        Some((at, c)) => Err(format!(
+            "\"{field}\" holds U+{:04X} at character {at}; an event {field} may hold {PRINTABLE_RULE}",
+            c as u32
+        )),
+    }
+}
+
+/// `text` with every unprintable character ([`is_unprintable`]) written as
+/// an escape (`\u{1b}`), and backslashes doubled so an escape cannot be
+/// faked: safe to print to a terminal or a log line whatever a user sent.
+pub fn escape_unprintable(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.chars().any(|c| is_unprintable(c) || c == '\\') {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if is_unprintable(c) => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    std::borrow::Cow::Owned(out)
 }
 
 fn kind(value: &Value) -> &'static str {
@@ -261,6 +306,21 @@ mod tests {
         assert!(err(br#"{"name":"a","data":[1]}"#).contains("\"data\" must be an object"));
         assert!(err(br#"{"name":"  "}"#).contains("empty"));
         assert!(err(br#"{"name":"a","ts":-1}"#).contains("\"ts\""));
+        for bad in ["a\u{1b}[2Jb", "a\rb", "a\u{7}", "a\nERROR x", "a\u{0}"] {
+            let body = serde_json::json!({"name": bad}).to_string();
+            let message = err(body.as_bytes());
+            assert!(
+                message.contains("\"name\" holds U+")
+                    && message.contains("printable characters only"),
+                "{message}"
+            );
+            let body = serde_json::json!({"name": "a/b", "id": bad}).to_string();
+            assert!(err(body.as_bytes()).contains("\"id\" holds U+"));
+        }
+        assert!(err(r#"{"name":"a\u202eb"}"#.as_bytes()).contains("U+202E"));
+        let fine =
+            parse_events_default("{\"name\":\"app/usuário créé ✓\",\"id\":\"a b-c\"}".as_bytes());
+        assert!(fine.is_ok(), "any language, spaces and symbols: {fine:?}");
         let big = format!(
             r#"{{"name":"a","data":{{"s":"{}"}}}}"#,
             "x".repeat(MAX_EVENT_BYTES)
@@ -271,6 +331,23 @@ mod tests {
             vec![r#"{"name":"a"}"#; MAX_EVENTS_PER_REQUEST + 1].join(",")
         );
         assert!(err(many.as_bytes()).contains("at most 5000"));
+    }
+}
+
+#[cfg(test)]
+mod escaping {
+    use super::*;
+
+    #[test]
+    fn escaping_leaves_nothing_a_terminal_or_a_log_would_act_on() {
+        assert_eq!(escape_unprintable("plain/name ✓"), "plain/name ✓");
+        assert_eq!(
+            escape_unprintable("a\u{1b}[31mb\rc\u{7}\nd\\n"),
+            "a\\u{1b}[31mb\\rc\\u{7}\\nd\\\\n"
+        );
+        assert_eq!(escape_unprintable("\u{9b}x\u{202e}"), "\\u{9b}x\\u{202e}");
+        let escaped = escape_unprintable("\u{0}\u{1f}\u{7f}\u{2028}");
+        assert!(!escaped.chars().any(is_unprintable), "{escaped}");
     }
 }
 

@@ -199,13 +199,13 @@ impl RunState {
                 kind: TimerKind::StepRetry,
             };
             let services = session.services.clone();
-            tracing::info!(run = %key, step = %open.id, attempt = failed, wake_at, "step failed; retrying later");
+            tracing::info!(run = %key, step = ?open.id, attempt = failed, wake_at, "step failed; retrying later");
             self.write_steps(vec![Op::PutStep(key, step), Op::PutTimer(timer.clone())])?;
             self.durable().await?;
             services.scheduler.add_timer(timer);
             return Ok(AttemptOutcome::Retry);
         }
-        tracing::info!(run = %key, step = %open.id, attempts = failed, "step failed for good");
+        tracing::info!(run = %key, step = ?open.id, attempts = failed, "step failed for good");
         session.replay.record(step.clone());
         self.write_steps(vec![Op::PutStep(key, step)])?;
         self.durable().await?;

@@ -56,6 +56,15 @@ impl RunState {
                 incoming.len()
             ));
         }
+        let (used, quota) = (
+            self.session()?.services.journal.usage().used(&tenant),
+            self.session()?.limits.storage_bytes,
+        );
+        if problem.is_none() && used >= quota {
+            problem = Some(format!(
+                "StorageQuotaExceeded: this tenant stores {used} bytes of events and run journals, and its quota is {quota}"
+            ));
+        }
         if problem.is_none()
             && let Some(delay) = self.over_event_budget(&tenant, incoming.len())
         {
@@ -88,7 +97,11 @@ impl RunState {
     fn over_event_budget(&mut self, tenant: &str, count: usize) -> Option<u64> {
         let session = self.session.as_ref()?;
         let services = &session.services;
-        if services.scheduler.queued_of(tenant) >= session.limits.max_queued_runs as usize {
+        let queued = services.scheduler.queued_of(tenant);
+        if !session
+            .limits
+            .queue_has_room(queued, services.scheduler.queued_total())
+        {
             return Some(1_000);
         }
         services.tenants.take_events(tenant, count).err()

@@ -5,8 +5,22 @@
 //! linked once into an `AppPre`, and every run instantiates from that in
 //! microseconds. A run keeps its instance from step to step; it is dropped
 //! only when the run suspends or ends.
+//!
+//! Uploads are compiled in [`CompileSlots`] (bounded, fair between
+//! tenants) and leave nothing behind when refused (see [`Upload`]).
+//!
+//! What is shared between tenants, and why it does not leak: compiled code
+//! on disk and linked code in memory are shared by content hash, for runs
+//! and replays, which only ever use versions their own tenant deployed.
+//! Uploads never take a shortcut through them: a tenant's first upload of
+//! some bytes is always compiled, linked and inspected from those bytes,
+//! and its compiled code written, whether or not another tenant has them;
+//! only the tenant's own earlier deploys of the same bytes make a re-upload
+//! fast. So how long an upload takes says nothing of other tenants'.
 
 mod bindings;
+mod budget;
+mod egress;
 mod host;
 mod messages;
 mod outcome;
@@ -14,13 +28,18 @@ mod parallel;
 mod replay;
 mod run;
 mod sandbox;
+mod slots;
 mod state;
+
+pub use budget::{MemoryBudget, Reserved, default_budget};
+pub use egress::{Egress, OwnAddress, is_internal};
 
 pub use bindings::stepwise::durable::types as wit;
 pub use host::MAX_SUSPEND_MS;
 pub use replay::{DeterminismError, Replay};
 pub use run::{ReplayReport, ReplayVerdict, RunDriver};
 pub use sandbox::HTTP_OUTSIDE_STEP;
+pub use slots::{CompileSlot, CompileSlots};
 
 use crate::catalog::Catalog;
 use crate::config::Limits;
@@ -33,7 +52,7 @@ use bindings::{App, AppPre};
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
 use state::RunState;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -83,11 +102,20 @@ pub struct RunServices {
     pub tenants: Arc<crate::tenants::Tenants>,
     /// Told of every run that ends (for waiters such as the benchmark).
     pub ended: tokio::sync::broadcast::Sender<crate::model::RunKey>,
+    /// The host's own API address, which step bodies may never call.
+    pub own_address: Arc<OwnAddress>,
+    /// Whether the default tenant's step bodies may call loopback without
+    /// listing it (`dev`).
+    pub dev_loopback: bool,
+    /// What the default tenant may call besides its allowlist.
+    pub default_http_allow: Vec<String>,
 }
 
 /// A component version, linked and ready to instantiate.
 pub struct Version {
     pre: AppPre<RunState>,
+    /// What `pre` was linked from, for writing it to the cache.
+    component: Component,
 }
 
 /// Why an upload was refused.
@@ -98,6 +126,56 @@ pub enum InspectError {
     Invalid(String),
     /// The host failed (storage, I/O).
     Internal(anyhow::Error),
+}
+
+/// An upload being checked or deployed, from [`Executor::inspect`]: what
+/// it registers and whether it was compiled. Dropped without
+/// [`Upload::keep`] (refused, or only replayed), it leaves nothing behind:
+/// its linked and compiled code go unless a deployed version or another
+/// upload in flight has the same bytes.
+pub struct Upload<'a> {
+    executor: &'a Executor,
+    tenant: String,
+    /// The component's content hash: the version's id.
+    pub hash: String,
+    /// The functions its `functions()` registered.
+    pub configs: Vec<wit::FunctionConfig>,
+    /// Whether it was compiled for this upload (false: a re-upload of
+    /// bytes this tenant deployed before reused their compiled code).
+    pub compiled: bool,
+    version: Option<Arc<Version>>,
+    kept: bool,
+}
+
+impl Upload<'_> {
+    /// Marks the upload deployed; call once its deploy has committed. If
+    /// this upload compiled it, its compiled code is written to the cache,
+    /// every time, so that the cost does not depend on whether another
+    /// tenant's copy is there; the tenant's re-uploads then reuse it.
+    pub async fn keep(mut self) {
+        if self.compiled
+            && let Some(version) = &self.version
+        {
+            self.executor
+                .write_compiled(&self.hash, &version.component)
+                .await;
+        }
+        if let Some(copy) = self
+            .executor
+            .lock_uploads()
+            .get_mut(&(self.tenant.clone(), self.hash.clone()))
+        {
+            copy.deployed = true;
+        }
+        self.kept = true;
+    }
+}
+
+impl Drop for Upload<'_> {
+    fn drop(&mut self) {
+        self.executor
+            .end_upload(&self.tenant, &self.hash, self.kept);
+    }
 }
 
 /// The hex SHA-256 of a component: its version id.
@@ -115,9 +193,26 @@ pub struct Executor {
     journal: Arc<dyn Journal>,
     permits: Arc<Semaphore>,
     limits: Limits,
+    /// Guest memory host-wide, which new jobs wait on.
+    budget: Arc<MemoryBudget>,
     /// Whether the compiled-code cache is this host's own (so forgotten
     /// versions may be removed from it).
     prune_compiled: bool,
+    /// Uploads are compiled in these, fairly between tenants.
+    slots: CompileSlots,
+    /// Uploads in flight and the bytes each tenant has deployed, by
+    /// (tenant, content hash): see [`Upload`].
+    uploads: Mutex<HashMap<(String, String), TenantCopy>>,
+}
+
+/// One tenant's uploads of one component.
+#[derive(Debug, Default)]
+struct TenantCopy {
+    /// Uploads of it being inspected or deployed now.
+    in_flight: usize,
+    /// Whether a deploy of it by this tenant committed (and no collection
+    /// dropped it since): the tenant's re-uploads reuse its compiled code.
+    deployed: bool,
 }
 
 impl Executor {
@@ -184,8 +279,11 @@ impl Executor {
             engine_hash: format!("{:016x}", hasher.finish()),
             journal,
             permits: Arc::new(Semaphore::new(instances as usize)),
+            budget: MemoryBudget::new(limits.guest_memory_budget),
             limits,
             prune_compiled,
+            slots: CompileSlots::for_cores(),
+            uploads: Mutex::new(HashMap::new()),
         })
     }
 
@@ -194,8 +292,9 @@ impl Executor {
             .join(format!("{hash}-{}.cwasm", self.engine_hash))
     }
 
-    /// Compiles `bytes` (or loads the cached compilation of `hash`).
-    async fn compile(&self, hash: &str, bytes: Option<Bytes>) -> Result<Component, InspectError> {
+    /// Loads the cached compilation of deployed version `hash`, or compiles
+    /// the journal's copy of its bytes (and caches that).
+    async fn compile(&self, hash: &str) -> Result<Component, InspectError> {
         let path = self.compiled_path(hash);
         if path.exists() {
             // SAFETY: the file was written by `Component::serialize` of this
@@ -208,39 +307,57 @@ impl Executor {
                 }
             }
         }
-        let bytes = match bytes {
-            Some(bytes) => bytes,
-            None => self
-                .journal
-                .component(hash)
-                .map_err(InspectError::Internal)?
-                .map(Bytes::from)
-                .ok_or_else(|| {
-                    InspectError::Internal(anyhow!("component {hash} is not in the journal"))
-                })?,
-        };
+        let bytes = self
+            .journal
+            .component(hash)
+            .map_err(InspectError::Internal)?
+            .map(Bytes::from)
+            .ok_or_else(|| {
+                InspectError::Internal(anyhow!("component {hash} is not in the journal"))
+            })?;
+        let component = self.compile_bytes(bytes).await?;
+        self.write_compiled(hash, &component).await;
+        Ok(component)
+    }
+
+    /// Compiles `bytes`, on a blocking thread.
+    async fn compile_bytes(&self, bytes: Bytes) -> Result<Component, InspectError> {
         let engine = self.engine.clone();
-        let component = tokio::task::spawn_blocking(move || Component::new(&engine, &bytes))
+        tokio::task::spawn_blocking(move || Component::new(&engine, &bytes))
             .await
             .map_err(|e| InspectError::Internal(e.into()))?
-            .map_err(|e| InspectError::Invalid(not_a_component(&e)))?;
-        match component.serialize() {
-            Ok(compiled) => {
-                // A unique name: hosts sharing the cache may compile at once.
-                let partial = path.with_extension(format!(
-                    "{}.{}.partial",
-                    std::process::id(),
-                    rand::random::<u32>()
-                ));
-                let written = std::fs::write(&partial, compiled)
-                    .and_then(|()| std::fs::rename(&partial, &path));
-                if let Err(error) = written {
-                    tracing::warn!(path = %path.display(), %error, "could not cache compiled code");
-                }
+            .map_err(|e| InspectError::Invalid(not_a_component(&e)))
+    }
+
+    /// Writes `component`'s compiled code to the cache as version `hash`,
+    /// atomically (hosts sharing the cache may write at once). A failure
+    /// costs only a recompile later, so it is logged, not returned.
+    async fn write_compiled(&self, hash: &str, component: &Component) {
+        let path = self.compiled_path(hash);
+        let component = component.clone();
+        let written = tokio::task::spawn_blocking(move || -> Result<()> {
+            let compiled = component.serialize().map_err(anyhow::Error::from)?;
+            let partial = path.with_extension(format!(
+                "{}.{}.partial",
+                std::process::id(),
+                rand::random::<u32>()
+            ));
+            let written =
+                std::fs::write(&partial, compiled).and_then(|()| std::fs::rename(&partial, &path));
+            if written.is_err() {
+                let _ = std::fs::remove_file(&partial);
             }
-            Err(error) => tracing::warn!(%error, "could not serialise compiled code"),
+            written.with_context(|| format!("writing {}", path.display()))
+        })
+        .await
+        .map_err(anyhow::Error::from)
+        .and_then(|written| written);
+        if let Err(error) = written {
+            tracing::warn!(
+                error = format!("{error:#}"),
+                "could not cache compiled code"
+            );
         }
-        Ok(component)
     }
 
     /// Refuses a component that imports an interface Stepwise does not
@@ -268,12 +385,24 @@ impl Executor {
                 "the component is not a Stepwise app: {e:#}. Build it against the stepwise:durable/app world in wit/ (it must export `functions` and `handle`); the Rust SDK's export_app! macro does this"
             ))
         })?;
-        Ok(Version { pre })
+        Ok(Version {
+            pre,
+            component: component.clone(),
+        })
     }
 
-    /// Forgets version `hash` (no run needs it any more): its linked code
-    /// leaves memory, and its compiled code the cache unless hosts share it.
+    /// Forgets version `hash` (no app of any tenant keeps it, no run needs
+    /// it): its linked code leaves memory, its compiled code the cache
+    /// unless hosts share it, and any tenant's re-upload of it is compiled
+    /// again.
     pub fn forget(&self, hash: &str) {
+        let mut uploads = self.lock_uploads();
+        uploads.retain(|(_, h), copy| {
+            if h == hash {
+                copy.deployed = false;
+            }
+            h != hash || copy.in_flight > 0
+        });
         self.versions
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -283,19 +412,24 @@ impl Executor {
         }
     }
 
-    /// The linked version `hash`, compiled (or loaded from the cache) once.
-    pub async fn version(&self, hash: &str) -> Result<Arc<Version>> {
-        self.version_from(hash, None).await.map_err(|e| match e {
-            InspectError::Invalid(message) => anyhow!(message),
-            InspectError::Internal(error) => error,
-        })
+    /// Forgets each tenant's deploys of the versions none of its apps keeps
+    /// any more (`kept`: tenant → versions its apps keep), so that its
+    /// re-upload of them is compiled again, as anyone's first upload is:
+    /// whether it is fast must not depend on whether another tenant still
+    /// keeps the same bytes.
+    pub fn forget_uploads(&self, kept: &HashMap<String, HashSet<String>>) {
+        self.lock_uploads().retain(|(tenant, hash), copy| {
+            let keeps = kept.get(tenant).is_some_and(|k| k.contains(hash));
+            if !keeps {
+                copy.deployed = false;
+            }
+            keeps || copy.in_flight > 0
+        });
     }
 
-    async fn version_from(
-        &self,
-        hash: &str,
-        bytes: Option<Bytes>,
-    ) -> Result<Arc<Version>, InspectError> {
+    /// The linked version `hash` (deployed: its bytes are in the journal),
+    /// compiled or loaded from the cache once, for runs and replays.
+    pub async fn version(&self, hash: &str) -> Result<Arc<Version>> {
         let cell = self
             .versions
             .lock()
@@ -304,20 +438,30 @@ impl Executor {
             .or_default()
             .clone();
         cell.get_or_try_init(|| async {
-            let component = self.compile(hash, bytes).await?;
+            let component = self.compile(hash).await?;
             Ok(Arc::new(self.link(&component)?))
         })
         .await
         .cloned()
+        .map_err(|e| match e {
+            InspectError::Invalid(message) => anyhow!(message),
+            InspectError::Internal(error) => error,
+        })
     }
 
-    /// Checks an upload and reads its registration: compiles it, links it,
-    /// and calls `functions()` in a sandbox with a deadline.
+    /// Checks an upload of `tenant` and reads its registration, in one of
+    /// the tenant's compile slots: compiles it, links it, and calls
+    /// `functions()` in a sandbox with a deadline. Only a re-upload of
+    /// bytes the tenant itself deployed reuses compiled code; anything else
+    /// is compiled from `bytes`, whoever else has them (see the module's
+    /// note). Drop the [`Upload`] to refuse it, leaving nothing behind, or
+    /// [`Upload::keep`] it once deployed.
     pub async fn inspect(
         &self,
+        tenant: &str,
         bytes: Bytes,
         max_component_bytes: usize,
-    ) -> Result<(String, Vec<wit::FunctionConfig>), InspectError> {
+    ) -> Result<Upload<'_>, InspectError> {
         if bytes.len() > max_component_bytes {
             return Err(InspectError::Invalid(format!(
                 "the component is {} bytes; at most {max_component_bytes} are accepted (ask the operator to raise this tenant's component limit, or make the component smaller)",
@@ -329,10 +473,114 @@ impl Executor {
                 "the upload is not WebAssembly (it does not start with \\0asm); upload the .wasm component built with `cargo build --target wasm32-wasip2`".into(),
             ));
         }
-        let hash = content_hash(&bytes);
-        let version = self.version_from(&hash, Some(bytes)).await?;
-        let configs = self.read_functions(&version).await?;
-        Ok((hash, configs))
+        let mut upload = self.begin_upload(tenant, content_hash(&bytes));
+        let _slot = self.slots.acquire(tenant).await;
+        let reused = if self.deployed_by(tenant, &upload.hash) {
+            match self.version(&upload.hash).await {
+                Ok(version) => Some(version),
+                Err(error) => {
+                    tracing::warn!(version = %upload.hash, error = format!("{error:#}"), "a deployed version could not be loaded; compiling the upload");
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        let version = match reused {
+            Some(version) => version,
+            None => {
+                let component = self.compile_bytes(bytes).await?;
+                let version = Arc::new(self.link(&component)?);
+                // Runs and replays find versions by hash: share this one
+                // unless a copy is there already (the same code).
+                let cell = self
+                    .versions
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .entry(upload.hash.clone())
+                    .or_default()
+                    .clone();
+                let _ = cell.set(version.clone());
+                upload.compiled = true;
+                version
+            }
+        };
+        upload.configs = self.read_functions(&version).await?;
+        upload.version = Some(version);
+        Ok(upload)
+    }
+
+    fn lock_uploads(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), TenantCopy>> {
+        self.uploads.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn begin_upload(&self, tenant: &str, hash: String) -> Upload<'_> {
+        self.lock_uploads()
+            .entry((tenant.to_string(), hash.clone()))
+            .or_default()
+            .in_flight += 1;
+        Upload {
+            executor: self,
+            tenant: tenant.to_string(),
+            hash,
+            configs: Vec::new(),
+            compiled: false,
+            version: None,
+            kept: false,
+        }
+    }
+
+    fn deployed_by(&self, tenant: &str, hash: &str) -> bool {
+        self.lock_uploads()
+            .get(&(tenant.to_string(), hash.to_string()))
+            .is_some_and(|copy| copy.deployed)
+    }
+
+    /// An upload of `hash` by `tenant` is over. If it was refused and no
+    /// other upload of the same bytes is in flight or deployed (in the
+    /// journal), whatever it made goes: linked code, compiled code.
+    fn end_upload(&self, tenant: &str, hash: &str, kept: bool) {
+        let mut uploads = self.lock_uploads();
+        let key = (tenant.to_string(), hash.to_string());
+        if let Some(copy) = uploads.get_mut(&key) {
+            copy.in_flight = copy.in_flight.saturating_sub(1);
+            if copy.in_flight == 0 && !copy.deployed {
+                uploads.remove(&key);
+            }
+        }
+        if kept
+            || uploads
+                .iter()
+                .any(|((_, h), copy)| h == hash && copy.in_flight > 0)
+        {
+            return;
+        }
+        // Still holding `uploads`: no upload of these bytes can start or
+        // commit until this is done.
+        match self.journal.has_component(hash) {
+            Ok(false) => {}
+            Ok(true) => return,
+            Err(error) => {
+                tracing::warn!(error = format!("{error:#}"), version = %hash, "could not tell whether a refused upload is deployed; keeping its code");
+                return;
+            }
+        }
+        self.versions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(hash);
+        if self.prune_compiled {
+            let path = self.compiled_path(hash);
+            match std::fs::remove_file(&path) {
+                Ok(()) => {
+                    tracing::debug!(path = %path.display(), "removed a refused upload's compiled code")
+                }
+                Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+                Err(error) => {
+                    tracing::warn!(path = %path.display(), %error, "could not remove a refused upload's compiled code")
+                }
+            }
+        }
     }
 
     /// The registration of version `hash` (compiled and linked already or
@@ -354,7 +602,11 @@ impl Executor {
             "registration",
             0,
             &self.limits,
-            Arc::new(Vec::new()),
+            Egress {
+                allow: Arc::new(Vec::new()),
+                loopback: false,
+                own: Arc::new(OwnAddress::default()),
+            },
             None,
         ));
         store.set_epoch_deadline(REGISTRATION_DEADLINE_TICKS);
@@ -394,12 +646,34 @@ impl Executor {
         })
     }
 
+    /// The host-wide budget of guest memory.
+    pub fn memory_budget(&self) -> &Arc<MemoryBudget> {
+        &self.budget
+    }
+
     /// A store for one execution, bounded and time-sliced.
     /// Every epoch tick the guest yields (so other runs get the cores), and
     /// counts the tick against its CPU limit: past it, it traps with
     /// [`outcome::CpuLimit`].
-    fn store(&self, state: RunState) -> Store<RunState> {
+    fn store(&self, mut state: RunState) -> Store<RunState> {
         state.flags.set_in_step(false);
+        if let Some(session) = &state.session {
+            let branch = match session.role {
+                state::Role::Branch(seq) => Some(seq),
+                _ => None,
+            };
+            let job = (session.run.key.clone(), branch);
+            let version = session.run.version.clone();
+            let unsettled = state
+                .store_limits
+                .charge_to(self.budget.clone(), &job, &version);
+            if let Some(unsettled) = unsettled {
+                tokio::spawn(async move {
+                    tokio::time::sleep(budget::SETTLE).await;
+                    unsettled.settle();
+                });
+            }
+        }
         let mut store = Store::new(&self.engine, state);
         store.limiter(|state| &mut state.store_limits);
         store.set_epoch_deadline(1);

@@ -57,6 +57,23 @@ impl fmt::Display for CpuLimit {
 
 impl std::error::Error for CpuLimit {}
 
+/// A step body ran longer than its tenant's step timeout, wall clock (it
+/// may have been waiting, not computing: a guest-side sleep, a slow call).
+#[derive(Debug)]
+pub struct StepTimeout(pub u64);
+
+impl fmt::Display for StepTimeout {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "the attempt ran for more than {} ms of wall-clock time, the step timeout; it was stopped and is retried by the function's retries (an operator can raise the limit: `stepwise tenant limits NAME --step-timeout 10m`)",
+            self.0
+        )
+    }
+}
+
+impl std::error::Error for StepTimeout {}
+
 /// The host could not do its part (storage failed): the run is left as the
 /// journal has it and resumed later.
 #[derive(Debug)]

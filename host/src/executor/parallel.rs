@@ -128,7 +128,7 @@ impl RunState {
         }
         for branch in &todo {
             if !scheduler.branch_pending(&key, branch.seq) {
-                tracing::debug!(run = %key, step = %branch.id, "running a parallel branch in its own instance");
+                tracing::debug!(run = %key, step = ?branch.id, "running a parallel branch in its own instance");
                 scheduler.spawn_branch(key.clone(), branch.seq);
             }
         }

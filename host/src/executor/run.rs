@@ -4,7 +4,10 @@
 use super::bindings::stepwise::durable::types::{FailureContext, RunContext, StepError};
 use super::bindings::{App, AppPre};
 use super::host::{AttemptOutcome, wit_event};
-use super::outcome::{CpuLimit, Diverged, Ended, HostFault, ReplayEnd, RunFault, Suspended};
+use super::outcome::{
+    CpuLimit, Diverged, Ended, HostFault, ReplayEnd, RunFault, StepTimeout, Suspended,
+};
+use super::sandbox::RunFlags;
 use super::state::{Role, RunState, Session, error_record};
 use super::{Executor, Replay, RunServices};
 use crate::journal::Op;
@@ -55,8 +58,6 @@ pub struct ReplayReport {
     pub verdict: ReplayVerdict,
 }
 
-/// The concurrency key every job counts against: executing jobs host-wide.
-const HOST_KEY: &str = "host";
 /// The prefix of the key of executing jobs per tenant.
 const TENANT_KEY: &str = "tenant-executing\0";
 
@@ -69,16 +70,56 @@ enum Entry {
 type HandlerResult = wasmtime::Result<std::result::Result<String, StepError>>;
 
 impl Entry {
+    /// Calls the export, stopping it with [`StepTimeout`] if a step body
+    /// runs longer than the session's step timeout (wall clock: epoch
+    /// interruption bounds CPU, but not a body that waits in a host call).
     async fn call(
         &self,
         pre: &AppPre<RunState>,
         store: &mut Store<RunState>,
         function: &str,
     ) -> HandlerResult {
-        let app: App = pre.instantiate_async(&mut *store).await?;
-        match self {
-            Entry::Handle(ctx) => app.call_handle(&mut *store, function, ctx).await,
-            Entry::OnFailure(ctx) => app.call_on_failure(&mut *store, function, ctx).await,
+        let flags = store.data().flags.clone();
+        let limit = store
+            .data()
+            .session
+            .as_ref()
+            .map(|s| s.limits.step_timeout_ms)
+            .unwrap_or(u64::MAX);
+        let call = async {
+            let app: App = pre.instantiate_async(&mut *store).await?;
+            match self {
+                Entry::Handle(ctx) => app.call_handle(&mut *store, function, ctx).await,
+                Entry::OnFailure(ctx) => app.call_on_failure(&mut *store, function, ctx).await,
+            }
+        };
+        with_step_timeout(call, &flags, limit).await
+    }
+}
+
+/// Runs `call` to its end, unless a step body it runs is still running
+/// `limit_ms` after it began: then the call is dropped (the instance is not
+/// used again) and the result is a [`StepTimeout`] trap, which fails the
+/// open step's attempt like any trap in a body.
+async fn with_step_timeout(
+    call: impl Future<Output = HandlerResult>,
+    flags: &RunFlags,
+    limit_ms: u64,
+) -> HandlerResult {
+    let limit = Duration::from_millis(limit_ms);
+    let mut call = std::pin::pin!(call);
+    loop {
+        let wait = match flags.step_elapsed() {
+            Some(elapsed) if elapsed >= limit => {
+                return Err(wasmtime::Error::new(StepTimeout(limit_ms)));
+            }
+            Some(elapsed) => limit - elapsed,
+            None => limit,
+        };
+        tokio::select! {
+            biased;
+            result = &mut call => return result,
+            _ = tokio::time::sleep(wait) => {}
         }
     }
 }
@@ -201,7 +242,18 @@ impl RunDriver {
         let logical_start = run.started_at.unwrap_or(run.created_at);
         let tenants = &self.services.tenants;
         let limits = tenants.limits(&run.key.tenant);
-        let http_allow = tenants.http_allow(&run.key.tenant);
+        let default_tenant = run.key.tenant == crate::model::DEFAULT_TENANT;
+        let mut allow = tenants.http_allow(&run.key.tenant);
+        if default_tenant && !self.services.default_http_allow.is_empty() {
+            let mut extended = allow.as_ref().clone();
+            extended.extend(self.services.default_http_allow.iter().cloned());
+            allow = Arc::new(extended);
+        }
+        let egress = super::Egress {
+            allow,
+            loopback: self.services.dev_loopback && default_tenant,
+            own: self.services.own_address.clone(),
+        };
         let journal_bytes = steps
             .iter()
             .filter_map(|s| s.output.as_ref())
@@ -220,13 +272,7 @@ impl RunDriver {
             journal_bytes,
             dry_run,
         };
-        let state = RunState::new(
-            &run_id,
-            logical_start,
-            &state_limits,
-            http_allow,
-            Some(session),
-        );
+        let state = RunState::new(&run_id, logical_start, &state_limits, egress, Some(session));
         state
             .output
             .lock()
@@ -440,9 +486,12 @@ impl RunDriver {
         // An endless loop is stopped by the CPU limit: say so plainly. The
         // guest's backtrace goes to the host log, not into the error.
         tracing::warn!(run = %key, trap = format!("{trap:#}"), "the guest trapped");
-        let (name, what) = match trap.downcast_ref::<CpuLimit>() {
-            Some(limit) => ("CpuLimitError", limit.to_string()),
-            None => ("GuestTrap", trap_reason(&trap)),
+        let (name, what) = if let Some(limit) = trap.downcast_ref::<CpuLimit>() {
+            ("CpuLimitError", limit.to_string())
+        } else if let Some(timeout) = trap.downcast_ref::<StepTimeout>() {
+            ("StepTimeoutError", timeout.to_string())
+        } else {
+            ("GuestTrap", trap_reason(&trap))
         };
         let Some(open) = open else {
             let error = ErrorRecord {
@@ -460,7 +509,10 @@ impl RunDriver {
         };
         let error = ErrorRecord {
             name: name.into(),
-            message: format!("step {:?} trapped: {what}", open.id),
+            message: match name {
+                "StepTimeoutError" => format!("step {:?} timed out: {what}", open.id),
+                _ => format!("step {:?} trapped: {what}", open.id),
+            },
             retriable: true,
             retry_after_ms: None,
         };
@@ -546,6 +598,27 @@ impl Dispatch for RunDriver {
         Ok(self.settle_timer(timer, effects))
     }
 
+    fn has_room(&self, tenant: &str) -> bool {
+        self.executor.memory_budget().has_room_for(tenant)
+    }
+
+    fn reserve(&self, job: &Job) -> Box<dyn Send> {
+        let version = match self.services.journal.run(&job.run) {
+            Ok(Some(run)) => run.version,
+            _ => return Box::new(()),
+        };
+        let unknown = self
+            .services
+            .tenants
+            .limits(&job.run.tenant)
+            .max_memory_bytes as u64;
+        Box::new(self.executor.memory_budget().reserve(
+            (job.run.clone(), job.branch),
+            &version,
+            unknown,
+        ))
+    }
+
     fn admission(&self, job: &Job) -> Result<Option<Admission>> {
         let Some(run) = self.services.journal.run(&job.run)? else {
             return Ok(None);
@@ -553,11 +626,9 @@ impl Dispatch for RunDriver {
         if run.status.is_terminal() {
             return Ok(None);
         }
+        // The host-wide slots are shared between tenants by the queue
+        // itself (its SlotPolicy); a tenant's own cap is a key.
         let mut spec = run.queue;
-        spec.concurrency.push(ConcurrencyKey {
-            key: HOST_KEY.into(),
-            limit: self.executor.limits.max_executing,
-        });
         spec.concurrency.push(ConcurrencyKey {
             key: format!("{TENANT_KEY}{}", job.run.tenant),
             limit: self

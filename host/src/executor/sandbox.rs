@@ -8,6 +8,7 @@
 //! the step host calls update. Output goes to [`RunOutput`], keyed so that a
 //! replay does not log the same lines twice.
 
+use super::egress::Egress;
 use crate::model::LogChunk;
 use rand::rngs::{StdRng, SysRng};
 use rand::{SeedableRng, TryRng};
@@ -71,6 +72,17 @@ impl RunFlags {
             self.step_started_ns.store(now, Ordering::Relaxed);
         }
         self.in_step.store(in_step, Ordering::Relaxed);
+    }
+
+    /// How long the step body executing now has run, wall clock (`None`
+    /// outside step bodies).
+    pub fn step_elapsed(&self) -> Option<Duration> {
+        if !self.in_step() {
+            return None;
+        }
+        let started = self.step_started_ns.load(Ordering::Relaxed);
+        let now = self.origin.elapsed().as_nanos() as u64;
+        Some(Duration::from_nanos(now.saturating_sub(started)))
     }
 
     /// Moves the logical clock (to the time a journaled call finished).
@@ -343,16 +355,16 @@ impl tokio::io::AsyncWrite for RunOutput {
 pub const HTTP_OUTSIDE_STEP: &str = "stepwise: outgoing HTTP is only allowed inside a step body (step.run): code outside steps runs again on every replay, so a request there would be sent many times. Move the request into a step so it runs once and its result is journaled.";
 
 /// Outgoing HTTP, allowed only while a step body runs, and only to the
-/// tenant's allowed hosts.
+/// tenant's allowed hosts and addresses ([`Egress`]).
 pub struct StepHttpHooks {
     flags: Arc<RunFlags>,
-    allow: Arc<Vec<String>>,
+    egress: Egress,
 }
 
 impl StepHttpHooks {
-    /// Hooks for the run behind `flags`, whose tenant allows `allow`.
-    pub fn new(flags: Arc<RunFlags>, allow: Arc<Vec<String>>) -> Self {
-        StepHttpHooks { flags, allow }
+    /// Hooks for the run behind `flags`, whose tenant may reach `egress`.
+    pub fn new(flags: Arc<RunFlags>, egress: Egress) -> Self {
+        StepHttpHooks { flags, egress }
     }
 }
 
@@ -411,7 +423,7 @@ impl WasiHttpHooks for StepHttpHooks {
             _ => None,
         });
         let host = uri.host().unwrap_or_default().to_string();
-        if !host_allowed(&self.allow, &host, port) {
+        if !host_allowed(&self.egress.allow, &host, port) {
             tracing::warn!(%host, "refused outgoing HTTP to a host not on the tenant's allowlist");
             let message = format!(
                 "stepwise: {host} is not on this tenant's HTTP allowlist; ask the operator to add it (stepwise tenant allow TENANT {host})"
@@ -420,13 +432,13 @@ impl WasiHttpHooks for StepHttpHooks {
                 Err(wasmtime_wasi_http::Error::InternalError(Some(message)))
             });
         }
+        let egress = self.egress.clone();
         Box::new(async move {
-            use http_body_util::BodyExt;
-            let (response, io) = wasmtime_wasi_http::default_send_request(request, options).await?;
-            Ok((
-                response.map(BodyExt::boxed_unsync),
-                Box::new(io) as ResponseFuture,
-            ))
+            let result = egress.send(request, options).await;
+            if let Err(wasmtime_wasi_http::Error::InternalError(Some(reason))) = &result {
+                tracing::warn!(%host, %reason, "refused outgoing HTTP to an internal address");
+            }
+            result
         })
     }
 }

@@ -2,6 +2,7 @@
 
 use super::RunServices;
 use super::bindings::stepwise::durable::types::StepError;
+use super::budget::GuestLimiter;
 use super::replay::Replay;
 use super::sandbox::{
     OutputBuffer, RunFlags, RunMonotonicClock, RunOutput, RunRandom, RunWallClock, StepHttpHooks,
@@ -9,8 +10,8 @@ use super::sandbox::{
 };
 use crate::model::{ErrorRecord, EventRecord, RunRecord};
 use std::sync::{Arc, Mutex};
+use wasmtime::StoreLimitsBuilder;
 use wasmtime::component::ResourceTable;
-use wasmtime::{StoreLimits, StoreLimitsBuilder};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
@@ -74,7 +75,7 @@ pub struct RunState {
     http: WasiHttpCtx,
     http_hooks: StepHttpHooks,
     /// Memory and table bounds.
-    pub store_limits: StoreLimits,
+    pub store_limits: GuestLimiter,
     /// Epoch ticks the guest may run without a host call.
     pub cpu_ticks: u64,
     /// Clock, randomness and HTTP switches.
@@ -93,7 +94,7 @@ impl RunState {
         run_id: &str,
         logical_ms: u64,
         limits: &crate::config::Limits,
-        http_allow: Arc<Vec<String>>,
+        egress: super::Egress,
         session: Option<Session>,
     ) -> Self {
         let flags = RunFlags::new(logical_ms);
@@ -118,11 +119,12 @@ impl RunState {
             .memories(16)
             .trap_on_grow_failure(true)
             .build();
+        let store_limits = GuestLimiter::new(store_limits);
         RunState {
             wasi,
             table: ResourceTable::new(),
             http: WasiHttpCtx::new(),
-            http_hooks: StepHttpHooks::new(flags.clone(), http_allow),
+            http_hooks: StepHttpHooks::new(flags.clone(), egress),
             store_limits,
             cpu_ticks: limits
                 .cpu_ms

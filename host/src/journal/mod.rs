@@ -12,10 +12,13 @@
 //! for many hosts can implement the same traits.
 
 mod commit;
+mod files;
 mod keys;
 mod sled_backend;
+pub mod usage;
 
 pub use commit::GroupCommit;
+pub use files::{make_private, restrict_new_files};
 pub use sled_backend::SledJournal;
 
 use crate::model::{
@@ -87,12 +90,17 @@ pub enum Op {
         /// Hex SHA-256 of its bytes.
         hash: String,
     },
-    /// Set a host setting (e.g. the default tenant's event key).
+    /// Set a host setting.
     PutSetting {
         /// Setting name.
         name: String,
         /// Its value.
         value: String,
+    },
+    /// Remove a host setting (e.g. a key an older host kept in clear).
+    DeleteSetting {
+        /// Setting name.
+        name: String,
     },
 }
 
@@ -106,6 +114,9 @@ pub trait Journal: RunJournal + QueryJournal + Send + Sync + 'static {
 
     /// Makes every write applied so far durable (fsync). Blocking.
     fn flush(&self) -> Result<()>;
+
+    /// Logical bytes each tenant stores, counted as batches are applied.
+    fn usage(&self) -> &usage::StorageUsage;
 }
 
 /// Reads of the executor, the scheduler and event routing.

@@ -5,6 +5,7 @@
 //! transaction, so that, say, a waiter and its step never exist apart.
 
 use super::keys;
+use super::usage::{StorageUsage, counted_tenant};
 use super::{Batch, Journal, Op, QueryJournal, RunFilter, RunJournal};
 use crate::model::{
     AppRecord, EventRecord, FunctionRecord, IndexKind, IndexRef, LogChunk, RunKey, RunRecord,
@@ -59,6 +60,7 @@ enum TreeId {
 pub struct SledJournal {
     db: sled::Db,
     trees: Vec<sled::Tree>,
+    usage: StorageUsage,
 }
 
 /// A write prepared outside any transaction (sled may re-run a
@@ -71,6 +73,7 @@ enum Write {
 impl SledJournal {
     /// Opens (or creates) the journal in `dir`.
     pub fn open(dir: &Path) -> Result<Self> {
+        recover_interrupted_rewrite(dir)?;
         let db = sled::Config::new()
             .path(dir)
             // Records are small and read once per resume; a big cache would
@@ -83,7 +86,50 @@ impl SledJournal {
             .map(|name| db.open_tree(name))
             .collect::<sled::Result<Vec<_>>>()
             .context("opening the journal's trees")?;
-        Ok(SledJournal { db, trees })
+        let saved = trees[TreeId::Settings as usize]
+            .get(super::usage::USAGE_SETTING.as_bytes())
+            .context("reading the storage usage")?
+            .and_then(|bytes| String::from_utf8(bytes.to_vec()).ok());
+        let usage = StorageUsage::restore(saved.as_deref());
+        Ok(SledJournal { db, trees, usage })
+    }
+
+    /// Rewrites the (closed) journal in `dir` into a fresh copy holding only
+    /// its live records. sled is log-structured: a removed value stays in
+    /// its files until its segment is reused, so a secret removed from the
+    /// journal (a key an older host kept in clear) is really gone only
+    /// after this. The old files are removed once the copy is complete; an
+    /// interrupted rewrite leaves the original in place.
+    pub fn rewrite(dir: &Path) -> Result<()> {
+        let name = dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .context("the journal directory has no name")?;
+        let fresh = dir.with_file_name(format!("{name}.rewrite"));
+        let old = dir.with_file_name(format!("{name}.old"));
+        for leftover in [&fresh, &old] {
+            if leftover.exists() {
+                std::fs::remove_dir_all(leftover)
+                    .with_context(|| format!("removing {}", leftover.display()))?;
+            }
+        }
+        {
+            let from = sled::Config::new()
+                .path(dir)
+                .open()
+                .with_context(|| format!("opening the journal in {}", dir.display()))?;
+            let to = sled::Config::new()
+                .path(&fresh)
+                .open()
+                .with_context(|| format!("creating {}", fresh.display()))?;
+            to.import(from.export());
+            to.flush().context("flushing the rewritten journal")?;
+        }
+        std::fs::rename(dir, &old).with_context(|| format!("moving {} aside", dir.display()))?;
+        std::fs::rename(&fresh, dir)
+            .with_context(|| format!("moving the rewritten journal to {}", dir.display()))?;
+        std::fs::remove_dir_all(&old).with_context(|| format!("removing {}", old.display()))?;
+        Ok(())
     }
 
     fn tree(&self, id: TreeId) -> &sled::Tree {
@@ -201,6 +247,7 @@ impl SledJournal {
             Op::PutSetting { name, value } => {
                 vec![Write::Put(Settings, name.into_bytes(), value.into_bytes())]
             }
+            Op::DeleteSetting { name } => vec![Write::Delete(Settings, name.into_bytes())],
         })
     }
 }
@@ -224,9 +271,27 @@ fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
 impl Journal for SledJournal {
     fn apply(&self, batch: Batch) -> Result<()> {
         let mut writes = Vec::with_capacity(batch.len() + 1);
+        let mut stored: Vec<(String, u64)> = Vec::new();
         for op in batch {
+            let tenant = counted_tenant(&op).map(str::to_string);
+            let before = writes.len();
             writes.extend(Self::prepare(op)?);
+            if let Some(tenant) = tenant {
+                let bytes = writes[before..]
+                    .iter()
+                    .map(|w| match w {
+                        Write::Put(_, key, value) => (key.len() + value.len()) as u64,
+                        Write::Delete(..) => 0,
+                    })
+                    .sum();
+                stored.push((tenant, bytes));
+            }
         }
+        let count = |usage: &StorageUsage| {
+            for (tenant, bytes) in &stored {
+                usage.add(tenant, *bytes);
+            }
+        };
         if let [write] = writes.as_slice() {
             match write {
                 Write::Put(tree, key, value) => {
@@ -236,6 +301,7 @@ impl Journal for SledJournal {
                     self.tree(*tree).remove(key.as_slice())?;
                 }
             }
+            count(&self.usage);
             return Ok(());
         }
         // Only the trees this batch writes take part in the transaction:
@@ -269,13 +335,33 @@ impl Journal for SledJournal {
                 TransactionError::Storage(e) => {
                     anyhow::Error::new(e).context("journal transaction failed")
                 }
-            })
+            })?;
+        count(&self.usage);
+        Ok(())
+    }
+
+    fn usage(&self) -> &StorageUsage {
+        &self.usage
     }
 
     fn flush(&self) -> Result<()> {
         self.db.flush().context("flushing the journal to disk")?;
         Ok(())
     }
+}
+
+/// Puts the journal back if a [`SledJournal::rewrite`] stopped after moving
+/// it aside and before its copy took its place.
+fn recover_interrupted_rewrite(dir: &Path) -> Result<()> {
+    let Some(name) = dir.file_name() else {
+        return Ok(());
+    };
+    let old = dir.with_file_name(format!("{}.old", name.to_string_lossy()));
+    if !dir.exists() && old.exists() {
+        tracing::warn!(journal = %dir.display(), "a journal rewrite was interrupted; restoring the journal from before it");
+        std::fs::rename(&old, dir).with_context(|| format!("restoring {}", dir.display()))?;
+    }
+    Ok(())
 }
 
 impl RunJournal for SledJournal {

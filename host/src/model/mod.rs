@@ -25,10 +25,12 @@ pub fn now_ms() -> u64 {
 }
 
 /// Checks a name that appears in URLs and storage keys (an app's, a
-/// tenant's): 1 to 64 letters, digits, `-`, `_` or `.`.
+/// tenant's): 1 to 64 letters, digits, `-`, `_` or `.`, starting with a
+/// letter or digit (so never `.` or `..`, which URLs resolve away, nor a
+/// leading `-` that reads as a CLI flag).
 pub fn check_name_part(what: &str, name: &str) -> Result<(), String> {
-    let ok = !name.is_empty()
-        && name.len() <= 64
+    let ok = name.len() <= 64
+        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
         && name
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
@@ -36,7 +38,7 @@ pub fn check_name_part(what: &str, name: &str) -> Result<(), String> {
         Ok(())
     } else {
         Err(format!(
-            "invalid {what} name {name:?}: use 1 to 64 letters, digits, '-', '_' or '.'"
+            "invalid {what} name {name:?}: use 1 to 64 letters, digits, '-', '_' or '.', starting with a letter or digit"
         ))
     }
 }

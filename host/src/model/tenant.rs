@@ -1,9 +1,10 @@
 //! Tenants: who owns apps, events and runs, with their keys, limits and
 //! HTTP allowlist.
 //!
-//! Keys are stored as SHA-256 hashes: the host never keeps a tenant's key
-//! itself (except the dev-mode default tenant's, which it prints at every
-//! start). A key is looked up by its hash and compared in constant time.
+//! Keys are stored as SHA-256 hashes: the journal never holds a key itself.
+//! (The dev-mode default tenant's keys, which `stepwise serve` prints at
+//! start, are kept in clear only in a 0600 file of the data directory.) A
+//! key is looked up by its hash and compared in constant time.
 
 use serde::{Deserialize, Serialize};
 
@@ -49,6 +50,10 @@ pub struct KeyRecord {
     /// When it was revoked, ms (then it is refused).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub revoked_at: Option<u64>,
+    /// Made by dev mode for the default tenant (printed at start), not
+    /// issued by an operator: under `--require-keys` it opens nothing.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub dev: bool,
 }
 
 /// A tenant's own bounds; each unset one is the host's default.
@@ -88,6 +93,12 @@ pub struct TenantLimits {
     /// CPU time a step body, or the code between two steps, may use, ms.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cpu_ms: Option<u64>,
+    /// Wall-clock time one attempt of a step body may take, ms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step_timeout_ms: Option<u64>,
+    /// Logical bytes of events and run journals it may store.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage_bytes: Option<u64>,
 }
 
 impl TenantLimits {
@@ -105,6 +116,8 @@ impl TenantLimits {
             steps_per_run: newer.steps_per_run.or(self.steps_per_run),
             component_bytes: newer.component_bytes.or(self.component_bytes),
             cpu_ms: newer.cpu_ms.or(self.cpu_ms),
+            step_timeout_ms: newer.step_timeout_ms.or(self.step_timeout_ms),
+            storage_bytes: newer.storage_bytes.or(self.storage_bytes),
         }
     }
 }

@@ -10,7 +10,7 @@
 
 mod queue;
 
-pub use queue::{Admission, Job, Lease, Queue, Score, gcra};
+pub use queue::{Admission, Job, Lease, Queue, Score, SlotPolicy, gcra};
 
 use crate::model::{RunKey, Timer, now_ms};
 use std::collections::{BTreeSet, HashMap, HashSet};
@@ -36,6 +36,20 @@ pub trait Dispatch: Send + Sync + 'static {
 
     /// How `job` queues, or `None` if there is nothing to do (its run ended).
     fn admission(&self, job: &Job) -> anyhow::Result<Option<Admission>>;
+
+    /// Whether the host has the resources (guest memory) to start another
+    /// job of `tenant`; while it has not, the tenant's jobs wait in the
+    /// queue. Asked again whenever a job ends.
+    fn has_room(&self, _tenant: &str) -> bool {
+        true
+    }
+
+    /// Sets aside what `job` will need as it leaves the queue (so that the
+    /// next [`Dispatch::has_room`] counts it); the returned guard lives as
+    /// long as the job's task.
+    fn reserve(&self, _job: &Job) -> Box<dyn Send> {
+        Box::new(())
+    }
 }
 
 struct ActiveJob {
@@ -53,16 +67,20 @@ struct State {
     /// Jobs woken and not yet admitted into the queue, per tenant (so that
     /// a tenant's queued count includes them at once).
     incoming: HashMap<String, usize>,
+    /// The sum of `incoming`.
+    incoming_total: usize,
 }
 
 impl State {
     fn arrive(&mut self, tenant: &str) {
         *self.incoming.entry(tenant.to_string()).or_default() += 1;
+        self.incoming_total += 1;
     }
 
     fn admitted(&mut self, tenant: &str) {
         if let Some(count) = self.incoming.get_mut(tenant) {
             *count -= 1;
+            self.incoming_total -= 1;
             if *count == 0 {
                 self.incoming.remove(tenant);
             }
@@ -102,13 +120,17 @@ pub struct SchedulerLoops {
 }
 
 impl Scheduler {
-    /// A scheduler and its loops (start them with [`SchedulerLoops::start`]).
-    pub fn new() -> (Scheduler, SchedulerLoops) {
+    /// A scheduler sharing executing slots between tenants by `slots`, and
+    /// its loops (start them with [`SchedulerLoops::start`]).
+    pub fn new(slots: SlotPolicy) -> (Scheduler, SchedulerLoops) {
         let (ready, ready_rx) = mpsc::unbounded_channel();
         let shared = Arc::new(Shared {
             ready,
             executions: AtomicU64::new(0),
-            state: Mutex::new(State::default()),
+            state: Mutex::new(State {
+                queue: Queue::with_policy(slots),
+                ..State::default()
+            }),
             freed: Notify::new(),
             timers: Mutex::new(BTreeSet::new()),
             timers_changed: Notify::new(),
@@ -191,6 +213,11 @@ impl Scheduler {
         self.shared.freed.notify_one();
     }
 
+    /// Asks the queue to look again (resources it waits on were freed).
+    pub fn poke(&self) {
+        self.shared.freed.notify_one();
+    }
+
     /// How many jobs have a task now.
     pub fn active_runs(&self) -> usize {
         self.shared.state().active.len()
@@ -201,6 +228,13 @@ impl Scheduler {
     pub fn queued_of(&self, tenant: &str) -> usize {
         let state = self.shared.state();
         state.queue.len_of(tenant) + state.incoming.get(tenant).copied().unwrap_or(0)
+    }
+
+    /// How many jobs wait to execute host-wide (in the queue, or woken and
+    /// on their way to it).
+    pub fn queued_total(&self) -> usize {
+        let state = self.shared.state();
+        state.queue.len() + state.incoming_total
     }
 
     /// How many executions have finished since the host started.
@@ -294,7 +328,12 @@ fn start_ready(scheduler: &Scheduler, dispatch: &Arc<dyn Dispatch>) {
     let now = now_ms();
     loop {
         let mut state = scheduler.shared.state();
-        let Some((job, lease)) = state.queue.pop(now) else {
+        // With nothing executing, nothing would free room: start anyway.
+        let idle = state.active.is_empty();
+        let Some((job, lease)) = state
+            .queue
+            .pop_where(now, |tenant| idle || dispatch.has_room(tenant))
+        else {
             return;
         };
         state.active.insert(
@@ -305,15 +344,27 @@ fn start_ready(scheduler: &Scheduler, dispatch: &Arc<dyn Dispatch>) {
                 again: false,
             },
         );
-        let task = tokio::spawn(job_task(scheduler.clone(), dispatch.clone(), job.clone()));
+        let reserved = dispatch.reserve(&job);
+        let task = tokio::spawn(job_task(
+            scheduler.clone(),
+            dispatch.clone(),
+            job.clone(),
+            reserved,
+        ));
         if let Some(active) = state.active.get_mut(&job) {
             active.abort = Some(task.abort_handle());
         }
     }
 }
 
-async fn job_task(scheduler: Scheduler, dispatch: Arc<dyn Dispatch>, job: Job) {
+async fn job_task(
+    scheduler: Scheduler,
+    dispatch: Arc<dyn Dispatch>,
+    job: Job,
+    reserved: Box<dyn Send>,
+) {
     dispatch.drive(job.clone()).await;
+    drop(reserved);
     let shared = &scheduler.shared;
     shared.executions.fetch_add(1, Ordering::Relaxed);
     let again = {

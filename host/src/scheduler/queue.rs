@@ -6,11 +6,20 @@
 //! priority head start) and then arrival, so each partition is FIFO within
 //! a priority. A partition is in exactly one place: ready (ordered by its
 //! head's score), blocked on one full key, throttled until a time, or idle
-//! (empty). Popping takes the best ready partition's head; a partition whose
+//! (empty). Popping takes the best ready partition's head (of the tenant
+//! whose turn it is, see below); a partition whose
 //! key is full is parked on that key and comes back only when the key frees
 //! a slot, one partition per slot. Every operation is O(log n) in queued jobs
 //! and partitions, whatever the queue's size: parking and waking touch one
 //! partition, never a scan.
+//!
+//! Executing slots are shared between tenants ([`SlotPolicy`]): the tenant
+//! with the fewest jobs executing goes first (ties: the one served longest
+//! ago), so tenants take turns instead of the first to arrive taking every
+//! slot. The share is work-conserving: a tenant alone may use every slot,
+//! and since a started job cannot be preempted, a small reserve of slots
+//! beyond those lets any tenant below its share start even when another
+//! tenant holds them all.
 //!
 //! Throttles use GCRA (as Inngest does): `limit` starts per `period`, plus
 //! `burst` at once; the state (a theoretical arrival time per key) is kept in
@@ -50,14 +59,49 @@ pub struct Admission {
     pub first_start: bool,
 }
 
+/// How the host's executing slots are shared between tenants.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SlotPolicy {
+    /// Jobs executing at once host-wide, whichever tenants they belong to.
+    pub slots: u32,
+    /// Jobs each tenant may start even when every one of `slots` is taken
+    /// (by others): its guaranteed share.
+    pub share: u32,
+    /// Slots beyond `slots` that only tenants below their share may use, so
+    /// that a tenant holding every slot with long steps cannot starve the
+    /// others until its steps end.
+    pub reserve: u32,
+}
+
+impl Default for SlotPolicy {
+    fn default() -> Self {
+        SlotPolicy {
+            slots: u32::MAX,
+            share: 0,
+            reserve: 0,
+        }
+    }
+}
+
+impl SlotPolicy {
+    /// Whether a tenant with `executing` jobs may start one more while
+    /// `total` execute host-wide.
+    fn may_start(&self, executing: u32, total: u32) -> bool {
+        total < self.slots
+            || (executing < self.share && total < self.slots.saturating_add(self.reserve))
+    }
+}
+
 /// The concurrency slots a popped job holds until [`Queue::release`].
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Lease {
     keys: Vec<u64>,
+    tenant: TenantId,
 }
 
 type PartId = u64;
 type KeyId = u64;
+type TenantId = u64;
 /// A position: score, then arrival order.
 type Pos = (Score, u64);
 
@@ -71,6 +115,7 @@ enum Place {
 
 struct Partition {
     name: String,
+    tenant: TenantId,
     keys: Vec<KeyId>,
     throttle: Option<ThrottleKey>,
     /// The waiting jobs, with their fingerprints.
@@ -93,14 +138,44 @@ impl Key {
     }
 }
 
+/// A tenant's turn at the slots.
+#[derive(Default)]
+struct Tenant {
+    name: String,
+    /// Its partitions that are ready, best first.
+    ready: BTreeSet<(Pos, PartId)>,
+    /// Its jobs executing now.
+    executing: u32,
+    /// When it last started a job (a counter): lower waited longer.
+    turn: u64,
+    /// Its partitions (it is forgotten when none is left and nothing
+    /// executes).
+    partitions: u32,
+}
+
+impl Tenant {
+    fn order(&self, id: TenantId) -> (u32, u64, TenantId) {
+        (self.executing, self.turn, id)
+    }
+}
+
 /// The queue. Not thread-safe: the scheduler holds it under its lock.
 #[derive(Default)]
 pub struct Queue {
+    policy: SlotPolicy,
     keys: HashMap<KeyId, Key>,
     key_ids: HashMap<String, KeyId>,
     parts: HashMap<PartId, Partition>,
     part_ids: HashMap<String, PartId>,
-    ready: BTreeSet<(Pos, PartId)>,
+    tenants: HashMap<TenantId, Tenant>,
+    tenant_ids: HashMap<String, TenantId>,
+    /// Tenants with a ready partition, in the order they get a slot: fewest
+    /// executing first, then the one that waited longest.
+    turns: BTreeSet<(u32, u64, TenantId)>,
+    /// Jobs executing host-wide.
+    executing: u32,
+    /// Starts so far (the clock of tenants' turns).
+    starts: u64,
     /// Why a ready partition is ready: the key that woke it, if any (when it
     /// turns out blocked elsewhere, that key wakes its next partition).
     woken_by: HashMap<PartId, KeyId>,
@@ -122,9 +197,22 @@ pub struct Queue {
 }
 
 impl Queue {
-    /// An empty queue.
+    /// An empty queue with no bound on executing jobs but their keys'.
     pub fn new() -> Self {
         Queue::default()
+    }
+
+    /// An empty queue sharing executing slots by `policy`.
+    pub fn with_policy(policy: SlotPolicy) -> Self {
+        Queue {
+            policy,
+            ..Queue::default()
+        }
+    }
+
+    /// Jobs executing now (popped and not yet released).
+    pub fn executing(&self) -> u32 {
+        self.executing
     }
 
     /// Jobs waiting.
@@ -168,7 +256,7 @@ impl Queue {
         if self.contains(&job) {
             return;
         }
-        let part = self.partition(admission);
+        let part = self.partition(&job.run.tenant, admission);
         self.arrivals += 1;
         let pos = (
             (now as i64).saturating_sub(admission.spec.priority_ms),
@@ -198,8 +286,15 @@ impl Queue {
     }
 
     /// Takes the next job allowed to execute at `now`, with the slots it
-    /// holds.
+    /// holds: from the tenant whose turn it is, if the [`SlotPolicy`] lets
+    /// it start one more.
     pub fn pop(&mut self, now: u64) -> Option<(Job, Lease)> {
+        self.pop_where(now, |_| true)
+    }
+
+    /// [`Queue::pop`], passing over tenants for which `room` says no (the
+    /// host lacks resources for them now).
+    pub fn pop_where(&mut self, now: u64, room: impl Fn(&str) -> bool) -> Option<(Job, Lease)> {
         while let Some(&(at, part)) = self.throttled.first() {
             if at > now {
                 break;
@@ -208,7 +303,16 @@ impl Queue {
             self.parts.get_mut(&part).expect("partition").place = Place::Idle;
             self.reposition(part);
         }
-        while let Some((pos, part)) = self.ready.pop_first() {
+        loop {
+            // Tenants in turn; once one may not start for the slots, no
+            // later one (with as many executing or more) may.
+            let tenant = self
+                .turns
+                .iter()
+                .take_while(|(executing, ..)| self.policy.may_start(*executing, self.executing))
+                .map(|&(.., tenant)| tenant)
+                .find(|tenant| room(&self.tenants[tenant].name))?;
+            let (pos, part) = self.take_ready(tenant);
             let woken_by = self.woken_by.remove(&part);
             let partition = &self.parts[&part];
             if let Some(&key) = partition.keys.iter().find(|k| self.keys[*k].full()) {
@@ -241,14 +345,27 @@ impl Queue {
                 self.keys.get_mut(key).expect("key").in_use += 1;
             }
             self.forget(&job, print, (part, pos));
+            self.starts += 1;
+            let turn = self.starts;
+            self.update_tenant(tenant, |t| {
+                t.executing += 1;
+                t.turn = turn;
+            });
+            self.executing += 1;
             self.reposition(part);
-            return Some((job, Lease { keys }));
+            return Some((job, Lease { keys, tenant }));
         }
-        None
     }
 
     /// Gives back the slots of a job that stopped executing.
     pub fn release(&mut self, lease: Lease) {
+        if self.tenants.contains_key(&lease.tenant) {
+            self.executing = self.executing.saturating_sub(1);
+            self.update_tenant(lease.tenant, |t| {
+                t.executing = t.executing.saturating_sub(1)
+            });
+            self.forget_tenant_if_unused(lease.tenant);
+        }
         for key in lease.keys {
             let Some(state) = self.keys.get_mut(&key) else {
                 continue;
@@ -314,18 +431,17 @@ impl Queue {
 
     /// Puts `part` where its head belongs (after its head or place changed).
     fn reposition(&mut self, part: PartId) {
-        let partition = self.parts.get_mut(&part).expect("partition");
+        let partition = &self.parts[&part];
         let head = partition.jobs.keys().next().copied();
-        match partition.place {
-            Place::Ready(pos) => {
-                self.ready.remove(&(pos, part));
-            }
+        let (tenant, place) = (partition.tenant, partition.place);
+        match place {
+            Place::Ready(pos) => self.unready(tenant, (pos, part)),
             Place::Blocked(key, pos) => {
                 let state = self.keys.get_mut(&key).expect("key");
                 state.blocked.remove(&(pos, part));
                 if let Some(head) = head {
                     state.blocked.insert((head, part));
-                    partition.place = Place::Blocked(key, head);
+                    self.parts.get_mut(&part).expect("partition").place = Place::Blocked(key, head);
                     return;
                 }
             }
@@ -338,17 +454,16 @@ impl Queue {
         }
         match head {
             Some(head) => {
-                partition.place = Place::Ready(head);
-                self.ready.insert((head, part));
+                self.parts.get_mut(&part).expect("partition").place = Place::Ready(head);
+                self.make_ready(tenant, (head, part));
             }
             None => {
-                partition.place = Place::Idle;
                 self.woken_by.remove(&part);
-                let name = std::mem::take(&mut partition.name);
-                let keys = partition.keys.clone();
-                self.parts.remove(&part);
-                self.part_ids.remove(&name);
-                for key in keys {
+                let partition = self.parts.remove(&part).expect("partition");
+                self.part_ids.remove(&partition.name);
+                self.update_tenant(tenant, |t| t.partitions -= 1);
+                self.forget_tenant_if_unused(tenant);
+                for key in partition.keys {
                     if let Some(state) = self.keys.get_mut(&key) {
                         state.partitions -= 1;
                     }
@@ -358,8 +473,79 @@ impl Queue {
         }
     }
 
-    /// The partition for `admission`, created if new.
-    fn partition(&mut self, admission: &Admission) -> PartId {
+    /// Adds a ready partition of `tenant` (the tenant joins the turns if it
+    /// had none).
+    fn make_ready(&mut self, tenant: TenantId, entry: (Pos, PartId)) {
+        let state = self.tenants.get_mut(&tenant).expect("tenant");
+        if state.ready.is_empty() {
+            self.turns.insert(state.order(tenant));
+        }
+        state.ready.insert(entry);
+    }
+
+    /// Removes a ready partition of `tenant` (the tenant leaves the turns
+    /// if it has no other).
+    fn unready(&mut self, tenant: TenantId, entry: (Pos, PartId)) {
+        let state = self.tenants.get_mut(&tenant).expect("tenant");
+        if state.ready.remove(&entry) && state.ready.is_empty() {
+            self.turns.remove(&state.order(tenant));
+        }
+    }
+
+    /// Takes `tenant`'s best ready partition (it has one: it is in the
+    /// turns).
+    fn take_ready(&mut self, tenant: TenantId) -> (Pos, PartId) {
+        let state = self.tenants.get_mut(&tenant).expect("tenant");
+        let entry = *state.ready.first().expect("a tenant in the turns is ready");
+        self.unready(tenant, entry);
+        entry
+    }
+
+    /// Changes `tenant`'s counts, keeping its place in the turns right.
+    fn update_tenant(&mut self, tenant: TenantId, change: impl FnOnce(&mut Tenant)) {
+        let state = self.tenants.get_mut(&tenant).expect("tenant");
+        let queued = !state.ready.is_empty();
+        if queued {
+            self.turns.remove(&state.order(tenant));
+        }
+        change(state);
+        if queued {
+            self.turns.insert(state.order(tenant));
+        }
+    }
+
+    /// The id of tenant `name`, created if new.
+    fn tenant(&mut self, name: &str) -> TenantId {
+        if let Some(&id) = self.tenant_ids.get(name) {
+            return id;
+        }
+        self.next_id += 1;
+        let id = self.next_id;
+        self.tenants.insert(
+            id,
+            Tenant {
+                name: name.to_string(),
+                ..Tenant::default()
+            },
+        );
+        self.tenant_ids.insert(name.to_string(), id);
+        id
+    }
+
+    fn forget_tenant_if_unused(&mut self, tenant: TenantId) {
+        let Some(state) = self.tenants.get(&tenant) else {
+            return;
+        };
+        if state.executing > 0 || state.partitions > 0 {
+            return;
+        }
+        let name = state.name.clone();
+        self.tenants.remove(&tenant);
+        self.tenant_ids.remove(&name);
+    }
+
+    /// The partition of `tenant` for `admission`, created if new.
+    fn partition(&mut self, tenant: &str, admission: &Admission) -> PartId {
         let spec = &admission.spec;
         let throttle = spec.throttle.as_ref().filter(|_| admission.first_start);
         let mut names: Vec<&str> = spec.concurrency.iter().map(|c| c.key.as_str()).collect();
@@ -367,6 +553,7 @@ impl Queue {
         names.dedup();
         let mut scratch = std::mem::take(&mut self.scratch);
         scratch.clear();
+        let _ = write!(scratch, "{tenant}\u{2}");
         for name in &names {
             let _ = write!(scratch, "{name}\u{0}");
         }
@@ -388,12 +575,15 @@ impl Queue {
         for key in &keys {
             self.keys.get_mut(key).expect("key").partitions += 1;
         }
+        let tenant = self.tenant(tenant);
+        self.update_tenant(tenant, |t| t.partitions += 1);
         self.next_id += 1;
         let id = self.next_id;
         self.parts.insert(
             id,
             Partition {
                 name: name.clone(),
+                tenant,
                 keys,
                 throttle: throttle.cloned(),
                 jobs: BTreeMap::new(),
@@ -655,6 +845,111 @@ mod tests {
         let (b, lease) = q.pop(3).unwrap();
         assert_eq!(b, job("b"));
         q.release(lease);
-        assert!(q.parts.is_empty() && q.keys.is_empty() && q.ready.is_empty());
+        assert!(q.parts.is_empty() && q.keys.is_empty() && q.turns.is_empty());
+        assert!(q.tenants.is_empty() && q.tenant_ids.is_empty());
+    }
+
+    fn of(tenant: &str, id: &str) -> Job {
+        Job::run(RunKey::new(tenant, id))
+    }
+
+    const POLICY: SlotPolicy = SlotPolicy {
+        slots: 4,
+        share: 2,
+        reserve: 2,
+    };
+
+    #[test]
+    fn tenants_take_turns_instead_of_first_come() {
+        let mut q = Queue::with_policy(POLICY);
+        for i in 0..6 {
+            q.push(of("a", &format!("a{i}")), &Admission::default(), 1);
+        }
+        q.push(of("b", "b0"), &Admission::default(), 2);
+        q.push(of("b", "b1"), &Admission::default(), 3);
+        let started: Vec<_> = std::iter::from_fn(|| q.pop(3)).collect();
+        let order: Vec<_> = started
+            .iter()
+            .map(|(j, _)| format!("{}:{}", j.run.tenant, j.run.run))
+            .collect();
+        // b's jobs arrived last but do not wait for a's six.
+        assert_eq!(order[..4], ["a:a0", "b:b0", "a:a1", "b:b1"]);
+        assert_eq!(
+            order.len(),
+            4,
+            "four slots, and both tenants hold their share"
+        );
+        assert_eq!(q.executing(), 4);
+    }
+
+    #[test]
+    fn a_tenant_alone_uses_every_slot_and_others_still_get_their_share() {
+        let mut q = Queue::with_policy(POLICY);
+        for i in 0..10 {
+            q.push(of("a", &format!("a{i}")), &Admission::default(), 1);
+        }
+        let a: Vec<_> = std::iter::from_fn(|| q.pop(1)).collect();
+        assert_eq!(a.len(), 4, "work-conserving: a alone takes every slot");
+        // a holds them all, with steps that may block for long: b still
+        // starts its share from the reserve, and no more.
+        for i in 0..5 {
+            q.push(of("b", &format!("b{i}")), &Admission::default(), 2);
+        }
+        let b: Vec<_> = std::iter::from_fn(|| q.pop(2)).collect();
+        assert_eq!(ids(&b), ["b0", "b1"]);
+        assert_eq!(q.executing(), 6);
+        // Three of a's end: the slots left are shared, a getting back to
+        // b's two and no further while b waits.
+        let mut a = a.into_iter();
+        q.release(a.next().unwrap().1);
+        q.release(a.next().unwrap().1);
+        q.release(a.next().unwrap().1);
+        assert_eq!(q.executing(), 3);
+        let next: Vec<_> = std::iter::from_fn(|| q.pop(3)).collect();
+        assert_eq!(ids(&next), ["a4"]);
+        // One of b's ends: b (one executing) goes before a (two).
+        let mut b = b.into_iter();
+        q.release(b.next().unwrap().1);
+        let next_b: Vec<_> = std::iter::from_fn(|| q.pop(4)).collect();
+        assert_eq!(ids(&next_b), ["b2"]);
+        let next: Vec<_> = next.into_iter().chain(next_b).collect();
+        for (_, lease) in next.into_iter().chain(b).chain(a) {
+            q.release(lease);
+        }
+        assert_eq!(q.executing(), 0);
+    }
+
+    #[test]
+    fn the_reserve_is_only_for_tenants_below_their_share() {
+        let mut q = Queue::with_policy(SlotPolicy {
+            slots: 2,
+            share: 1,
+            reserve: 1,
+        });
+        for t in ["a", "b", "c"] {
+            for i in 0..3 {
+                q.push(of(t, &format!("{t}{i}")), &Admission::default(), 1);
+            }
+        }
+        let started: Vec<_> = std::iter::from_fn(|| q.pop(1)).collect();
+        // Two slots for a and b in turn, the reserve's one for c.
+        let tenants: Vec<_> = started.iter().map(|(j, _)| j.run.tenant.clone()).collect();
+        assert_eq!(tenants, ["a", "b", "c"]);
+        assert!(q.pop(1).is_none());
+    }
+
+    #[test]
+    fn tenants_the_host_has_no_room_for_are_passed_over() {
+        let mut q = Queue::with_policy(POLICY);
+        q.push(of("a", "a0"), &Admission::default(), 1);
+        q.push(of("b", "b0"), &Admission::default(), 2);
+        let (job, _) = q.pop_where(2, |tenant| tenant != "a").unwrap();
+        assert_eq!(job, of("b", "b0"));
+        assert!(q.pop_where(2, |tenant| tenant != "a").is_none());
+        assert_eq!(
+            q.pop(2).unwrap().0,
+            of("a", "a0"),
+            "a waited, nothing failed"
+        );
     }
 }

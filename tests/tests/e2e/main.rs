@@ -2,20 +2,26 @@
 //! deploys real components over HTTP and drives them with events.
 
 mod bad_input;
+mod budgets;
 mod chaos;
 mod cli;
 mod conformance;
 mod conformance_flow;
 mod crash;
 mod determinism;
+mod egress;
+mod fairness;
 mod flow_control;
 mod function_model;
 mod hostile;
 mod inngest_client;
+mod intake;
+mod keys;
 mod polyglot;
 mod process_order;
 mod retries;
 mod tenants;
+mod uploads;
 mod versions;
 
 use stepwise_tests::{HostOptions, HostProcess};

@@ -42,6 +42,9 @@ enum Op {
     RunCatch(String),
     /// A step with no I/O returning its id.
     Local(String),
+    /// Like `run`, holding `mb` MiB of memory (every page touched) while the
+    /// body calls the server.
+    Hog { mb: usize, step: String },
     /// `step.sleep(id, duration)`.
     Sleep { id: String, duration: String },
     /// `step.wait_for_event(id, ...)`.
@@ -95,6 +98,15 @@ fn script(ctx: Ctx<Script>) -> Result<Value, Error> {
                 }
             }
             Op::Local(id) => step.run(id, || Ok::<_, Error>(json!(id)))?,
+            Op::Hog { mb, step: id } => {
+                let target = format!("{url}/step/{}/{id}", ctx.run_id);
+                step.run(id, || {
+                    let held = std::hint::black_box(vec![1u8; mb << 20]);
+                    let answer = call(&target);
+                    std::hint::black_box(&held);
+                    answer
+                })?
+            }
             Op::Sleep { id, duration } => {
                 step.sleep(id, duration.as_str())?;
                 json!(null)
