@@ -35,8 +35,9 @@ impl From<TenantError> for ApiError {
     }
 }
 
-/// A tenant as the operator sees it: key ids, never keys or hashes.
-fn view(tenant: &TenantRecord) -> Value {
+/// A tenant as the operator sees it: key ids, never keys or hashes; and
+/// what it uses of its quotas now.
+fn view(host: &crate::runtime::Stepwise, tenant: &TenantRecord) -> Value {
     let keys: Vec<Value> = tenant
         .keys
         .iter()
@@ -48,6 +49,11 @@ fn view(tenant: &TenantRecord) -> Value {
         "keys": keys,
         "limits": tenant.limits,
         "http_allow": tenant.http_allow,
+        "usage": {
+            "storage_bytes": host.journal.usage().used(&tenant.name),
+            "queued_runs": host.scheduler.queued_of(&tenant.name),
+            "guest_memory_bytes": host.executor.memory_budget().used_by(&tenant.name),
+        },
     })
 }
 
@@ -78,12 +84,18 @@ async fn create(
 }
 
 async fn list(_: Admin, State(host): Host) -> Json<Value> {
-    Json(Value::Array(host.tenants.list().iter().map(view).collect()))
+    Json(Value::Array(
+        host.tenants
+            .list()
+            .iter()
+            .map(|tenant| view(&host, tenant))
+            .collect(),
+    ))
 }
 
 async fn show(_: Admin, State(host): Host, Path(name): Path<String>) -> ApiResult<Json<Value>> {
     let tenant = host.tenants.get(&name).ok_or(TenantError::NotFound(name))?;
-    Ok(Json(view(&tenant)))
+    Ok(Json(view(&host, &tenant)))
 }
 
 #[derive(Deserialize)]
@@ -122,7 +134,7 @@ async fn revoke_key(
 ) -> ApiResult<Json<Value>> {
     let tenant = host.tenants.revoke(&name, &id)?;
     durable(&host).await?;
-    Ok(Json(view(&tenant)))
+    Ok(Json(view(&host, &tenant)))
 }
 
 async fn set_limits(
@@ -137,7 +149,7 @@ async fn set_limits(
     )?;
     let tenant = host.tenants.set_limits(&name, limits)?;
     durable(&host).await?;
-    Ok(Json(view(&tenant)))
+    Ok(Json(view(&host, &tenant)))
 }
 
 async fn set_http_allow(
@@ -149,5 +161,5 @@ async fn set_http_allow(
     let hosts: Vec<String> = parse(&body, r#"a list of hosts such as ["api.example.com"]"#)?;
     let tenant = host.tenants.set_http_allow(&name, hosts)?;
     durable(&host).await?;
-    Ok(Json(view(&tenant)))
+    Ok(Json(view(&host, &tenant)))
 }

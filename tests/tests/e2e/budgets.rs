@@ -3,25 +3,25 @@
 //! fails) while other tenants' runs still start.
 
 use crate::PATIENCE;
-use crate::fairness::{allow_loopback, wait_in_flight};
+use crate::fairness::{Neighbours, wait_in_flight};
 use crate::tenants::{ADMIN, admin_host, create_tenant, status};
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 use std::time::Duration;
-use stepwise_tests::{Loopback, Plan, guests};
+use stepwise_tests::Plan;
 
 const MIB: u64 = 1 << 20;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn guests_holding_memory_wait_for_the_budget_instead_of_exhausting_the_host() {
-    let (_dir, host) = admin_host(&["--guest-memory", "512MiB"]);
-    let admin = host.as_tenant(ADMIN, "");
-    let hog = create_tenant(&host, "hog");
-    let neighbour = create_tenant(&host, "neighbour");
-    let loopback = Loopback::start().await.unwrap();
-    allow_loopback(&admin, "hog", &loopback).await;
-    hog.deploy("probe", guests::PROBE).await.unwrap();
-    neighbour.deploy("probe", guests::PROBE).await.unwrap();
+    let Neighbours {
+        _dir,
+        host,
+        admin: _admin,
+        hog,
+        neighbour,
+        loopback,
+    } = Neighbours::start(&["--guest-memory", "512MiB"]).await;
     let idle = host.rss_bytes().unwrap();
 
     // Twelve runs that each hold 200 MiB inside a step that blocks.
@@ -119,6 +119,12 @@ async fn a_tenant_past_its_storage_quota_is_refused_and_stays_refused_after_a_re
     // stored bytes, not in requests.
     assert!((3..=5).contains(&accepted), "{accepted} batches accepted");
     assert_eq!(refusal.0, StatusCode::TOO_MANY_REQUESTS, "{}", refusal.1);
+    let (_, shown) = status(&admin, Method::GET, "/v1/tenants/filler", None).await;
+    let used = shown["usage"]["storage_bytes"].as_u64().unwrap_or_default();
+    assert!(
+        used >= 200_000,
+        "the operator sees what the tenant stores: {shown}"
+    );
     let error = refusal.1["error"].as_str().unwrap_or_default();
     assert!(error.starts_with("StorageQuotaExceeded"), "{error}");
     assert!(error.contains("--storage"), "says what to do: {error}");
@@ -149,14 +155,16 @@ async fn a_tenant_past_its_storage_quota_is_refused_and_stays_refused_after_a_re
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_queue_is_bounded_host_wide_and_a_flooding_tenant_leaves_room_for_others() {
-    let (_dir, host) = admin_host(&["--max-executing", "1", "--max-queued", "640"]);
-    let admin = host.as_tenant(ADMIN, "");
-    let hog = create_tenant(&host, "hog");
-    let neighbour = create_tenant(&host, "neighbour");
-    let loopback = Loopback::start().await.unwrap();
-    allow_loopback(&admin, "hog", &loopback).await;
-    hog.deploy("probe", guests::PROBE).await.unwrap();
-    neighbour.deploy("probe", guests::PROBE).await.unwrap();
+    // Every field is bound: one left to `..` would be dropped at once
+    // (the host with it).
+    let Neighbours {
+        _dir,
+        host: _host,
+        admin: _admin,
+        hog,
+        neighbour,
+        loopback,
+    } = Neighbours::start(&["--max-executing", "1", "--max-queued", "640"]).await;
 
     // One run holds the only slot; the rest of the hog's runs queue until
     // the host's cap (640) turns its events away.

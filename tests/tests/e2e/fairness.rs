@@ -7,7 +7,7 @@ use crate::tenants::{ADMIN, admin_host, create_tenant, status};
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 use std::time::Duration;
-use stepwise_tests::{Api, Loopback, Plan, guests};
+use stepwise_tests::{Api, HostProcess, Loopback, Plan, guests};
 
 /// Lets `tenant`'s step bodies call `loopback` (its exact address: loopback
 /// addresses are never reachable through `*`).
@@ -36,16 +36,57 @@ pub async fn wait_in_flight(loopback: &Loopback, n: u32) {
     }
 }
 
+/// A host (with `extra` arguments) where two tenants run the probe app:
+/// `hog`, whose step bodies may call `loopback`, and `neighbour`.
+pub struct Neighbours {
+    /// Keeps the host's data directory.
+    pub _dir: tempfile::TempDir,
+    /// The host.
+    pub host: HostProcess,
+    /// The operator.
+    pub admin: Api,
+    /// The tenant that attacks.
+    pub hog: Api,
+    /// The tenant that must not notice.
+    pub neighbour: Api,
+    /// What the hog's steps call.
+    pub loopback: Loopback,
+}
+
+impl Neighbours {
+    /// Starts the host and sets the tenants up.
+    pub async fn start(extra: &[&str]) -> Neighbours {
+        let (_dir, host) = admin_host(extra);
+        let admin = host.as_tenant(ADMIN, "");
+        let hog = create_tenant(&host, "hog");
+        let neighbour = create_tenant(&host, "neighbour");
+        let loopback = Loopback::start().await.unwrap();
+        allow_loopback(&admin, "hog", &loopback).await;
+        hog.deploy("probe", guests::PROBE).await.unwrap();
+        neighbour.deploy("probe", guests::PROBE).await.unwrap();
+        Neighbours {
+            _dir,
+            host,
+            admin,
+            hog,
+            neighbour,
+            loopback,
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_tenant_flooding_blocking_steps_does_not_hold_back_another_tenants_runs() {
-    let (_dir, host) = admin_host(&[]);
-    let admin = host.as_tenant(ADMIN, "");
-    let hog = create_tenant(&host, "hog");
-    let neighbour = create_tenant(&host, "neighbour");
-    let loopback = Loopback::start().await.unwrap();
-    allow_loopback(&admin, "hog", &loopback).await;
-    hog.deploy("probe", guests::PROBE).await.unwrap();
-    neighbour.deploy("probe", guests::PROBE).await.unwrap();
+    // Every field is bound: one left to `..` would be dropped at once
+    // (the host with it).
+    let Neighbours {
+        _dir,
+        host: _host,
+        admin: _admin,
+        hog,
+        neighbour,
+        loopback,
+    } = Neighbours::start(&[]).await;
 
     // 300 runs whose one step blocks until the test lets it go: more than
     // the host's 256 slots.

@@ -35,14 +35,49 @@ const ATTACKS: &[(&str, &str, &[&str])] = &[
     ),
     ("read-file", "failed", &["/etc/passwd"]),
     ("open-socket", "failed", &["connecting to"]),
-    (
-        "http-elsewhere",
-        "failed",
-        &["not on this tenant's HTTP allowlist"],
-    ),
+    // The host's own API, even with its exact address on the allowlist.
+    ("http-elsewhere", "failed", &["own API"]),
     ("complete-unbegun", "failed", &["StepError", "never begun"]),
     ("parallel-trap", "completed", &[]),
+    ("block-in-step", "failed", &["StepTimeoutError", "2000 ms"]),
 ];
+
+/// Blocking runs the attacker floods the host with, beyond its 256 slots.
+const BLOCKING_FLOOD: usize = 300;
+
+/// Connections that trickle a body to a wrong event key: each must be
+/// closed, and cost the host nothing.
+async fn slow_bogus_body(url: String) -> bool {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // From an address of its own (the wrong-key throttle is per source).
+    let Ok(address) = url.trim_start_matches("http://").parse() else {
+        return false;
+    };
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.3:0".parse().unwrap()).unwrap();
+    let Ok(stream) = socket.connect(address).await else {
+        return false;
+    };
+    let (mut reader, mut writer) = stream.into_split();
+    let trickle = tokio::spawn(async move {
+        let head =
+            "POST /e/swe_bogus HTTP/1.1\r\nhost: stepwise\r\ncontent-length: 16000000\r\n\r\n";
+        let _ = writer.write_all(head.as_bytes()).await;
+        for _ in 0..600 {
+            if writer.write_all(&[b' '; 64]).await.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+    let mut answer = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(30), reader.read_to_end(&mut answer))
+        .await
+        .is_ok();
+    trickle.abort();
+    let answer = String::from_utf8_lossy(&answer);
+    closed && (answer.starts_with("HTTP/1.1 401") || answer.starts_with("HTTP/1.1 429"))
+}
 
 /// Runs ten-step runs of `victim` one after another until `stop`, and
 /// returns how long each took, event accepted to run completed.
@@ -69,7 +104,7 @@ async fn hostile_guests_fail_alone_with_clear_errors_while_another_tenant_runs_o
     let attacker = create_tenant(&host, "attacker");
     let victim = create_tenant(&host, "victim");
     let admin = host.as_tenant(ADMIN, "");
-    let limits = json!({"cpu_ms": 1000, "memory_bytes": 64 << 20});
+    let limits = json!({"cpu_ms": 1000, "memory_bytes": 64 << 20, "step_timeout_ms": 2000});
     let (code, body) = status(
         &admin,
         Method::PUT,
@@ -99,9 +134,27 @@ async fn hostile_guests_fail_alone_with_clear_errors_while_another_tenant_runs_o
     }
     attacker.deploy("hostile", guests::HOSTILE).await.unwrap();
     victim.deploy("probe", guests::PROBE).await.unwrap();
+    let own_address = host.url.trim_start_matches("http://").to_string();
+    let (code, body) = status(
+        &admin,
+        Method::PUT,
+        "/v1/tenants/attacker/http-allow",
+        Some(json!([own_address])),
+    )
+    .await;
+    assert_eq!(code, StatusCode::OK, "{body}");
 
     let stop = Arc::new(AtomicBool::new(false));
     let working = tokio::spawn(keep_working(victim.clone(), stop.clone()));
+    // Beside the attacks below: more blocking steps than the host has
+    // slots, and slow bodies to a wrong event key.
+    let flood: Vec<_> = (0..BLOCKING_FLOOD)
+        .map(|_| json!({"name": "attack/block-in-step", "data": {}}))
+        .collect();
+    let flood_events = attacker.send_batch(flood).await.unwrap();
+    let slow_bodies: Vec<_> = (0..100)
+        .map(|_| tokio::spawn(slow_bogus_body(host.url.clone())))
+        .collect();
     let mut runs = Vec::new();
     for (attack, ..) in ATTACKS {
         let event = attacker
@@ -143,6 +196,23 @@ async fn hostile_guests_fail_alone_with_clear_errors_while_another_tenant_runs_o
             ),
             _ => {}
         }
+    }
+    for event in &flood_events {
+        let run = attacker.run_for_event(event).await.unwrap();
+        let ended = attacker
+            .wait_status(&run, "failed", Duration::from_secs(120))
+            .await
+            .unwrap();
+        assert!(
+            ended["error"].to_string().contains("StepTimeoutError"),
+            "{ended:#}"
+        );
+    }
+    for slow in slow_bodies {
+        assert!(
+            slow.await.unwrap(),
+            "a slow body to a wrong key is answered 401 or 429 and closed"
+        );
     }
     stop.store(true, Ordering::Relaxed);
     let latencies = working.await.unwrap();

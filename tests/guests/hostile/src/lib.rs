@@ -22,6 +22,7 @@ fn app() -> App {
         .function(attack("http-elsewhere"), http_elsewhere)
         .function(attack("complete-unbegun"), complete_unbegun)
         .function(attack("parallel-trap"), parallel_trap)
+        .function(attack("block-in-step"), block_in_step)
 }
 
 export_app!(app);
@@ -118,6 +119,15 @@ fn http_elsewhere(ctx: Ctx) -> Result<Value, Error> {
         http::get(&url)
             .map(|r| json!(r.status))
             .map_err(|e| Error::non_retriable(e.message()))
+    })
+}
+
+/// A step body that waits without using CPU (a guest-side sleep, as a slow
+/// call would): the CPU limit never stops it, the step timeout does.
+fn block_in_step(ctx: Ctx) -> Result<Value, Error> {
+    ctx.step.run("block", || {
+        std::thread::sleep(std::time::Duration::from_secs(600));
+        Ok::<_, Error>(json!("woke"))
     })
 }
 
