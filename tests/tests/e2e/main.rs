@@ -11,6 +11,7 @@ mod crash;
 mod determinism;
 mod egress;
 mod fairness;
+mod fixture;
 mod flow_control;
 mod function_model;
 mod hostile;
