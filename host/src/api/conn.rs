@@ -131,8 +131,12 @@ pub async fn serve(
             limits: limits.clone(),
         };
         let stopping = stopping.clone();
+        let spare = spare_handle(&stream);
         tokio::spawn(async move {
             connection.run(stream, stopping).await;
+            if let Some(spare) = spare {
+                linger(spare).await;
+            }
             drop((permit, slot));
         });
     }
@@ -254,6 +258,46 @@ impl Drop for SourceSlot {
             if *count == 0 {
                 open.remove(&self.source);
             }
+        }
+    }
+}
+
+/// How long a finished connection keeps reading (and discarding) what the
+/// client still sends. Closing a socket with unread input makes the kernel
+/// answer with a reset, which can destroy a response the client has not
+/// read yet — a 408 to a slow body, a 413, a 401 to an unread upload. So the
+/// host shuts its side and drains for a moment first: a "lingering close",
+/// as nginx does.
+const LINGER: Duration = Duration::from_secs(2);
+
+/// Most bytes a lingering close reads before it gives up.
+const LINGER_BYTES: usize = 1 << 20;
+
+/// A second handle on the connection's socket (a duplicated descriptor), so
+/// that it stays open for [`linger`] after hyper has dropped its own.
+fn spare_handle(stream: &TcpStream) -> Option<std::net::TcpStream> {
+    use std::os::fd::AsFd;
+    let fd = stream.as_fd().try_clone_to_owned().ok()?;
+    Some(std::net::TcpStream::from(fd))
+}
+
+/// Ends a connection gently: shuts the sending side (what was answered is
+/// followed by a clean end), then drains the client's input for up to
+/// [`LINGER`] before the socket closes.
+async fn linger(spare: std::net::TcpStream) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // The duplicate shares the original's non-blocking mode.
+    let Ok(mut stream) = TcpStream::from_std(spare) else {
+        return;
+    };
+    let _ = stream.shutdown().await;
+    let deadline = Instant::now() + LINGER;
+    let mut sink = [0u8; 8192];
+    let mut drained = 0;
+    while drained < LINGER_BYTES {
+        match tokio::time::timeout_at(deadline, stream.read(&mut sink)).await {
+            Ok(Ok(read)) if read > 0 => drained += read,
+            _ => return,
         }
     }
 }

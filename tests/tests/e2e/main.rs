@@ -3,10 +3,7 @@
 
 mod bad_input;
 mod budgets;
-mod chaos;
 mod cli;
-mod conformance;
-mod conformance_flow;
 mod crash;
 mod determinism;
 mod egress;
@@ -14,11 +11,9 @@ mod fairness;
 mod fixture;
 mod flow_control;
 mod function_model;
-mod hostile;
-mod inngest_client;
+mod heavy;
 mod intake;
 mod keys;
-mod polyglot;
 mod process_order;
 mod retries;
 mod tenants;
