@@ -4,6 +4,12 @@ use crate::model::TenantLimits;
 use crate::retry::Backoff;
 use std::path::PathBuf;
 
+/// Largest event by default, as in Inngest (a tenant's limit may differ).
+pub const MAX_EVENT_BYTES: usize = 512 * 1024;
+/// Versions kept per app by default besides the current one and those runs
+/// are on, so that a rollback has somewhere to go.
+pub const KEEP_VERSIONS: usize = 5;
+
 /// Bounds on what guests may use. The host's are the defaults of every
 /// tenant; a tenant's own ([`TenantLimits`]) replace them for it
 /// ([`Limits::for_tenant`]).
@@ -83,13 +89,13 @@ impl Default for Limits {
             executing_share: 32,
             executing_reserve: 64,
             step_timeout_ms: 5 * 60 * 1_000,
-            guest_memory_budget: crate::executor::default_budget(),
+            guest_memory_budget: default_budget(),
             storage_bytes: 10 << 30,
             max_queued_runs: 100_000,
             host_queued_runs: default_host_queued_runs(),
             events_per_second: 0,
             created_tenant_events_per_second: 5_000,
-            max_event_bytes: crate::events::MAX_EVENT_BYTES,
+            max_event_bytes: MAX_EVENT_BYTES,
             max_step_output_bytes: 4 * 1024 * 1024,
             max_journal_bytes_per_run: 32 * 1024 * 1024,
             max_component_bytes: 64 * 1024 * 1024,
@@ -98,10 +104,26 @@ impl Default for Limits {
     }
 }
 
+/// Half the machine's physical memory: the default budget (leaving the
+/// rest to the host itself, its store's cache and the system).
+pub fn default_budget() -> u64 {
+    // SAFETY: sysconf has no preconditions; it returns -1 when unknown.
+    let (pages, page) = unsafe {
+        (
+            libc::sysconf(libc::_SC_PHYS_PAGES),
+            libc::sysconf(libc::_SC_PAGESIZE),
+        )
+    };
+    if pages <= 0 || page <= 0 {
+        return 4 << 30;
+    }
+    (pages as u64).saturating_mul(page as u64) / 2
+}
+
 /// A sixteenth of the machine's memory at 2 KiB a queued run (about
 /// 800,000 on a 24 GiB machine).
 fn default_host_queued_runs() -> u64 {
-    (crate::executor::default_budget() / 8 / 2048).max(10_000)
+    (default_budget() / 8 / 2048).max(10_000)
 }
 
 impl Limits {
@@ -125,15 +147,6 @@ impl Limits {
             limits.events_per_second = self.created_tenant_events_per_second;
         }
         limits
-    }
-
-    /// How the host's executing slots are shared between tenants.
-    pub fn slot_policy(&self) -> crate::scheduler::SlotPolicy {
-        crate::scheduler::SlotPolicy {
-            slots: self.max_executing.max(1),
-            share: self.executing_share,
-            reserve: self.executing_reserve,
-        }
     }
 
     /// The bounds of a tenant with `overrides`: each set one replaces the
@@ -228,7 +241,7 @@ impl HostConfig {
             require_keys: false,
             backoff: Backoff::default(),
             limits: Limits::default(),
-            keep_versions: crate::versions::KEEP_VERSIONS,
+            keep_versions: KEEP_VERSIONS,
             dev_loopback: false,
             default_http_allow: Vec::new(),
         }

@@ -5,7 +5,8 @@
 //! and waiters) → [`scheduler`] (ready runs, timers) → [`executor`]
 //! (wasmtime, host calls) → [`journal`] (sled: the only code that touches
 //! storage). [`runtime`] wires them together; [`cli`] is the `stepwise`
-//! command.
+//! command. [`wit`] holds the bindings generated from the WIT package, and
+//! [`config`] the settings and their defaults.
 
 pub mod api;
 pub mod catalog;
@@ -24,4 +25,4 @@ pub mod retry;
 pub mod runtime;
 pub mod scheduler;
 pub mod tenants;
-pub mod versions;
+pub mod wit;

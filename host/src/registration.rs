@@ -8,7 +8,6 @@
 
 use crate::cron::Schedule;
 use crate::events::check_name;
-use crate::executor::wit;
 use crate::expr;
 use crate::model::{
     BatchConfig, CancelOnConfig, ConcurrencyConfig, ConcurrencyScope, DebounceConfig, FlowConfig,
@@ -16,6 +15,7 @@ use crate::model::{
     TimeoutsConfig, TriggerRecord,
 };
 use crate::retry::{DEFAULT_RETRIES, MAX_RETRIES};
+use crate::wit::types as wit;
 use std::collections::HashSet;
 
 const SECOND: u64 = 1_000;

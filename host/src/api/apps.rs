@@ -4,7 +4,7 @@
 use super::auth::Caller;
 use super::{ApiError, ApiResult, Host, body};
 use crate::runtime::DeployError;
-use crate::versions::VersionError;
+use crate::runtime::versions::VersionError;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, Path, Query, State};

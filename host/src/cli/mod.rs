@@ -267,7 +267,7 @@ pub struct ServerArgs {
 }
 
 fn stepwise_keep_versions() -> usize {
-    crate::versions::KEEP_VERSIONS
+    crate::config::KEEP_VERSIONS
 }
 
 /// Runs the command line; the `stepwise` binary's whole `main`.

@@ -47,7 +47,7 @@ pub async fn serve(args: ServeArgs, examples: Option<PathBuf>) -> Result<()> {
             step_timeout_ms: (args.step_timeout.as_millis() as u64).max(10),
             guest_memory_budget: args
                 .guest_memory
-                .unwrap_or_else(crate::executor::default_budget),
+                .unwrap_or_else(crate::config::default_budget),
             storage_bytes: args.storage_quota,
             created_tenant_events_per_second: args.tenant_events_per_second,
             host_queued_runs: args

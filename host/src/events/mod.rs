@@ -19,8 +19,8 @@ mod tx;
 pub use admit::delayed_start;
 pub use ending::FUNCTION_FAILED;
 pub use parse::{
-    EventError, IncomingEvent, MAX_EVENT_BYTES, PRINTABLE_RULE, check_name, check_printable,
-    escape_unprintable, is_unprintable, parse_event, parse_events,
+    EventError, IncomingEvent, PRINTABLE_RULE, check_name, check_printable, escape_unprintable,
+    is_unprintable, parse_event, parse_events,
 };
 pub use tx::{Effects, Tx};
 

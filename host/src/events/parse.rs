@@ -8,8 +8,6 @@
 use serde_json::Value;
 use std::fmt;
 
-/// Largest event by default, as in Inngest (a tenant's limit may differ).
-pub const MAX_EVENT_BYTES: usize = 512 * 1024;
 /// Most events in one request, as in Inngest.
 pub const MAX_EVENTS_PER_REQUEST: usize = 5_000;
 
@@ -277,6 +275,7 @@ fn kind(value: &Value) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::MAX_EVENT_BYTES;
 
     fn parse_events_default(body: &[u8]) -> Result<Vec<IncomingEvent>, EventError> {
         parse_events(body, MAX_EVENT_BYTES)
@@ -354,6 +353,7 @@ mod escaping {
 #[cfg(test)]
 mod properties {
     use super::*;
+    use crate::config::MAX_EVENT_BYTES;
     use proptest::prelude::*;
 
     /// Any JSON value, a few levels deep.

@@ -155,22 +155,6 @@ impl MemoryBudget {
     }
 }
 
-/// Half the machine's physical memory: the default budget (leaving the
-/// rest to the host itself, its store's cache and the system).
-pub fn default_budget() -> u64 {
-    // SAFETY: sysconf has no preconditions; it returns -1 when unknown.
-    let (pages, page) = unsafe {
-        (
-            libc::sysconf(libc::_SC_PHYS_PAGES),
-            libc::sysconf(libc::_SC_PAGESIZE),
-        )
-    };
-    if pages <= 0 || page <= 0 {
-        return 4 << 30;
-    }
-    (pages as u64).saturating_mul(page as u64) / 2
-}
-
 /// A job's reservation until its store adopts it (dropped before that, as
 /// when the job had nothing to do or was aborted, it is given back).
 pub struct Reserved {

@@ -2,8 +2,6 @@
 //! or goes to, the journal before the guest sees it. `parallel` is in
 //! [`super::parallel`], `send-event` and `invoke` in [`super::messages`].
 
-use super::bindings::stepwise::durable::step::{self, Memo};
-use super::bindings::stepwise::durable::types::{Event, EventPayload, StepError, WaitOptions};
 use super::outcome::{Ended, Suspended, diverged, fault, host_fault, replay_end};
 use super::replay::Slot;
 use super::state::{OpenStep, Role, RunState, Session, error_record, wit_error};
@@ -13,6 +11,8 @@ use crate::model::{
     ErrorRecord, EventRecord, RunStatus, StepKind, StepRecord, StepStatus, Timer, TimerKind,
     WaitSpec, Waiter, now_ms,
 };
+use crate::wit::step::{self, Memo};
+use crate::wit::types::{Event, EventPayload, StepError, WaitOptions};
 use wasmtime::Result;
 
 /// Longest sleep or wait, as in Inngest.
@@ -336,7 +336,7 @@ impl RunState {
 }
 
 /// The `types` interface has no functions; its types are the bindings'.
-impl super::bindings::stepwise::durable::types::Host for RunState {}
+impl crate::wit::types::Host for RunState {}
 
 impl step::Host for RunState {
     async fn begin(&mut self, id: String) -> Result<Memo> {

@@ -5,7 +5,6 @@
 //! if the host dies after storing the events but before journaling the
 //! step, the replay sends them again and they start nothing twice.
 
-use super::bindings::stepwise::durable::types::{EventPayload, StepError};
 use super::host::MAX_SUSPEND_MS;
 use super::outcome::{Ended, Suspended, host_fault};
 use super::replay::Slot;
@@ -13,6 +12,7 @@ use super::state::{RunState, wit_error};
 use crate::events::parse_event;
 use crate::journal::Op;
 use crate::model::{ErrorRecord, RunStatus, StepKind, StepRecord, StepStatus, now_ms};
+use crate::wit::types::{EventPayload, StepError};
 use serde_json::{Map, Value, json};
 use wasmtime::Result;
 

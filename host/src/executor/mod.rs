@@ -18,7 +18,6 @@
 //! only the tenant's own earlier deploys of the same bytes make a re-upload
 //! fast. So how long an upload takes says nothing of other tenants'.
 
-mod bindings;
 mod budget;
 mod egress;
 mod host;
@@ -31,10 +30,9 @@ mod sandbox;
 mod slots;
 mod state;
 
-pub use budget::{MemoryBudget, Reserved, default_budget};
+pub use budget::{MemoryBudget, Reserved};
 pub use egress::{Egress, OwnAddress, is_internal};
 
-pub use bindings::stepwise::durable::types as wit;
 pub use host::MAX_SUSPEND_MS;
 pub use replay::{DeterminismError, Replay};
 pub use run::{ReplayReport, ReplayVerdict, RunDriver};
@@ -47,8 +45,9 @@ use crate::events::Events;
 use crate::journal::{GroupCommit, Journal};
 use crate::retry::Backoff;
 use crate::scheduler::Scheduler;
+use crate::wit::types::FunctionConfig;
+use crate::wit::{App, AppPre};
 use anyhow::{Context, Result, anyhow};
-use bindings::{App, AppPre};
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
 use state::RunState;
@@ -139,7 +138,7 @@ pub struct Upload<'a> {
     /// The component's content hash: the version's id.
     pub hash: String,
     /// The functions its `functions()` registered.
-    pub configs: Vec<wit::FunctionConfig>,
+    pub configs: Vec<FunctionConfig>,
     /// Whether it was compiled for this upload (false: a re-upload of
     /// bytes this tenant deployed before reused their compiled code).
     pub compiled: bool,
@@ -586,7 +585,7 @@ impl Executor {
     /// The registration of version `hash` (compiled and linked already or
     /// now), read from a fresh instance: what a run start costs, plus one
     /// call.
-    pub async fn registration(&self, hash: &str) -> Result<Vec<wit::FunctionConfig>> {
+    pub async fn registration(&self, hash: &str) -> Result<Vec<FunctionConfig>> {
         let version = self.version(hash).await?;
         self.read_functions(&version).await.map_err(|e| match e {
             InspectError::Invalid(message) => anyhow!(message),
@@ -594,10 +593,7 @@ impl Executor {
         })
     }
 
-    async fn read_functions(
-        &self,
-        version: &Version,
-    ) -> Result<Vec<wit::FunctionConfig>, InspectError> {
+    async fn read_functions(&self, version: &Version) -> Result<Vec<FunctionConfig>, InspectError> {
         let mut store = self.store(RunState::new(
             "registration",
             0,

@@ -11,12 +11,12 @@
 //! the retry rules of its own step: its retry timer wakes the run, and the
 //! retry is another branch job.
 
-use super::bindings::stepwise::durable::step::Memo;
 use super::host::BRANCH_SEGMENTS;
 use super::outcome::{Suspended, diverged, fault, replay_end};
 use super::replay::Slot;
 use super::state::{OpenStep, Role, RunState, wit_error};
 use crate::model::{ErrorRecord, StepKind, StepStatus, now_ms};
+use crate::wit::step::Memo;
 use wasmtime::Result;
 
 /// A branch that must run: its position, effective id, raw id and failed

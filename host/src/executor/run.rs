@@ -1,8 +1,6 @@
 //! Driving one execution of a run (or of one parallel branch), and applying
 //! timers: the executor's side of the scheduler's [`Dispatch`] trait.
 
-use super::bindings::stepwise::durable::types::{FailureContext, RunContext, StepError};
-use super::bindings::{App, AppPre};
 use super::host::{AttemptOutcome, wit_event};
 use super::outcome::{
     CpuLimit, Diverged, Ended, HostFault, ReplayEnd, RunFault, StepTimeout, Suspended,
@@ -16,6 +14,8 @@ use crate::model::{
     StepRecord, StepStatus, Timer, TimerKind, now_ms,
 };
 use crate::scheduler::{Admission, BoxFuture, Dispatch, Job};
+use crate::wit::types::{FailureContext, RunContext, StepError};
+use crate::wit::{App, AppPre};
 use anyhow::{Context, Result};
 use std::sync::Arc;
 use std::time::Duration;

@@ -1,7 +1,6 @@
 //! The data of one run's wasmtime `Store`: its sandbox and its session.
 
 use super::RunServices;
-use super::bindings::stepwise::durable::types::StepError;
 use super::budget::GuestLimiter;
 use super::replay::Replay;
 use super::sandbox::{
@@ -9,6 +8,7 @@ use super::sandbox::{
     insecure_seed,
 };
 use crate::model::{ErrorRecord, EventRecord, RunRecord};
+use crate::wit::types::StepError;
 use std::sync::{Arc, Mutex};
 use wasmtime::StoreLimitsBuilder;
 use wasmtime::component::ResourceTable;

@@ -1,5 +1,10 @@
 //! A running host: the parts wired together, and the operations the API and
 //! CLI offer (deploy, send, cancel) that span several of them.
+//!
+//! App versions (listing, rollback, replay checks, collection) are in
+//! [`versions`].
+
+pub mod versions;
 
 use crate::catalog::Catalog;
 use crate::config::HostConfig;
@@ -8,7 +13,7 @@ use crate::events::{Accepted, Events, IncomingEvent};
 use crate::executor::{Executor, InspectError, OwnAddress, ReplayReport, RunDriver, RunServices};
 use crate::journal::{Batch, GroupCommit, Journal, Op, SledJournal};
 use crate::model::{AppRecord, ErrorRecord, FunctionRecord, RunKey, RunRecord, RunStatus, now_ms};
-use crate::scheduler::Scheduler;
+use crate::scheduler::{Scheduler, SlotPolicy};
 use crate::tenants::Tenants;
 use anyhow::{Context, Result};
 use std::collections::HashSet;
@@ -28,7 +33,7 @@ pub enum DeployError {
     Conflict(String),
     /// A replay of recorded runs on the new version diverged.
     #[error("{} of the {} runs replayed diverge on this version; it was not deployed", .0.diverged, .0.runs.len())]
-    Diverged(crate::versions::ReplayCheck),
+    Diverged(versions::ReplayCheck),
     /// The host failed.
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
@@ -147,7 +152,11 @@ impl Stepwise {
         let journal: Arc<dyn Journal> = Arc::new(SledJournal::open(&journal_dir)?);
         let commit = GroupCommit::start(journal.clone());
         let catalog = Arc::new(Catalog::load(journal.as_ref())?);
-        let (scheduler, loops) = Scheduler::new(config.limits.slot_policy());
+        let (scheduler, loops) = Scheduler::new(SlotPolicy {
+            slots: config.limits.max_executing.max(1),
+            share: config.limits.executing_share,
+            reserve: config.limits.executing_reserve,
+        });
         let events = Arc::new(Events::new(
             journal.clone(),
             commit.clone(),

@@ -4,17 +4,14 @@
 //! recorded runs against a candidate before it replaces the current one
 //! (Temporal's replayer, for wasm), and drops versions no run needs any more.
 
+use super::{DeployError, Deployed, Stepwise};
 use crate::executor::{ReplayVerdict, Upload};
 use crate::journal::{Op, RunFilter};
 use crate::model::{RunKey, RunStatus};
-use crate::runtime::{DeployError, Deployed, Stepwise};
 use anyhow::Result;
 use serde::Serialize;
 use std::collections::{HashMap, HashSet};
 
-/// Versions kept per app by default besides the current one and those runs
-/// are on, so that a rollback has somewhere to go.
-pub const KEEP_VERSIONS: usize = 5;
 /// Ended runs replayed against a candidate, besides every active one.
 pub const RECENT_RUNS_REPLAYED: usize = 100;
 
