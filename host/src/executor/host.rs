@@ -2,7 +2,7 @@
 //! or goes to, the journal before the guest sees it. `parallel` is in
 //! [`super::parallel`], `send-event` and `invoke` in [`super::messages`].
 
-use super::outcome::{Ended, Suspended, diverged, fault, host_fault, replay_end};
+use super::outcome::{Interrupt, diverged, fault, host_fault, replay_end};
 use super::replay::Slot;
 use super::state::{OpenStep, Role, RunState, Session, error_record, wit_error};
 use crate::events::{check_name, lookup};
@@ -127,7 +127,7 @@ impl RunState {
     }
 
     /// Writes `ops` and the session's run record with `status`, unless the
-    /// run ended meanwhile (then the execution stops with [`Ended`]).
+    /// run ended meanwhile (then the execution stops with [`Interrupt::Ended`]).
     pub(super) fn write_run(
         &mut self,
         status: RunStatus,
@@ -140,7 +140,7 @@ impl RunState {
         let services = session.services.clone();
         match services.events.transition(&session.run, ops) {
             Ok(true) => Ok(()),
-            Ok(false) => Err(wasmtime::Error::new(Ended)),
+            Ok(false) => Err(Interrupt::Ended.trap()),
             Err(e) => Err(host_fault(e)),
         }
     }
@@ -152,7 +152,7 @@ impl RunState {
         let services = session.services.clone();
         match services.events.run_ops(&session.run.key, ops) {
             Ok(true) => Ok(()),
-            Ok(false) => Err(wasmtime::Error::new(Ended)),
+            Ok(false) => Err(Interrupt::Ended.trap()),
             Err(e) => Err(host_fault(e)),
         }
     }
@@ -235,7 +235,7 @@ impl RunState {
                     return self.complete_sleep(*step, Some(timer), now);
                 }
                 self.write_run(RunStatus::Sleeping, None, Vec::new())?;
-                return Err(wasmtime::Error::new(Suspended));
+                return Err(Interrupt::Suspended.trap());
             }
             Slot::New { seq, id } => (seq, id),
         };
@@ -267,7 +267,7 @@ impl RunState {
         )?;
         self.durable().await?;
         self.session()?.services.scheduler.add_timer(timer);
-        Err(wasmtime::Error::new(Suspended))
+        Err(Interrupt::Suspended.trap())
     }
 
     fn complete_sleep(
@@ -357,7 +357,7 @@ impl step::Host for RunState {
                 StepStatus::Retrying if self.session()?.dry_run => return Err(replay_end()),
                 // Not due yet: its timer wakes the run.
                 StepStatus::Retrying if step.wake_at.is_some_and(|at| at > now) => {
-                    return Err(wasmtime::Error::new(Suspended));
+                    return Err(Interrupt::Suspended.trap());
                 }
                 StepStatus::Retrying => (step.seq, step.id, step.attempts),
                 StepStatus::Sleeping | StepStatus::Waiting => {
@@ -413,9 +413,9 @@ impl step::Host for RunState {
                     AttemptOutcome::Final if !branch => {
                         let session = self.session()?;
                         session.services.scheduler.wake(session.run.key.clone());
-                        Err(wasmtime::Error::new(Suspended))
+                        Err(Interrupt::Suspended.trap())
                     }
-                    _ => Err(wasmtime::Error::new(Suspended)),
+                    _ => Err(Interrupt::Suspended.trap()),
                 };
             }
         };
@@ -443,7 +443,7 @@ impl step::Host for RunState {
         self.durable().await?;
         if branch {
             // A branch's work is this one step: the run goes on elsewhere.
-            return Err(wasmtime::Error::new(Suspended));
+            return Err(Interrupt::Suspended.trap());
         }
         self.flags.set_in_step(more);
         Ok(())
@@ -471,7 +471,7 @@ impl step::Host for RunState {
                     return Err(replay_end());
                 }
                 self.write_run(RunStatus::Waiting, None, Vec::new())?;
-                return Err(wasmtime::Error::new(Suspended));
+                return Err(Interrupt::Suspended.trap());
             }
             Slot::New { seq, id } => (seq, id),
         };
@@ -519,7 +519,7 @@ impl step::Host for RunState {
             .register_wait(session.run.clone(), waiter, step)
         {
             Ok(true) => {}
-            Ok(false) => return Err(wasmtime::Error::new(Ended)),
+            Ok(false) => return Err(Interrupt::Ended.trap()),
             Err(e) => return Err(host_fault(e)),
         }
         self.durable().await?;
@@ -529,7 +529,7 @@ impl step::Host for RunState {
             seq,
             kind: TimerKind::WaitTimeout,
         });
-        Err(wasmtime::Error::new(Suspended))
+        Err(Interrupt::Suspended.trap())
     }
 
     async fn parallel(&mut self, ids: Vec<String>) -> Result<Vec<Memo>> {

@@ -6,7 +6,7 @@
 //! step, the replay sends them again and they start nothing twice.
 
 use super::host::MAX_SUSPEND_MS;
-use super::outcome::{Ended, Suspended, host_fault};
+use super::outcome::{Interrupt, host_fault};
 use super::replay::Slot;
 use super::state::{RunState, wit_error};
 use crate::events::parse_event;
@@ -129,7 +129,7 @@ impl RunState {
         )?;
         self.durable().await?;
         services.scheduler.add_timer(timer);
-        Err(wasmtime::Error::new(Suspended))
+        Err(Interrupt::Suspended.trap())
     }
 
     /// `invoke(id, function-id, data, timeout-ms)`.
@@ -147,7 +147,7 @@ impl RunState {
                     return Err(super::outcome::replay_end());
                 }
                 self.write_run(RunStatus::Waiting, None, Vec::new())?;
-                return Err(wasmtime::Error::new(Suspended));
+                return Err(Interrupt::Suspended.trap());
             }
             Slot::Journaled(step) => return journaled(&step),
             Slot::New { seq, id } => (seq, id),
@@ -193,11 +193,11 @@ impl RunState {
         let run = session.run.clone();
         match services.events.invoke(&run, &function, data, step) {
             Ok(Some(effects)) => services.events.settle(effects).await.map_err(host_fault)?,
-            Ok(None) => return Err(wasmtime::Error::new(Ended)),
+            Ok(None) => return Err(Interrupt::Ended.trap()),
             Err(e) => return Err(host_fault(e)),
         }
         tracing::info!(run = %run.key, function = %function_id, "invoked; waiting for its end");
-        Err(wasmtime::Error::new(Suspended))
+        Err(Interrupt::Suspended.trap())
     }
 
     /// Journals a finished step of this execution and waits for the flush.
@@ -211,7 +211,7 @@ impl RunState {
             .run_ops(&key, vec![Op::PutStep(key.clone(), step)])
         {
             Ok(true) => {}
-            Ok(false) => return Err(wasmtime::Error::new(Ended)),
+            Ok(false) => return Err(Interrupt::Ended.trap()),
             Err(e) => return Err(host_fault(e)),
         }
         self.flags.set_logical_ms(now_ms());

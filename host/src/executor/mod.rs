@@ -650,7 +650,7 @@ impl Executor {
     /// A store for one execution, bounded and time-sliced.
     /// Every epoch tick the guest yields (so other runs get the cores), and
     /// counts the tick against its CPU limit: past it, it traps with
-    /// [`outcome::CpuLimit`].
+    /// [`outcome::Interrupt::CpuLimit`].
     fn store(&self, mut state: RunState) -> Store<RunState> {
         state.flags.set_in_step(false);
         if let Some(session) = &state.session {
@@ -677,7 +677,7 @@ impl Executor {
             let state = context.data();
             if state.flags.tick_cpu(state.cpu_ticks) {
                 let ms = state.cpu_ticks * EPOCH_TICK.as_millis() as u64;
-                return Err(wasmtime::Error::new(outcome::CpuLimit(ms)));
+                return Err(outcome::Interrupt::CpuLimit(ms).trap());
             }
             Ok(wasmtime::UpdateDeadline::Yield(1))
         });

@@ -12,7 +12,7 @@
 //! retry is another branch job.
 
 use super::host::BRANCH_SEGMENTS;
-use super::outcome::{Suspended, diverged, fault, replay_end};
+use super::outcome::{Interrupt, diverged, fault, replay_end};
 use super::replay::Slot;
 use super::state::{OpenStep, Role, RunState, wit_error};
 use crate::model::{ErrorRecord, StepKind, StepStatus, now_ms};
@@ -98,7 +98,7 @@ impl RunState {
                 if memos.iter().any(|m| matches!(m, Memo::Elsewhere)) {
                     // This group is not finished and is not this branch's:
                     // or this branch is journaled already (a duplicate job).
-                    return Err(wasmtime::Error::new(Suspended));
+                    return Err(Interrupt::Suspended.trap());
                 }
                 return Ok(memos);
             };
@@ -132,7 +132,7 @@ impl RunState {
                 scheduler.spawn_branch(key.clone(), branch.seq);
             }
         }
-        Err(wasmtime::Error::new(Suspended))
+        Err(Interrupt::Suspended.trap())
     }
 
     /// Marks `todo` as the steps the guest runs now, in order.

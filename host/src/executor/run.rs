@@ -2,9 +2,7 @@
 //! timers: the executor's side of the scheduler's [`Dispatch`] trait.
 
 use super::host::{AttemptOutcome, wit_event};
-use super::outcome::{
-    CpuLimit, Diverged, Ended, HostFault, ReplayEnd, RunFault, StepTimeout, Suspended,
-};
+use super::outcome::Interrupt;
 use super::sandbox::RunFlags;
 use super::state::{Role, RunState, Session, error_record};
 use super::{Executor, Replay, RunServices};
@@ -70,7 +68,7 @@ enum Entry {
 type HandlerResult = wasmtime::Result<std::result::Result<String, StepError>>;
 
 impl Entry {
-    /// Calls the export, stopping it with [`StepTimeout`] if a step body
+    /// Calls the export, stopping it with [`Interrupt::StepTimeout`] if a step body
     /// runs longer than the session's step timeout (wall clock: epoch
     /// interruption bounds CPU, but not a body that waits in a host call).
     async fn call(
@@ -99,7 +97,7 @@ impl Entry {
 
 /// Runs `call` to its end, unless a step body it runs is still running
 /// `limit_ms` after it began: then the call is dropped (the instance is not
-/// used again) and the result is a [`StepTimeout`] trap, which fails the
+/// used again) and the result is a [`Interrupt::StepTimeout`] trap, which fails the
 /// open step's attempt like any trap in a body.
 async fn with_step_timeout(
     call: impl Future<Output = HandlerResult>,
@@ -111,7 +109,7 @@ async fn with_step_timeout(
     loop {
         let wait = match flags.step_elapsed() {
             Some(elapsed) if elapsed >= limit => {
-                return Err(wasmtime::Error::new(StepTimeout(limit_ms)));
+                return Err(Interrupt::StepTimeout(limit_ms).trap());
             }
             Some(elapsed) => limit - elapsed,
             None => limit,
@@ -404,19 +402,19 @@ impl RunDriver {
             .unwrap_or(0);
         let verdict = match result {
             Ok(_) => ReplayVerdict::Matches,
-            Err(trap) if trap.downcast_ref::<ReplayEnd>().is_some() => ReplayVerdict::Matches,
-            Err(trap) => match trap.downcast_ref::<Diverged>() {
-                Some(Diverged(error)) => ReplayVerdict::Diverged {
+            Err(trap) => match Interrupt::of(&trap) {
+                Some(Interrupt::ReplayEnd) => ReplayVerdict::Matches,
+                Some(Interrupt::Diverged(error)) => ReplayVerdict::Diverged {
                     step_index: error.position,
                     expected: error.expected().to_string(),
                     actual: error.actual().to_string(),
                     message: error.to_string(),
                 },
-                None => ReplayVerdict::Failed {
-                    message: match trap.downcast_ref::<RunFault>() {
-                        Some(RunFault(error)) => format!("{}: {}", error.name, error.message),
-                        None => trap_reason(&trap),
-                    },
+                Some(fault @ Interrupt::Fault(_)) => ReplayVerdict::Failed {
+                    message: fault.to_string(),
+                },
+                _ => ReplayVerdict::Failed {
+                    message: trap_reason(&trap),
                 },
             },
         };
@@ -459,24 +457,25 @@ impl RunDriver {
             }
             Err(trap) => trap,
         };
-        if trap.downcast_ref::<Suspended>().is_some() || trap.downcast_ref::<Ended>().is_some() {
-            return Ok(());
-        }
-        if let Some(RunFault(error)) = trap.downcast_ref::<RunFault>() {
-            return self
-                .finish(run, RunStatus::Failed, None, Some(error.clone()))
-                .await;
-        }
-        if let Some(Diverged(error)) = trap.downcast_ref::<Diverged>() {
-            let error = ErrorRecord::fatal("DeterminismError", error.to_string());
-            return self.finish(run, RunStatus::Failed, None, Some(error)).await;
-        }
-        if let Some(HostFault(message)) = trap.downcast_ref::<HostFault>() {
-            tracing::error!(run = %key, error = %message, "the host failed during a run; resuming it in 1 s");
-            if role == Role::Main {
-                self.wake_later(key.clone(), Duration::from_secs(1));
+        let interrupt = Interrupt::of(&trap);
+        match interrupt {
+            Some(planned) if planned.is_planned() => return Ok(()),
+            Some(Interrupt::Fault(error)) => {
+                let error = error.clone();
+                return self.finish(run, RunStatus::Failed, None, Some(error)).await;
             }
-            return Ok(());
+            Some(Interrupt::Diverged(error)) => {
+                let error = ErrorRecord::fatal("DeterminismError", error.to_string());
+                return self.finish(run, RunStatus::Failed, None, Some(error)).await;
+            }
+            Some(Interrupt::HostFault(message)) => {
+                tracing::error!(run = %key, error = %message, "the host failed during a run; resuming it in 1 s");
+                if role == Role::Main {
+                    self.wake_later(key.clone(), Duration::from_secs(1));
+                }
+                return Ok(());
+            }
+            _ => {}
         }
         let open = store.data_mut().session.as_mut().and_then(|s| {
             s.open
@@ -486,12 +485,9 @@ impl RunDriver {
         // An endless loop is stopped by the CPU limit: say so plainly. The
         // guest's backtrace goes to the host log, not into the error.
         tracing::warn!(run = %key, trap = format!("{trap:#}"), "the guest trapped");
-        let (name, what) = if let Some(limit) = trap.downcast_ref::<CpuLimit>() {
-            ("CpuLimitError", limit.to_string())
-        } else if let Some(timeout) = trap.downcast_ref::<StepTimeout>() {
-            ("StepTimeoutError", timeout.to_string())
-        } else {
-            ("GuestTrap", trap_reason(&trap))
+        let (name, what) = match interrupt.and_then(|i| Some((i.limit_error_name()?, i))) {
+            Some((name, limit)) => (name, limit.to_string()),
+            None => ("GuestTrap", trap_reason(&trap)),
         };
         let Some(open) = open else {
             let error = ErrorRecord {
@@ -524,7 +520,7 @@ impl RunDriver {
                 self.services.scheduler.wake(key.clone())
             }
             Ok(_) => {}
-            Err(e) if e.downcast_ref::<Ended>().is_some() => {}
+            Err(e) if matches!(Interrupt::of(&e), Some(Interrupt::Ended)) => {}
             Err(e) => {
                 tracing::error!(run = %key, error = %e, "could not record a trapped step; resuming in 1 s");
                 self.wake_later(key.clone(), Duration::from_secs(1));
