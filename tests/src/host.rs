@@ -204,14 +204,20 @@ impl Api {
         }
     }
 
+    /// Sends `request`; an HTTP error, or a success whose body is not
+    /// JSON, is an error with the status and the body.
     async fn json(&self, request: reqwest::RequestBuilder) -> Result<Value> {
         let response = request.send().await?;
         let status = response.status();
-        let body: Value = response.json().await.unwrap_or(Value::Null);
+        let body = response.text().await?;
         if !status.is_success() {
             bail!("HTTP {status}: {body}");
         }
-        Ok(body)
+        if body.is_empty() {
+            return Ok(Value::Null);
+        }
+        serde_json::from_str(&body)
+            .with_context(|| format!("HTTP {status} with a body that is not JSON: {body}"))
     }
 
     /// Deploys a component file as `app`.
@@ -272,8 +278,8 @@ impl Api {
             .collect())
     }
 
-    /// Polls the runs of `function` until `done` holds for them (or fails
-    /// after `timeout` with what they were).
+    /// Polls the runs of `function` until `done` holds for them; fails
+    /// after `timeout` with what they were, or at once on an API error.
     pub async fn wait_runs(
         &self,
         function: &str,
@@ -297,8 +303,9 @@ impl Api {
         }
     }
 
-    /// Polls every run until `done` holds for them (or fails after
-    /// `timeout` with how many there were).
+    /// Polls every run until `done` holds for them; fails after `timeout`
+    /// with how many there were, or at once on an API error (only "not
+    /// yet" is worth another look).
     pub async fn wait_for_runs(
         &self,
         timeout: Duration,
@@ -306,7 +313,7 @@ impl Api {
     ) -> Result<Vec<Value>> {
         let deadline = Instant::now() + timeout;
         loop {
-            let runs = self.runs().await.unwrap_or_default();
+            let runs = self.runs().await?;
             if done(&runs) {
                 return Ok(runs);
             }
@@ -340,7 +347,10 @@ impl Api {
         let body = self
             .json(self.request(reqwest::Method::GET, "/v1/runs?limit=10000"))
             .await?;
-        Ok(body.as_array().cloned().unwrap_or_default())
+        match body {
+            Value::Array(runs) => Ok(runs),
+            other => bail!("GET /v1/runs answered with no list of runs: {other}"),
+        }
     }
 
     /// The run started by event `event_id`, once it exists.

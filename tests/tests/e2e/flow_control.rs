@@ -154,6 +154,8 @@ async fn a_rate_limit_starts_ten_of_thirty_and_records_the_rest_as_skipped() {
 #[tokio::test]
 async fn debounce_runs_once_with_the_last_event_and_its_timeout_bounds_the_delay() {
     let (_dir, host) = deployed("flow", guests::FLOW).await;
+    // Three events 200 ms apart, inside one 1 s debounce period (the pause
+    // is the input here, not a wait for the host).
     for n in 1..=3 {
         host.send("flow/debounced", json!({"id": "p-1", "n": n}))
             .await
@@ -251,12 +253,15 @@ async fn an_idempotency_key_starts_one_run_per_value() {
     host.send("flow/idempotent", json!({"orderId": "o-2", "try": 1}))
         .await
         .unwrap();
+    // The host answers a send once it has admitted the event (started, held
+    // or refused its runs) durably: the runs listed now are all there are.
+    let started = host.runs_of("idempotent").await.unwrap();
+    assert_eq!(started.len(), 2, "one run per order id: {started:#?}");
     let runs = host
         .wait_runs("idempotent", PATIENCE, |runs| ended(runs, 2))
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let runs = host.runs_of("idempotent").await.unwrap_or(runs);
+    assert_eq!(runs.len(), 2, "one run per order id: {runs:#?}");
     let mut outputs: Vec<Value> = runs.iter().map(|r| r["output"].clone()).collect();
     outputs.sort_by_key(|o| o["orderId"].as_str().map(str::to_string));
     assert_eq!(

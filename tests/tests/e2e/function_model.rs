@@ -166,14 +166,22 @@ async fn send_event_sends_once_even_if_the_host_dies_after_sending() {
     let done = host.wait_status(&run, "completed", PATIENCE).await.unwrap();
     let ids = done["output"]["ids"].as_array().unwrap().clone();
     assert_eq!(ids.len(), 2);
+    // A send from a step returns once the host has accepted its events and
+    // started the runs they trigger, and the run passes its send step before
+    // it completes: any second send by the replay has started its runs by
+    // now, so their count is final here.
+    let started = host.runs_of("received").await.unwrap();
+    assert_eq!(
+        started.len(),
+        2,
+        "the replay did not send again: {started:#?}"
+    );
     let received = host
         .wait_runs("received", PATIENCE, |runs| {
             runs.len() >= 2 && runs.iter().all(|r| r["status"] == "completed")
         })
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let received = host.runs_of("received").await.unwrap_or(received);
     assert_eq!(
         received.len(),
         2,
@@ -231,14 +239,22 @@ async fn a_wait_condition_lets_only_matching_events_through() {
         .unwrap();
     let run = host.run_for_event(&event).await.unwrap();
     host.wait_status(&run, "waiting", PATIENCE).await.unwrap();
+    // The host answers a send once the event is accepted and the waiters
+    // it matches are resolved (the run queued again), all in one change:
+    // a run still waiting right after the answer was not resumed by it.
     host.send("flow/paid", json!({"order": "o-1", "amount": 50}))
         .await
         .unwrap();
+    let status = host.run(&run).await.unwrap()["status"].clone();
+    assert_eq!(status, "waiting", "too small a payment does not resume it");
     host.send("flow/paid", json!({"order": "o-2", "amount": 500}))
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(host.run(&run).await.unwrap()["status"], "waiting");
+    let status = host.run(&run).await.unwrap()["status"].clone();
+    assert_eq!(
+        status, "waiting",
+        "another order's payment does not resume it"
+    );
     host.send("flow/paid", json!({"order": "o-1", "amount": 150}))
         .await
         .unwrap();
