@@ -267,8 +267,10 @@ impl Drop for SourceSlot {
 /// answer with a reset, which can destroy a response the client has not
 /// read yet — a 408 to a slow body, a 413, a 401 to an unread upload. So the
 /// host shuts its side and drains for a moment first: a "lingering close",
-/// as nginx does.
-const LINGER: Duration = Duration::from_secs(2);
+/// as nginx does (its `lingering_timeout` is 5 s too). A busy client may
+/// take seconds to read; the connection keeps its place under the caps
+/// meanwhile, and what it sends is discarded, not buffered.
+const LINGER: Duration = Duration::from_secs(5);
 
 /// Most bytes a lingering close reads before it gives up.
 const LINGER_BYTES: usize = 1 << 20;
