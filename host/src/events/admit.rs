@@ -12,6 +12,7 @@ use super::Tx;
 use super::ending;
 use crate::expr::{self, Scope};
 use crate::journal::Op;
+use crate::model::ErrorName;
 use crate::model::{
     CancelListener, ConcurrencyKey, ConcurrencyScope, ErrorRecord, EventRecord, FunctionRecord,
     IndexKind, IndexRef, QueueSpec, RUN_LEVEL_SEQ, RunKey, RunRecord, RunStatus, SingletonMode,
@@ -94,7 +95,7 @@ pub fn admit(tx: &mut Tx<'_>, function: &FunctionRecord, event: &EventRecord) ->
                         ""
                     }
                 );
-                return skip(tx, function, event, "RateLimited", message);
+                return skip(tx, function, event, ErrorName::RateLimited, message);
             }
         }
     }
@@ -199,7 +200,7 @@ fn skip(
     tx: &mut Tx<'_>,
     function: &FunctionRecord,
     event: &EventRecord,
-    reason: &str,
+    reason: ErrorName,
     message: String,
 ) -> Result<()> {
     let key = RunKey::new(&function.tenant, crate::model::new_id());
@@ -207,7 +208,7 @@ fn skip(
     run.status = RunStatus::Skipped;
     run.ended_at = Some(tx.now);
     run.error = Some(ErrorRecord::fatal(reason, message));
-    tracing::info!(function = %function.id, run = %key, reason, "run skipped");
+    tracing::info!(function = %function.id, run = %key, %reason, "run skipped");
     tx.ops.push(Op::PutRunEvents(key, vec![event.clone()]));
     tx.put_run(run);
     Ok(())
@@ -241,11 +242,11 @@ fn start(
                             "run {} of this function is active with the same singleton key",
                             active.key.run
                         );
-                        return skip(tx, function, trigger, "Singleton", message);
+                        return skip(tx, function, trigger, ErrorName::Singleton, message);
                     }
                     SingletonMode::Cancel => {
                         let error = ErrorRecord::fatal(
-                            "Cancelled",
+                            ErrorName::Cancelled,
                             "a newer run with the same singleton key replaced this one",
                         );
                         ending::cancel(tx, active, error)?;

@@ -5,6 +5,7 @@
 
 use super::{Tx, admit, lookup};
 use crate::journal::Op;
+use crate::model::ErrorName;
 use crate::model::{
     ErrorRecord, EventRecord, RUN_LEVEL_SEQ, RunKey, RunKind, RunRecord, RunStatus, StepKind,
     StepStatus, Timer, TimerKind, Waiter,
@@ -116,19 +117,26 @@ fn resolve_invoke(tx: &mut Tx<'_>, child: &RunRecord, parent: &RunKey, seq: u32)
         }
         _ => {
             let cause = child.error.clone().unwrap_or_else(|| {
-                ErrorRecord::fatal("Error", format!("the run ended {}", child.status.as_str()))
+                ErrorRecord::fatal(
+                    ErrorName::Error,
+                    format!("the run ended {}", child.status.as_str()),
+                )
             });
             step.status = StepStatus::Failed;
-            step.error = Some(ErrorRecord::fatal(
-                &cause.name,
-                format!(
-                    "invoked function {} (run {}) {}: {}",
-                    child.function,
-                    child.key.run,
-                    child.status.as_str(),
-                    cause.message
-                ),
-            ));
+            let message = format!(
+                "invoked function {} (run {}) {}: {}",
+                child.function,
+                child.key.run,
+                child.status.as_str(),
+                cause.message
+            );
+            // The child's own error name (perhaps the guest's) carries over.
+            step.error = Some(ErrorRecord {
+                name: cause.name,
+                message,
+                retriable: false,
+                retry_after_ms: None,
+            });
         }
     }
     step.ended_at = Some(tx.now);
@@ -162,7 +170,7 @@ pub fn invoke_timed_out(tx: &mut Tx<'_>, timer: &Timer) -> Result<()> {
     }
     step.status = StepStatus::Failed;
     step.error = Some(ErrorRecord::fatal(
-        "InvokeTimeoutError",
+        ErrorName::InvokeTimeoutError,
         format!(
             "the invoked run {} did not end before the invoke's timeout",
             step.child.as_deref().unwrap_or("?")
@@ -185,7 +193,7 @@ fn failed(tx: &mut Tx<'_>, run: &RunRecord) -> Result<()> {
     let error = run
         .error
         .clone()
-        .unwrap_or_else(|| ErrorRecord::fatal("Error", "the run failed"));
+        .unwrap_or_else(|| ErrorRecord::fatal(ErrorName::Error, "the run failed"));
     let event = EventRecord {
         id: crate::model::new_id(),
         name: FUNCTION_FAILED.into(),
@@ -297,7 +305,7 @@ pub fn cancellations(tx: &mut Tx<'_>, tenant: &str, event: &EventRecord) -> Resu
         }
         tracing::info!(run = %run_key, event = ?event.id, listener = ?key.replace('\0', "/"), "cancelOn matched");
         let error = ErrorRecord::fatal(
-            "Cancelled",
+            ErrorName::Cancelled,
             format!("cancelled by event {} ({})", event.name, event.id),
         );
         cancel(tx, run, error)?;

@@ -27,6 +27,7 @@ pub use tx::{Effects, Tx};
 use crate::catalog::Catalog;
 use crate::cron::CronTable;
 use crate::journal::{GroupCommit, Journal, Op};
+use crate::model::ErrorName;
 use crate::model::{
     ErrorRecord, EventRecord, FunctionRecord, ParentStep, RunKey, RunRecord, StepRecord,
     StepStatus, Timer, TimerKind, WaitSpec, Waiter, now_ms,
@@ -304,7 +305,8 @@ impl Events {
                 if run.status.is_terminal() {
                     return Ok(None);
                 }
-                let error = ErrorRecord::fatal("Cancelled", "cancelled in bulk through the API");
+                let error =
+                    ErrorRecord::fatal(ErrorName::Cancelled, "cancelled in bulk through the API");
                 Ok(Some(ending::cancel(tx, run, error)?.key.run))
             })?;
             cancelled.extend(done);

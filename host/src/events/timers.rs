@@ -4,6 +4,7 @@
 
 use super::{Effects, Events, Tx, ending, resolve_wait};
 use crate::journal::Op;
+use crate::model::ErrorName;
 use crate::model::{ErrorRecord, IndexKind, RunStatus, StepStatus, Timer, TimerKind, Waiter};
 use anyhow::Result;
 
@@ -130,7 +131,11 @@ impl Events {
             if run.status.is_terminal() {
                 return Ok(());
             }
-            ending::cancel(tx, run, ErrorRecord::fatal("FunctionTimeoutError", message))?;
+            ending::cancel(
+                tx,
+                run,
+                ErrorRecord::fatal(ErrorName::FunctionTimeoutError, message),
+            )?;
             Ok(())
         })?;
         Ok(effects)

@@ -7,6 +7,7 @@ use super::replay::Slot;
 use super::state::{OpenStep, Role, RunState, Session, error_record, wit_error};
 use crate::events::{check_name, lookup};
 use crate::journal::{Batch, Op};
+use crate::model::ErrorName;
 use crate::model::{
     ErrorRecord, EventRecord, RunStatus, StepKind, StepRecord, StepStatus, Timer, TimerKind,
     WaitSpec, Waiter, now_ms,
@@ -33,7 +34,7 @@ impl RunState {
     pub(super) fn session(&mut self) -> Result<&mut Session> {
         self.session.as_mut().ok_or_else(|| {
             fault(
-                "RegistrationError",
+                ErrorName::RegistrationError,
                 "step calls are not allowed while the host reads the app's functions(); make them inside handle()",
             )
         })
@@ -46,7 +47,7 @@ impl RunState {
         let open = session.open.as_ref().or(session.group.first());
         if let Some(open) = open {
             return Err(fault(
-                "StepError",
+                ErrorName::StepError,
                 format!(
                     "{what} {id:?} was called inside the body of step {:?}; steps cannot be nested: call it after the step returns",
                     open.raw_id
@@ -61,7 +62,7 @@ impl RunState {
         let max_steps = self.session()?.limits.max_steps_per_run;
         if seq >= max_steps {
             return Err(fault(
-                "StepLimitError",
+                ErrorName::StepLimitError,
                 format!(
                     "the run made more than {max_steps} step calls, the most a run may make; split the work across runs (e.g. fan out with events)"
                 ),
@@ -84,7 +85,7 @@ impl RunState {
             }
             if let Role::Branch(seq) = session.role {
                 return Err(fault(
-                    "DeterminismError",
+                    ErrorName::DeterminismError,
                     format!(
                         "replaying the run for parallel branch #{seq}, the code made a call ({} {id:?}) the run had not made before reaching the branch's group",
                         kind.as_str()
@@ -246,7 +247,7 @@ impl RunState {
         }
         if wake_at - now > MAX_SUSPEND_MS {
             return Err(fault(
-                "SleepError",
+                ErrorName::SleepError,
                 format!(
                     "sleep {:?} is longer than a year, the longest sleep allowed",
                     step.id
@@ -297,7 +298,7 @@ impl RunState {
         let limit = session.limits.max_journal_bytes_per_run;
         if total > limit {
             return Err(fault(
-                "JournalLimitError",
+                ErrorName::JournalLimitError,
                 format!(
                     "the run's step outputs would take {total} bytes of journal; a run may keep at most {limit}: return references to large data instead of the data"
                 ),
@@ -314,7 +315,7 @@ impl RunState {
         if let Some(open) = session.open.take() {
             if open.raw_id != id {
                 return Err(fault(
-                    "StepError",
+                    ErrorName::StepError,
                     format!(
                         "complete({id:?}) does not match the step being run, {:?}",
                         open.raw_id
@@ -326,7 +327,7 @@ impl RunState {
         match session.group.iter().position(|o| o.raw_id == id) {
             Some(index) => Ok(session.group.remove(index)),
             None => Err(fault(
-                "StepError",
+                ErrorName::StepError,
                 format!(
                     "complete({id:?}) was called for a step that was never begun; call begin first"
                 ),
@@ -351,7 +352,7 @@ impl step::Host for RunState {
                 StepStatus::Failed => {
                     let error = step
                         .error
-                        .unwrap_or_else(|| ErrorRecord::fatal("Error", "the step failed"));
+                        .unwrap_or_else(|| ErrorRecord::fatal(ErrorName::Error, "the step failed"));
                     return Ok(Memo::Failed(wit_error(&error)));
                 }
                 StepStatus::Retrying if self.session()?.dry_run => return Err(replay_end()),
@@ -362,7 +363,7 @@ impl step::Host for RunState {
                 StepStatus::Retrying => (step.seq, step.id, step.attempts),
                 StepStatus::Sleeping | StepStatus::Waiting => {
                     return Err(fault(
-                        "DeterminismError",
+                        ErrorName::DeterminismError,
                         format!("step {id:?} is journaled as a sleep or wait"),
                     ));
                 }
@@ -476,10 +477,10 @@ impl step::Host for RunState {
             Slot::New { seq, id } => (seq, id),
         };
         check_name(&opts.event)
-            .map_err(|e| fault("WaitError", format!("wait_for_event {id:?}: {e}")))?;
+            .map_err(|e| fault(ErrorName::WaitError, format!("wait_for_event {id:?}: {e}")))?;
         if opts.timeout_ms > MAX_SUSPEND_MS {
             return Err(fault(
-                "WaitError",
+                ErrorName::WaitError,
                 format!(
                     "wait_for_event {id:?} has a timeout longer than a year, the longest allowed"
                 ),
@@ -487,7 +488,7 @@ impl step::Host for RunState {
         }
         if let Some(condition) = &opts.condition {
             crate::expr::compile(condition)
-                .map_err(|e| fault("WaitError", format!("wait_for_event {id:?}: {e}")))?;
+                .map_err(|e| fault(ErrorName::WaitError, format!("wait_for_event {id:?}: {e}")))?;
         }
         let session = self.session()?;
         let match_value = match (&opts.match_, session.events.first()) {
@@ -561,7 +562,7 @@ impl step::Host for RunState {
 pub(super) fn check_output(json: &str, max: usize) -> std::result::Result<(), ErrorRecord> {
     if json.len() > max {
         return Err(ErrorRecord::fatal(
-            "OutputTooLargeError",
+            ErrorName::OutputTooLargeError,
             format!(
                 "the step returned {} bytes; a step output may be at most {max} bytes: store large data elsewhere and return a reference",
                 json.len()
@@ -570,7 +571,12 @@ pub(super) fn check_output(json: &str, max: usize) -> std::result::Result<(), Er
     }
     serde_json::from_str::<serde::de::IgnoredAny>(json)
         .map(|_| ())
-        .map_err(|e| ErrorRecord::fatal("OutputError", format!("the step output is not JSON: {e}")))
+        .map_err(|e| {
+            ErrorRecord::fatal(
+                ErrorName::OutputError,
+                format!("the step output is not JSON: {e}"),
+            )
+        })
 }
 
 /// A journaled wait outcome as the guest receives it.

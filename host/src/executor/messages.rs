@@ -11,6 +11,7 @@ use super::replay::Slot;
 use super::state::{RunState, wit_error};
 use crate::events::parse_event;
 use crate::journal::Op;
+use crate::model::ErrorName;
 use crate::model::{ErrorRecord, RunStatus, StepKind, StepRecord, StepStatus, now_ms};
 use crate::wit::types::{EventPayload, StepError};
 use serde_json::{Map, Value, json};
@@ -75,7 +76,7 @@ impl RunState {
         if let Some(message) = problem {
             step.status = StepStatus::Failed;
             step.error = Some(ErrorRecord::fatal(
-                "SendEventError",
+                ErrorName::SendEventError,
                 format!("send_event {id:?}: {message}"),
             ));
         } else {
@@ -177,7 +178,7 @@ impl RunState {
             step.status = StepStatus::Failed;
             step.ended_at = Some(now);
             step.error = Some(ErrorRecord::fatal(
-                "InvokeError",
+                ErrorName::InvokeError,
                 format!("invoke {id:?}: {message}"),
             ));
             self.record_step(step.clone()).await?;
@@ -227,7 +228,7 @@ fn journaled(step: &StepRecord) -> Result<GuestResult<String>> {
             let error = step
                 .error
                 .clone()
-                .unwrap_or_else(|| ErrorRecord::fatal("Error", "the step failed"));
+                .unwrap_or_else(|| ErrorRecord::fatal(ErrorName::Error, "the step failed"));
             Ok(Err(wit_error(&error)))
         }
     }

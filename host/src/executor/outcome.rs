@@ -3,7 +3,7 @@
 //! reads it back with [`Interrupt::of`] to tell a planned stop from a fault
 //! or from the guest's own trap.
 
-use crate::model::ErrorRecord;
+use crate::model::{ErrorName, ErrorRecord};
 
 /// A stop the host made, carried through wasmtime as a trap.
 #[derive(Debug, thiserror::Error)]
@@ -63,17 +63,17 @@ impl Interrupt {
 
     /// The error name users see when the guest overstayed a limit inside a
     /// step (the attempt fails and is retried), if that is what happened.
-    pub fn limit_error_name(&self) -> Option<&'static str> {
+    pub fn limit_error_name(&self) -> Option<ErrorName> {
         match self {
-            Interrupt::CpuLimit(_) => Some("CpuLimitError"),
-            Interrupt::StepTimeout(_) => Some("StepTimeoutError"),
+            Interrupt::CpuLimit(_) => Some(ErrorName::CpuLimitError),
+            Interrupt::StepTimeout(_) => Some(ErrorName::StepTimeoutError),
             _ => None,
         }
     }
 }
 
 /// A trap that fails the run with `name: message`.
-pub fn fault(name: &str, message: impl Into<String>) -> wasmtime::Error {
+pub fn fault(name: ErrorName, message: impl Into<String>) -> wasmtime::Error {
     Interrupt::Fault(ErrorRecord::fatal(name, message)).trap()
 }
 

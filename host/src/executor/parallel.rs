@@ -15,6 +15,7 @@ use super::host::BRANCH_SEGMENTS;
 use super::outcome::{Interrupt, diverged, fault, replay_end};
 use super::replay::Slot;
 use super::state::{OpenStep, Role, RunState, wit_error};
+use crate::model::ErrorName;
 use crate::model::{ErrorRecord, StepKind, StepStatus, now_ms};
 use crate::wit::step::Memo;
 use wasmtime::Result;
@@ -53,9 +54,9 @@ impl RunState {
                         memos.push(Memo::Done(step.output.unwrap_or_else(|| "null".into())));
                     }
                     StepStatus::Failed => {
-                        let error = step
-                            .error
-                            .unwrap_or_else(|| ErrorRecord::fatal("Error", "the step failed"));
+                        let error = step.error.unwrap_or_else(|| {
+                            ErrorRecord::fatal(ErrorName::Error, "the step failed")
+                        });
                         memos.push(Memo::Failed(wit_error(&error)));
                     }
                     StepStatus::Retrying if step.wake_at.is_some_and(|at| at > now) => {
@@ -74,7 +75,7 @@ impl RunState {
                     }
                     StepStatus::Sleeping | StepStatus::Waiting => {
                         return Err(fault(
-                            "DeterminismError",
+                            ErrorName::DeterminismError,
                             format!("parallel step {raw_id:?} is journaled as a sleep or wait"),
                         ));
                     }

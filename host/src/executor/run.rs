@@ -7,6 +7,7 @@ use super::sandbox::RunFlags;
 use super::state::{Role, RunState, Session, error_record};
 use super::{Executor, Replay, RunServices};
 use crate::journal::Op;
+use crate::model::ErrorName;
 use crate::model::{
     ConcurrencyKey, ErrorRecord, EventRecord, RUN_LEVEL_SEQ, RunKey, RunKind, RunRecord, RunStatus,
     StepRecord, StepStatus, Timer, TimerKind, now_ms,
@@ -301,7 +302,7 @@ impl RunDriver {
                         run,
                         RunStatus::Failed,
                         None,
-                        Some(ErrorRecord::fatal("VersionError", message)),
+                        Some(ErrorRecord::fatal(ErrorName::VersionError, message)),
                     )
                     .await;
             }
@@ -333,7 +334,7 @@ impl RunDriver {
         let steps = journal.steps(key)?;
         let events = journal.run_events(key)?;
         if events.is_empty() {
-            let error = ErrorRecord::fatal("RunError", "the run has no triggering event");
+            let error = ErrorRecord::fatal(ErrorName::RunError, "the run has no triggering event");
             return self.finish(run, RunStatus::Failed, None, Some(error)).await;
         }
         let function = run.function.clone();
@@ -450,7 +451,7 @@ impl RunDriver {
             }
             Ok(_) => {
                 let error = ErrorRecord::fatal(
-                    "DeterminismError",
+                    ErrorName::DeterminismError,
                     "replaying the run for a parallel branch, the handler returned before reaching the branch's group",
                 );
                 return self.finish(run, RunStatus::Failed, None, Some(error)).await;
@@ -465,7 +466,7 @@ impl RunDriver {
                 return self.finish(run, RunStatus::Failed, None, Some(error)).await;
             }
             Some(Interrupt::Diverged(error)) => {
-                let error = ErrorRecord::fatal("DeterminismError", error.to_string());
+                let error = ErrorRecord::fatal(ErrorName::DeterminismError, error.to_string());
                 return self.finish(run, RunStatus::Failed, None, Some(error)).await;
             }
             Some(Interrupt::HostFault(message)) => {
@@ -487,11 +488,11 @@ impl RunDriver {
         tracing::warn!(run = %key, trap = format!("{trap:#}"), "the guest trapped");
         let (name, what) = match interrupt.and_then(|i| Some((i.limit_error_name()?, i))) {
             Some((name, limit)) => (name, limit.to_string()),
-            None => ("GuestTrap", trap_reason(&trap)),
+            None => (ErrorName::GuestTrap, trap_reason(&trap)),
         };
         let Some(open) = open else {
             let error = ErrorRecord {
-                name: name.into(),
+                name: name.as_str().into(),
                 message: format!("the function trapped outside any step: {what}"),
                 retriable: role == Role::Main,
                 retry_after_ms: None,
@@ -504,9 +505,9 @@ impl RunDriver {
             return self.handler_failed(run, error).await;
         };
         let error = ErrorRecord {
-            name: name.into(),
+            name: name.as_str().into(),
             message: match name {
-                "StepTimeoutError" => format!("step {:?} timed out: {what}", open.id),
+                ErrorName::StepTimeoutError => format!("step {:?} timed out: {what}", open.id),
                 _ => format!("step {:?} trapped: {what}", open.id),
             },
             retriable: true,
@@ -566,7 +567,7 @@ fn failure_context(run: &RunRecord, event: &EventRecord, attempt: u32) -> Result
         attempt,
         event: wit_event(event),
         error: StepError {
-            name: error["name"].as_str().unwrap_or("Error").to_string(),
+            name: error["name"].as_str().unwrap_or(ErrorName::Error.as_str()).to_string(),
             message: error["message"].as_str().unwrap_or_default().to_string(),
             retriable: false,
             retry_after_ms: None,

@@ -7,6 +7,7 @@ use super::sandbox::{
     OutputBuffer, RunFlags, RunMonotonicClock, RunOutput, RunRandom, RunWallClock, StepHttpHooks,
     insecure_seed,
 };
+use crate::model::ErrorName;
 use crate::model::{ErrorRecord, EventRecord, RunRecord};
 use crate::wit::types::StepError;
 use std::sync::{Arc, Mutex};
@@ -192,7 +193,10 @@ pub fn link_guest_timers(linker: &mut wasmtime::component::Linker<RunState>) -> 
         if wait_ns == 0 || state.flags.in_step() || state.session.is_none() {
             return Ok(());
         }
-        Err(super::outcome::fault("SandboxError", TIMER_OUTSIDE_STEP))
+        Err(super::outcome::fault(
+            ErrorName::SandboxError,
+            TIMER_OUTSIDE_STEP,
+        ))
     }
 
     linker.allow_shadowing(true);

@@ -4,9 +4,11 @@
 //! storage backends need no migration. These types know nothing of wasm,
 //! HTTP or sled.
 
+mod error_name;
 mod function;
 mod tenant;
 
+pub use error_name::ErrorName;
 pub use function::*;
 pub use tenant::*;
 
@@ -169,10 +171,10 @@ pub struct ErrorRecord {
 }
 
 impl ErrorRecord {
-    /// An error that no retry can fix.
-    pub fn fatal(name: &str, message: impl Into<String>) -> Self {
+    /// An error of the host's that no retry can fix.
+    pub fn fatal(name: ErrorName, message: impl Into<String>) -> Self {
         ErrorRecord {
-            name: name.to_string(),
+            name: name.as_str().to_string(),
             message: message.into(),
             retriable: false,
             retry_after_ms: None,

@@ -12,6 +12,7 @@ pub use crate::events::CancelError;
 use crate::events::{Accepted, Events, IncomingEvent};
 use crate::executor::{Executor, InspectError, OwnAddress, ReplayReport, RunDriver, RunServices};
 use crate::journal::{Batch, GroupCommit, Journal, Op, SledJournal};
+use crate::model::ErrorName;
 use crate::model::{AppRecord, ErrorRecord, FunctionRecord, RunKey, RunRecord, RunStatus, now_ms};
 use crate::scheduler::{Scheduler, SlotPolicy};
 use crate::tenants::Tenants;
@@ -421,7 +422,7 @@ impl Stepwise {
         self.events
             .cancel(
                 key,
-                ErrorRecord::fatal("Cancelled", "the run was cancelled"),
+                ErrorRecord::fatal(ErrorName::Cancelled, "the run was cancelled"),
             )
             .await
     }
