@@ -148,7 +148,7 @@ impl Tenants {
                     http_allow: vec!["*".into()],
                 });
             let before = default.clone();
-            let keys = dev_keys::settle(
+            let keys = dev_keys::reconcile(
                 default,
                 &config.data_dir,
                 config.event_key.as_deref(),

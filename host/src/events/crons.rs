@@ -73,7 +73,7 @@ impl Events {
             let due = self.crons.next_due().await;
             match self.fire_cron(&due) {
                 Ok(Some((next, effects))) => {
-                    if let Err(error) = self.settle(effects).await {
+                    if let Err(error) = self.apply_once_durable(effects).await {
                         tracing::error!(error = format!("{error:#}"), "could not flush a cron run");
                     }
                     self.crons.arm(Armed {

@@ -109,7 +109,7 @@ impl Events {
 
     /// Waits until every change so far is durable, then hands `effects` to
     /// the scheduler.
-    pub async fn settle(&self, effects: Effects) -> Result<()> {
+    pub async fn apply_once_durable(&self, effects: Effects) -> Result<()> {
         self.commit.durable().await?;
         effects.apply(&self.scheduler);
         Ok(())
@@ -129,7 +129,7 @@ impl Events {
             effects.extend(more);
         }
         accepted.wake = effects.wake.clone();
-        self.settle(effects).await?;
+        self.apply_once_durable(effects).await?;
         Ok(accepted)
     }
 
@@ -276,7 +276,7 @@ impl Events {
             Ok(Ok(ending::cancel(tx, run, error)?))
         })?;
         let run = run?;
-        self.settle(effects).await?;
+        self.apply_once_durable(effects).await?;
         Ok(run)
     }
 
@@ -312,7 +312,7 @@ impl Events {
             cancelled.extend(done);
             effects.extend(more);
         }
-        self.settle(effects).await?;
+        self.apply_once_durable(effects).await?;
         Ok(cancelled)
     }
 

@@ -198,7 +198,7 @@ impl Charge {
 
     /// Charges what was really grown from now on (a first-run guess ends),
     /// and records it as the version's size.
-    fn settle(&mut self) {
+    fn correct(&mut self) {
         let Some((budget, account, version)) = &self.to else {
             return;
         };
@@ -227,14 +227,14 @@ pub struct GuestLimiter {
     charge: Arc<Mutex<Charge>>,
 }
 
-/// A store's charge, to settle once [`SETTLE`] has passed.
-pub struct Unsettled(Weak<Mutex<Charge>>);
+/// A store's charge, to correct once [`SETTLE`] has passed.
+pub struct GuessedCharge(Weak<Mutex<Charge>>);
 
-impl Unsettled {
+impl GuessedCharge {
     /// Charges the store what it has really grown to (if it still exists).
-    pub fn settle(self) {
+    pub fn correct(self) {
         if let Some(charge) = self.0.upgrade() {
-            lock(&charge).settle();
+            lock(&charge).correct();
         }
     }
 }
@@ -251,14 +251,14 @@ impl GuestLimiter {
 
     /// Charges this store's memory to `budget`, on the account of `job`'s
     /// tenant, adopting the job's reservation; `version` is the app
-    /// version whose size it records. Returns the charge to settle after
+    /// version whose size it records. Returns the charge to correct after
     /// [`SETTLE`] if the reservation was a first-run guess.
     pub fn charge_to(
         &mut self,
         budget: Arc<MemoryBudget>,
         job: &JobKey,
         version: &str,
-    ) -> Option<Unsettled> {
+    ) -> Option<GuessedCharge> {
         let mut charge = lock(&self.charge);
         charge.release();
         let (reserved, guess) = lock(&budget.pending).remove(job).unwrap_or((0, false));
@@ -268,7 +268,7 @@ impl GuestLimiter {
         charge.charged = charged;
         charge.to = Some((budget, account, (job.0.tenant.clone(), version.to_string())));
         drop(charge);
-        guess.then(|| Unsettled(Arc::downgrade(&self.charge)))
+        guess.then(|| GuessedCharge(Arc::downgrade(&self.charge)))
     }
 }
 
@@ -383,7 +383,7 @@ mod tests {
         assert_eq!(budget.used(), unknown);
         let mut running =
             GuestLimiter::new(StoreLimitsBuilder::new().memory_size(80 * MIB).build());
-        let unsettled = running
+        let guessed = running
             .charge_to(budget.clone(), &job("a", "1"), "v1")
             .expect("a first-run guess is settled later");
         drop(first);
@@ -394,13 +394,13 @@ mod tests {
             unknown,
             "growth under the reservation is covered"
         );
-        // Settled, it is charged what it grew to, and room is announced.
+        // Corrected, it is charged what it grew to, and room is announced.
         let poked = Arc::new(AtomicU64::new(0));
         let counter = poked.clone();
         budget.on_room(move || {
             counter.fetch_add(1, Ordering::Relaxed);
         });
-        unsettled.settle();
+        guessed.correct();
         assert_eq!(budget.used(), 30 * MIB as u64);
         assert_eq!(poked.load(Ordering::Relaxed), 1);
         drop(running);

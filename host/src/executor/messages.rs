@@ -5,10 +5,10 @@
 //! if the host dies after storing the events but before journaling the
 //! step, the replay sends them again and they start nothing twice.
 
-use super::host::MAX_SUSPEND_MS;
 use super::outcome::{Interrupt, host_fault};
 use super::replay::Slot;
 use super::state::{RunState, wit_error};
+use super::step_calls::MAX_SUSPEND_MS;
 use crate::events::parse_event;
 use crate::journal::Op;
 use crate::model::ErrorName;
@@ -193,7 +193,11 @@ impl RunState {
         let services = session.services.clone();
         let run = session.run.clone();
         match services.events.invoke(&run, &function, data, step) {
-            Ok(Some(effects)) => services.events.settle(effects).await.map_err(host_fault)?,
+            Ok(Some(effects)) => services
+                .events
+                .apply_once_durable(effects)
+                .await
+                .map_err(host_fault)?,
             Ok(None) => return Err(Interrupt::Ended.trap()),
             Err(e) => return Err(host_fault(e)),
         }
@@ -303,7 +307,7 @@ mod properties {
         /// A step output is accepted only if it is JSON within the size.
         #[test]
         fn step_outputs_are_json_within_the_size(text in ".{0,40}", max in 0usize..64) {
-            let accepted = super::super::host::check_output(&text, max).is_ok();
+            let accepted = super::super::step_calls::check_output(&text, max).is_ok();
             let json = serde_json::from_str::<serde::de::IgnoredAny>(&text).is_ok();
             prop_assert_eq!(accepted, json && text.len() <= max);
         }

@@ -20,7 +20,6 @@
 
 mod budget;
 mod egress;
-mod host;
 mod messages;
 mod outcome;
 mod parallel;
@@ -29,15 +28,16 @@ mod run;
 mod sandbox;
 mod slots;
 mod state;
+mod step_calls;
 
 pub use budget::{MemoryBudget, Reserved};
 pub use egress::{Egress, OwnAddress, is_internal};
 
-pub use host::MAX_SUSPEND_MS;
 pub use replay::{DeterminismError, Replay};
 pub use run::{ReplayReport, ReplayVerdict, RunDriver};
 pub use sandbox::HTTP_OUTSIDE_STEP;
 pub use slots::{CompileSlot, CompileSlots};
+pub use step_calls::MAX_SUSPEND_MS;
 
 use crate::catalog::Catalog;
 use crate::config::Limits;
@@ -85,17 +85,18 @@ const REGISTRATION_DEADLINE_TICKS: u64 = 500;
 
 /// What a run's host calls need from the rest of the host.
 pub struct RunServices {
-    /// Storage.
+    /// Where host calls read the run's journal and write its steps.
     pub journal: Arc<dyn Journal>,
-    /// Shared flushes.
+    /// Group commit: a host call answers the guest only once its write is
+    /// durable.
     pub commit: GroupCommit,
     /// The ingestion order, for waiters and run transitions.
     pub events: Arc<Events>,
     /// The deployed functions (for `invoke`).
     pub catalog: Arc<Catalog>,
-    /// Timers and wake-ups.
+    /// Where suspended runs' timers are armed and parallel branches queued.
     pub scheduler: Scheduler,
-    /// Retry delays.
+    /// When failed attempts are retried (Inngest's table, or scaled).
     pub backoff: Backoff,
     /// Tenants' limits and allowlists.
     pub tenants: Arc<crate::tenants::Tenants>,
@@ -660,13 +661,13 @@ impl Executor {
             };
             let job = (session.run.key.clone(), branch);
             let version = session.run.version.clone();
-            let unsettled = state
+            let guessed = state
                 .store_limits
                 .charge_to(self.budget.clone(), &job, &version);
-            if let Some(unsettled) = unsettled {
+            if let Some(guessed) = guessed {
                 tokio::spawn(async move {
                     tokio::time::sleep(budget::SETTLE).await;
-                    unsettled.settle();
+                    guessed.correct();
                 });
             }
         }

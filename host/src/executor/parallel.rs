@@ -11,10 +11,10 @@
 //! the retry rules of its own step: its retry timer wakes the run, and the
 //! retry is another branch job.
 
-use super::host::BRANCH_SEGMENTS;
 use super::outcome::{Interrupt, diverged, fault, replay_end};
 use super::replay::Slot;
 use super::state::{OpenStep, Role, RunState, wit_error};
+use super::step_calls::BRANCH_SEGMENTS;
 use crate::model::ErrorName;
 use crate::model::{ErrorRecord, StepKind, StepStatus, now_ms};
 use crate::wit::step::Memo;

@@ -1,10 +1,10 @@
 //! Driving one execution of a run (or of one parallel branch), and applying
 //! timers: the executor's side of the scheduler's [`Dispatch`] trait.
 
-use super::host::{AttemptOutcome, wit_event};
 use super::outcome::Interrupt;
 use super::sandbox::RunFlags;
 use super::state::{Role, RunState, Session, error_record};
+use super::step_calls::{AttemptOutcome, wit_event};
 use super::{Executor, Replay, RunServices};
 use crate::journal::Op;
 use crate::model::ErrorName;
@@ -343,7 +343,7 @@ impl RunDriver {
         if let Err(error) = store.data_mut().flush_output() {
             tracing::warn!(run = %key, %error, "could not log the run's output");
         }
-        self.settle(key, &mut store, result).await
+        self.conclude(key, &mut store, result).await
     }
 
     /// Runs branch `seq` of `key`'s parallel group in an instance of its own.
@@ -371,7 +371,7 @@ impl RunDriver {
         if let Err(error) = store.data_mut().flush_output() {
             tracing::warn!(run = %key, %error, "could not log a branch's output");
         }
-        self.settle(key, &mut store, result).await
+        self.conclude(key, &mut store, result).await
     }
 
     /// Replays run `key` against its journal without executing anything new
@@ -427,7 +427,9 @@ impl RunDriver {
         })
     }
 
-    async fn settle(
+    /// What an execution's result means for its run: an end, a failed
+    /// attempt, a retry of the handler, or nothing (it suspended itself).
+    async fn conclude(
         &self,
         key: &RunKey,
         store: &mut Store<RunState>,
@@ -532,7 +534,7 @@ impl RunDriver {
 
     /// Applies timer effects (other runs may be involved) and says whether
     /// the timer's run should be woken.
-    fn settle_timer(&self, timer: &Timer, mut effects: crate::events::Effects) -> bool {
+    fn apply_timer_effects(&self, timer: &Timer, mut effects: crate::events::Effects) -> bool {
         let own = effects.wake.contains(&timer.key);
         effects.wake.retain(|k| *k != timer.key);
         effects.apply(&self.services.scheduler);
@@ -567,7 +569,10 @@ fn failure_context(run: &RunRecord, event: &EventRecord, attempt: u32) -> Result
         attempt,
         event: wit_event(event),
         error: StepError {
-            name: error["name"].as_str().unwrap_or(ErrorName::Error.as_str()).to_string(),
+            name: error["name"]
+                .as_str()
+                .unwrap_or(ErrorName::Error.as_str())
+                .to_string(),
             message: error["message"].as_str().unwrap_or_default().to_string(),
             retriable: false,
             retry_after_ms: None,
@@ -592,7 +597,7 @@ impl Dispatch for RunDriver {
 
     fn fire(&self, timer: &Timer) -> Result<bool> {
         let effects = self.services.events.fire_timer(timer)?;
-        Ok(self.settle_timer(timer, effects))
+        Ok(self.apply_timer_effects(timer, effects))
     }
 
     fn has_room(&self, tenant: &str) -> bool {

@@ -66,19 +66,21 @@ pub struct Deployed {
     pub functions: Vec<FunctionRecord>,
 }
 
-/// The host.
+/// A running host: what the API, the CLI's `serve` and the tests hold to
+/// reach every part of it.
 pub struct Stepwise {
-    /// Storage.
+    /// The only code that touches storage; readers query it directly.
     pub journal: Arc<dyn Journal>,
-    /// Shared flushes.
+    /// Group commit: one flush for many writers; await it before telling
+    /// anyone a change happened.
     pub commit: GroupCommit,
-    /// Deployed functions.
+    /// Deployed functions by tenant and trigger, for routing events.
     pub catalog: Arc<Catalog>,
-    /// Event routing.
+    /// The run state machine: events, transitions and their effects.
     pub events: Arc<Events>,
-    /// Run tasks and timers.
+    /// Which jobs execute now and which timers wake them later.
     pub scheduler: Scheduler,
-    /// Wasm.
+    /// Compiles components and runs guests (wasmtime).
     pub executor: Arc<Executor>,
     /// Tenants, their keys, limits and allowlists.
     pub tenants: Arc<Tenants>,

@@ -167,13 +167,13 @@ impl DevKeys {
     }
 }
 
-/// Settles the dev keys of `default` at a dev-mode start: the key given with
+/// Reconciles the dev keys of `default` at a dev-mode start: the key given with
 /// `--event-key` (retiring the previous dev event keys unless `keep_old`),
 /// else the kept ones, else, for a kind the tenant never had a dev key of,
 /// new ones. `taken` says whether a key already belongs to another tenant.
 /// Updates `default`'s key records and the key file; the caller stores
 /// `default`.
-pub(super) fn settle(
+pub(super) fn reconcile(
     default: &mut TenantRecord,
     data_dir: &Path,
     event_key: Option<&str>,
