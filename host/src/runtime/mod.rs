@@ -344,7 +344,7 @@ impl Stepwise {
         let compiled = upload.compiled;
         let configs = std::mem::take(&mut upload.configs);
         let functions = crate::registration::functions(tenant, app, &hash, configs)
-            .map_err(DeployError::Invalid)?;
+            .map_err(|error| DeployError::Invalid(error.to_string()))?;
         let committing = self.deploys.commit(tenant).await;
         for function in &functions {
             if let Some(other) = self.catalog.get(tenant, &function.id)
