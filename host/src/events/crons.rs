@@ -5,7 +5,7 @@
 use super::{Effects, Events, admit};
 use crate::cron::{self, Armed, Schedule};
 use crate::journal::Op;
-use crate::model::{EventRecord, FunctionRecord, IndexKind, now_ms};
+use crate::model::{EventRecord, FunctionRecord, IndexKind};
 use anyhow::{Context, Result};
 use std::sync::Arc;
 
@@ -88,7 +88,7 @@ impl Events {
                         "a cron schedule failed to fire; retrying in 1 s"
                     );
                     self.crons.arm(Armed {
-                        at: now_ms() + 1_000,
+                        at: self.clock.now_ms() + 1_000,
                         key: due.key,
                     });
                 }

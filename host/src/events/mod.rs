@@ -16,6 +16,9 @@ mod parse;
 mod timers;
 mod tx;
 
+#[cfg(test)]
+mod transitions_test;
+
 pub use admit::delayed_start;
 pub use ending::FUNCTION_FAILED;
 pub use parse::{
@@ -29,8 +32,8 @@ use crate::cron::CronTable;
 use crate::journal::{GroupCommit, Journal, Op};
 use crate::model::ErrorName;
 use crate::model::{
-    ErrorRecord, EventRecord, FunctionRecord, ParentStep, RunKey, RunRecord, StepRecord,
-    StepStatus, Timer, TimerKind, WaitSpec, Waiter, now_ms,
+    Clock, ErrorRecord, EventRecord, FunctionRecord, ParentStep, RunKey, RunRecord, StepRecord,
+    StepStatus, Timer, TimerKind, WaitSpec, Waiter,
 };
 use crate::scheduler::Scheduler;
 use anyhow::{Context, Result};
@@ -72,23 +75,27 @@ pub struct Events {
     catalog: Arc<Catalog>,
     scheduler: Scheduler,
     crons: CronTable,
+    /// Every transition's `now`.
+    clock: Arc<dyn Clock>,
     order: Mutex<()>,
 }
 
 impl Events {
     /// Routing over `catalog`, writing to `journal`, waking through
-    /// `scheduler`.
+    /// `scheduler`, at the times `clock` reads.
     pub fn new(
         journal: Arc<dyn Journal>,
         commit: GroupCommit,
         catalog: Arc<Catalog>,
         scheduler: Scheduler,
+        clock: Arc<dyn Clock>,
     ) -> Self {
         Events {
             journal,
             commit,
             catalog,
             scheduler,
+            clock,
             crons: CronTable::default(),
             order: Mutex::new(()),
         }
@@ -102,7 +109,7 @@ impl Events {
             .order
             .lock()
             .unwrap_or_else(|poison| poison.into_inner());
-        let mut tx = Tx::new(self.journal.as_ref(), &self.catalog, now_ms());
+        let mut tx = Tx::new(self.journal.as_ref(), &self.catalog, self.clock.now_ms());
         let result = f(&mut tx)?;
         Ok((result, tx.apply()?))
     }

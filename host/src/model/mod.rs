@@ -4,10 +4,12 @@
 //! storage backends need no migration. These types know nothing of wasm,
 //! HTTP or sled.
 
+mod clock;
 mod error_name;
 mod function;
 mod tenant;
 
+pub use clock::{Clock, FixedClock, SystemClock};
 pub use error_name::ErrorName;
 pub use function::*;
 pub use tenant::*;

@@ -165,6 +165,7 @@ impl Stepwise {
             commit.clone(),
             catalog.clone(),
             scheduler.clone(),
+            Arc::new(crate::model::SystemClock),
         ));
         let compiled_dir = config
             .compiled_dir
