@@ -162,26 +162,19 @@ impl Limits {
             max_memory_bytes: size(overrides.memory_bytes, self.max_memory_bytes)
                 .min(self.max_memory_bytes),
             max_table_elements: overrides.table_elements.unwrap_or(self.max_table_elements),
-            max_instances: self.max_instances,
-            max_executing: self.max_executing,
             max_tenant_executing: overrides
                 .executing
                 .unwrap_or(self.max_tenant_executing)
                 .max(1),
-            executing_share: self.executing_share,
-            guest_memory_budget: self.guest_memory_budget,
             storage_bytes: overrides.storage_bytes.unwrap_or(self.storage_bytes),
-            executing_reserve: self.executing_reserve,
             step_timeout_ms: overrides
                 .step_timeout_ms
                 .unwrap_or(self.step_timeout_ms)
                 .max(10),
             max_queued_runs: overrides.queued_runs.unwrap_or(self.max_queued_runs),
-            host_queued_runs: self.host_queued_runs,
             events_per_second: overrides
                 .events_per_second
                 .unwrap_or(self.events_per_second),
-            created_tenant_events_per_second: self.created_tenant_events_per_second,
             max_event_bytes: size(overrides.event_bytes, self.max_event_bytes),
             max_step_output_bytes: size(overrides.step_output_bytes, self.max_step_output_bytes),
             max_journal_bytes_per_run: overrides
@@ -189,6 +182,8 @@ impl Limits {
                 .unwrap_or(self.max_journal_bytes_per_run),
             max_component_bytes: size(overrides.component_bytes, self.max_component_bytes),
             cpu_ms: overrides.cpu_ms.unwrap_or(self.cpu_ms).max(10),
+            // Host-wide settings (slots, budgets, caps) no tenant overrides.
+            ..self.clone()
         }
     }
 }

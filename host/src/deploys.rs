@@ -83,17 +83,8 @@ impl<K: Eq + Hash> Locks<K> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::future::Future;
-    use std::pin::{Pin, pin};
-    use std::task::{Context, Poll, Waker};
-
-    /// Polls `future` once: its output if ready (else it keeps its place).
-    fn poll_once<F: Future>(future: Pin<&mut F>) -> Option<F::Output> {
-        match future.poll(&mut Context::from_waker(Waker::noop())) {
-            Poll::Ready(output) => Some(output),
-            Poll::Pending => None,
-        }
-    }
+    use crate::testing::poll_once;
+    use std::pin::pin;
 
     #[test]
     fn one_app_deploys_in_turn_while_other_apps_and_tenants_do_not_wait() {

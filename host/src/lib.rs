@@ -25,4 +25,6 @@ pub mod retry;
 pub mod runtime;
 pub mod scheduler;
 pub mod tenants;
+#[cfg(test)]
+mod testing;
 pub mod wit;

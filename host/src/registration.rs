@@ -401,26 +401,7 @@ mod tests {
     use super::*;
 
     fn config(id: &str) -> wit::FunctionConfig {
-        wit::FunctionConfig {
-            id: id.into(),
-            name: None,
-            triggers: vec![wit::Trigger::Event(wit::EventTrigger {
-                event: "a/b".into(),
-                condition: None,
-            })],
-            retries: None,
-            concurrency: vec![],
-            throttle: None,
-            rate_limit: None,
-            debounce: None,
-            priority: None,
-            batch_events: None,
-            idempotency: None,
-            cancel_on: vec![],
-            timeouts: None,
-            singleton: None,
-            on_failure: false,
-        }
+        crate::testing::function_config(id)
     }
 
     fn refused(config: wit::FunctionConfig) -> String {

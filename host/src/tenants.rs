@@ -9,7 +9,7 @@
 
 mod dev_keys;
 
-pub use dev_keys::{DevKey, DevKeys, KEY_FILE, key_file, migrate_clear_keys};
+pub use dev_keys::{DevKey, DevKeys, KEY_FILE, has_clear_keys, key_file, migrate_clear_keys};
 
 use crate::config::{HostConfig, Limits};
 use crate::journal::{Journal, Op};

@@ -27,26 +27,7 @@ fn machine(configure: impl FnOnce(&mut wit::FunctionConfig)) -> Machine {
     let dir = tempfile::tempdir().unwrap();
     let journal: Arc<dyn Journal> = Arc::new(SledJournal::open(&dir.path().join("j")).unwrap());
     let catalog = Arc::new(Catalog::load(journal.as_ref()).unwrap());
-    let mut config = wit::FunctionConfig {
-        id: "f".into(),
-        name: None,
-        triggers: vec![wit::Trigger::Event(wit::EventTrigger {
-            event: "a/b".into(),
-            condition: None,
-        })],
-        retries: None,
-        concurrency: vec![],
-        throttle: None,
-        rate_limit: None,
-        debounce: None,
-        priority: None,
-        batch_events: None,
-        idempotency: None,
-        cancel_on: vec![],
-        timeouts: None,
-        singleton: None,
-        on_failure: false,
-    };
+    let mut config = crate::testing::function_config("f");
     configure(&mut config);
     let functions = crate::registration::functions("t", "app", "v1", vec![config]).unwrap();
     catalog.replace_app("t", "app", functions);

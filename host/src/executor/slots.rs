@@ -88,18 +88,7 @@ impl CompileSlots {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::future::Future;
-    use std::pin::Pin;
-    use std::task::{Context, Poll, Waker};
-
-    /// Polls `future` once: its output if it is ready (it stays registered
-    /// as a waiter otherwise, keeping its place in line).
-    fn poll_once<F: Future>(future: Pin<&mut F>) -> Option<F::Output> {
-        match future.poll(&mut Context::from_waker(Waker::noop())) {
-            Poll::Ready(output) => Some(output),
-            Poll::Pending => None,
-        }
-    }
+    use crate::testing::poll_once;
 
     #[test]
     fn one_tenant_takes_at_most_half_and_another_gets_a_slot_at_once() {

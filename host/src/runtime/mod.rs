@@ -151,8 +151,15 @@ impl Stepwise {
             format!("preparing the data directory {}", config.data_dir.display())
         })?;
         let journal_dir = config.data_dir.join("journal");
-        crate::tenants::migrate_clear_keys(&journal_dir, &config.data_dir)?;
-        let journal: Arc<dyn Journal> = Arc::new(SledJournal::open(&journal_dir)?);
+        let mut opened = SledJournal::open(&journal_dir)?;
+        if crate::tenants::has_clear_keys(&opened)? {
+            // The migration rewrites the journal's files: it needs them
+            // closed.
+            drop(opened);
+            crate::tenants::migrate_clear_keys(&journal_dir, &config.data_dir)?;
+            opened = SledJournal::open(&journal_dir)?;
+        }
+        let journal: Arc<dyn Journal> = Arc::new(opened);
         let commit = GroupCommit::start(journal.clone());
         let catalog = Arc::new(Catalog::load(journal.as_ref())?);
         let (scheduler, loops) = Scheduler::new(SlotPolicy {

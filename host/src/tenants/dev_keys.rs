@@ -271,6 +271,18 @@ pub(super) fn reconcile(
     Ok(keys)
 }
 
+/// Whether `journal` still holds keys in clear, as hosts before key hashing
+/// kept them (then [`migrate_clear_keys`] is due). A cheap read of two
+/// settings, so that the journal is not opened twice at every start.
+pub fn has_clear_keys(journal: &dyn crate::journal::RunJournal) -> Result<bool> {
+    for (_, name) in LEGACY_SETTINGS {
+        if journal.setting(name)?.is_some() {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
 /// Moves the default tenant's keys that an older host kept in clear in the
 /// journal's settings into the key file of `data_dir` (the valid ones;
 /// revoked ones are dropped), marks their records `dev`, removes the clear
