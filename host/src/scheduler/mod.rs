@@ -327,23 +327,28 @@ fn admit(scheduler: &Scheduler, dispatch: &dyn Dispatch, job: Job) {
 fn start_ready(scheduler: &Scheduler, dispatch: &Arc<dyn Dispatch>) {
     let now = now_ms();
     loop {
-        let mut state = scheduler.shared.state();
-        // With nothing executing, nothing would free room: start anyway.
-        let idle = state.active.is_empty();
-        let Some((job, lease)) = state
-            .queue
-            .pop_where(now, |tenant| idle || dispatch.has_room(tenant))
-        else {
-            return;
+        let job = {
+            let mut state = scheduler.shared.state();
+            // With nothing executing, nothing would free room: start anyway.
+            let idle = state.active.is_empty();
+            let Some((job, lease)) = state
+                .queue
+                .pop_where(now, |tenant| idle || dispatch.has_room(tenant))
+            else {
+                return;
+            };
+            state.active.insert(
+                job.clone(),
+                ActiveJob {
+                    abort: None,
+                    lease: Some(lease),
+                    again: false,
+                },
+            );
+            job
         };
-        state.active.insert(
-            job.clone(),
-            ActiveJob {
-                abort: None,
-                lease: Some(lease),
-                again: false,
-            },
-        );
+        // Outside the lock: a reservation may read the journal. It is made
+        // before the next pop, which counts it.
         let reserved = dispatch.reserve(&job);
         let task = tokio::spawn(job_task(
             scheduler.clone(),
@@ -351,8 +356,11 @@ fn start_ready(scheduler: &Scheduler, dispatch: &Arc<dyn Dispatch>) {
             job.clone(),
             reserved,
         ));
-        if let Some(active) = state.active.get_mut(&job) {
-            active.abort = Some(task.abort_handle());
+        match scheduler.shared.state().active.get_mut(&job) {
+            Some(active) => active.abort = Some(task.abort_handle()),
+            // Aborted (its run cancelled) before the handle was set, or
+            // already done: stop it if it is not.
+            None => task.abort(),
         }
     }
 }
