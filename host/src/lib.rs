@@ -1,10 +1,11 @@
 //! Stepwise: a host for durable step functions compiled to WebAssembly
 //! components.
 //!
-//! Data flows one way: [`api`] (HTTP) → [`events`] (ingest, match triggers
-//! and waiters) → [`scheduler`] (ready runs, timers) → [`executor`]
-//! (wasmtime, host calls) → [`journal`] (sled: the only code that touches
-//! storage). [`runtime`] wires them together; [`cli`] is the `stepwise`
+//! Data flows one way: [`api`] (HTTP) → [`runs`] (the run state machine:
+//! ingest, match triggers and waiters, apply every run transition) →
+//! [`journal`] (sled: the only code that touches storage), and
+//! [`scheduler`] (ready runs, timers) → [`executor`] (wasmtime, host calls)
+//! → [`runs`]. [`runtime`] wires them together; [`cli`] is the `stepwise`
 //! command. [`wit`] holds the bindings generated from the WIT package, and
 //! [`config`] the settings and their defaults.
 
@@ -14,7 +15,6 @@ pub mod cli;
 pub mod config;
 pub mod cron;
 pub mod deploys;
-pub mod events;
 pub mod executor;
 pub mod expr;
 pub mod journal;
@@ -22,6 +22,7 @@ pub mod memory;
 pub mod model;
 pub mod registration;
 pub mod retry;
+pub mod runs;
 pub mod runtime;
 pub mod scheduler;
 pub mod tenants;

@@ -7,8 +7,8 @@
 //! expression, compiled.
 
 use crate::cron::Schedule;
-use crate::events::check_name;
 use crate::expr;
+use crate::model::check_name;
 use crate::model::{
     BatchConfig, CancelOnConfig, ConcurrencyConfig, ConcurrencyScope, DebounceConfig, FlowConfig,
     FunctionRecord, RateLimitConfig, SingletonConfig, SingletonMode, ThrottleConfig,

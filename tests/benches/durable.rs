@@ -16,7 +16,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use stepwise_host::config::HostConfig;
-use stepwise_host::events::IncomingEvent;
+use stepwise_host::model::IncomingEvent;
 use stepwise_host::model::{DEFAULT_TENANT, RunKey};
 use stepwise_host::retry::Backoff;
 use stepwise_host::runtime::Stepwise;

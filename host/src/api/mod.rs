@@ -20,8 +20,8 @@ pub use auth::{Caller, KeyUse, MIN_KEY_CHARS, check_operator_key};
 pub use error::ApiError;
 pub(crate) use query::Query;
 
-use crate::events::{EventError, parse_events};
 use crate::journal::RunFilter;
+use crate::model::{EventError, parse_events};
 use crate::model::{KeyKind, RunKey, RunStatus};
 use crate::runtime::{CancelError, SendError, Stepwise};
 use axum::body::{Body, Bytes};

@@ -54,9 +54,9 @@ impl std::error::Error for Refused {}
 
 /// `text` safe for a terminal: control characters (ESC, CR, BEL, newline,
 /// ...), line separators and bidirectional overrides written as escapes
-/// (`\u{1b}`), as [`crate::events::escape_unprintable`] does.
+/// (`\u{1b}`), as [`crate::model::escape_unprintable`] does.
 pub(super) fn shown(text: &str) -> String {
-    crate::events::escape_unprintable(text).into_owned()
+    crate::model::escape_unprintable(text).into_owned()
 }
 
 fn url(server: &ServerArgs, path: &str) -> String {

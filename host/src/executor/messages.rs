@@ -9,9 +9,9 @@ use super::outcome::{Interrupt, host_fault};
 use super::replay::Slot;
 use super::state::{RunState, wit_error};
 use super::step_calls::MAX_SUSPEND_MS;
-use crate::events::parse_event;
 use crate::journal::Op;
 use crate::model::ErrorName;
+use crate::model::parse_event;
 use crate::model::{ErrorRecord, RunStatus, StepKind, StepRecord, StepStatus, now_ms};
 use crate::wit::types::{EventPayload, StepError};
 use serde_json::{Map, Value, json};
@@ -82,7 +82,7 @@ impl RunState {
         } else {
             let services = self.session()?.services.clone();
             let accepted = services
-                .events
+                .runs
                 .ingest(&tenant, incoming)
                 .await
                 .map_err(host_fault)?;
@@ -192,9 +192,9 @@ impl RunState {
         session.run.wake_at = None;
         let services = session.services.clone();
         let run = session.run.clone();
-        match services.events.invoke(&run, &function, data, step) {
+        match services.runs.invoke(&run, &function, data, step) {
             Ok(Some(effects)) => services
-                .events
+                .runs
                 .apply_once_durable(effects)
                 .await
                 .map_err(host_fault)?,
@@ -212,7 +212,7 @@ impl RunState {
         session.replay.record(step.clone());
         let services = session.services.clone();
         match services
-            .events
+            .runs
             .run_ops(&key, vec![Op::PutStep(key.clone(), step)])
         {
             Ok(true) => {}
@@ -248,7 +248,7 @@ fn payload_to_event(
     payload: EventPayload,
     default_id: &str,
     max_bytes: usize,
-) -> std::result::Result<crate::events::IncomingEvent, String> {
+) -> std::result::Result<crate::model::IncomingEvent, String> {
     let data: Value = serde_json::from_str(&payload.data)
         .map_err(|e| format!("event {index}: its data is not JSON: {e}"))?;
     let user = match &payload.user {

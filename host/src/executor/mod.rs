@@ -41,9 +41,9 @@ pub use step_calls::MAX_SUSPEND_MS;
 
 use crate::catalog::Catalog;
 use crate::config::Limits;
-use crate::events::Events;
 use crate::journal::{GroupCommit, Journal};
 use crate::retry::Backoff;
+use crate::runs::Runs;
 use crate::scheduler::Scheduler;
 use crate::wit::types::FunctionConfig;
 use crate::wit::{App, AppPre};
@@ -91,7 +91,7 @@ pub struct RunServices {
     /// durable.
     pub commit: GroupCommit,
     /// The ingestion order, for waiters and run transitions.
-    pub events: Arc<Events>,
+    pub runs: Arc<Runs>,
     /// The deployed functions (for `invoke`).
     pub catalog: Arc<Catalog>,
     /// Where suspended runs' timers are armed and parallel branches queued.

@@ -156,7 +156,7 @@ impl RunDriver {
         run.wake_at = None;
         run.ended_at = Some(now_ms());
         tracing::info!(run = %run.key, function = %run.function, status = status.as_str(), "run ended");
-        if self.services.events.end_run(&run)? {
+        if self.services.runs.end_run(&run)? {
             let _ = self.services.ended.send(run.key.clone());
             // Nothing waits for this flush: every step is on disk already, so
             // if the host dies before the end is, the run replays from its
@@ -193,7 +193,7 @@ impl RunDriver {
             tracing::info!(run = %run.key, attempt = run.attempt, wake_at, "handler failed; retrying later");
             if self
                 .services
-                .events
+                .runs
                 .transition(&run, vec![Op::PutTimer(timer.clone())])?
             {
                 self.services.commit.durable().await?;
@@ -325,7 +325,7 @@ impl RunDriver {
             ops.push(Op::PutTimer(timer.clone()));
             finish_timer = Some(timer);
         }
-        if !self.services.events.transition(&run, ops)? {
+        if !self.services.runs.transition(&run, ops)? {
             return Ok(());
         }
         if let Some(timer) = finish_timer {
@@ -534,7 +534,7 @@ impl RunDriver {
 
     /// Applies timer effects (other runs may be involved) and says whether
     /// the timer's run should be woken.
-    fn apply_timer_effects(&self, timer: &Timer, mut effects: crate::events::Effects) -> bool {
+    fn apply_timer_effects(&self, timer: &Timer, mut effects: crate::runs::Effects) -> bool {
         let own = effects.wake.contains(&timer.key);
         effects.wake.retain(|k| *k != timer.key);
         effects.apply(&self.services.scheduler);
@@ -596,7 +596,7 @@ impl Dispatch for RunDriver {
     }
 
     fn fire(&self, timer: &Timer) -> Result<bool> {
-        let effects = self.services.events.fire_timer(timer)?;
+        let effects = self.services.runs.fire_timer(timer)?;
         Ok(self.apply_timer_effects(timer, effects))
     }
 

@@ -5,12 +5,11 @@
 use super::outcome::{Interrupt, diverged, fault, host_fault, replay_end};
 use super::replay::Slot;
 use super::state::{OpenStep, Role, RunState, Session, error_record, wit_error};
-use crate::events::{check_name, lookup};
 use crate::journal::{Batch, Op};
 use crate::model::ErrorName;
 use crate::model::{
     ErrorRecord, EventRecord, RunStatus, StepKind, StepRecord, StepStatus, Timer, TimerKind,
-    WaitSpec, Waiter, now_ms,
+    WaitSpec, Waiter, check_name, now_ms,
 };
 use crate::wit::step::{self, Memo};
 use crate::wit::types::{Event, EventPayload, StepError, WaitOptions};
@@ -139,7 +138,7 @@ impl RunState {
         session.run.status = status;
         session.run.wake_at = wake_at;
         let services = session.services.clone();
-        match services.events.transition(&session.run, ops) {
+        match services.runs.transition(&session.run, ops) {
             Ok(true) => Ok(()),
             Ok(false) => Err(Interrupt::Ended.trap()),
             Err(e) => Err(host_fault(e)),
@@ -151,7 +150,7 @@ impl RunState {
     fn write_steps(&mut self, ops: Batch) -> Result<()> {
         let session = self.session()?;
         let services = session.services.clone();
-        match services.events.run_ops(&session.run.key, ops) {
+        match services.runs.run_ops(&session.run.key, ops) {
             Ok(true) => Ok(()),
             Ok(false) => Err(Interrupt::Ended.trap()),
             Err(e) => Err(host_fault(e)),
@@ -492,7 +491,7 @@ impl step::Host for RunState {
         }
         let session = self.session()?;
         let match_value = match (&opts.match_, session.events.first()) {
-            (Some(path), Some(trigger)) => lookup(trigger, path).cloned(),
+            (Some(path), Some(trigger)) => trigger.lookup(path).cloned(),
             _ => None,
         };
         let spec = WaitSpec {
@@ -516,7 +515,7 @@ impl step::Host for RunState {
         session.run.wake_at = None;
         let services = session.services.clone();
         match services
-            .events
+            .runs
             .register_wait(session.run.clone(), waiter, step)
         {
             Ok(true) => {}

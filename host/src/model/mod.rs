@@ -7,11 +7,17 @@
 mod clock;
 mod error_name;
 mod function;
+mod incoming;
+mod matching;
 mod tenant;
 
 pub use clock::{Clock, FixedClock, SystemClock};
 pub use error_name::ErrorName;
 pub use function::*;
+pub use incoming::{
+    EventError, IncomingEvent, MAX_EVENTS_PER_REQUEST, PRINTABLE_RULE, check_name, check_printable,
+    escape_unprintable, is_unprintable, parse_event, parse_events,
+};
 pub use tenant::*;
 
 use serde::{Deserialize, Serialize};

@@ -8,12 +8,13 @@ pub mod versions;
 
 use crate::catalog::Catalog;
 use crate::config::HostConfig;
-pub use crate::events::CancelError;
-use crate::events::{Accepted, Events, IncomingEvent};
 use crate::executor::{Executor, InspectError, OwnAddress, ReplayReport, RunDriver, RunServices};
 use crate::journal::{Batch, GroupCommit, Journal, Op, SledJournal};
 use crate::model::ErrorName;
+use crate::model::IncomingEvent;
 use crate::model::{AppRecord, ErrorRecord, FunctionRecord, RunKey, RunRecord, RunStatus, now_ms};
+pub use crate::runs::CancelError;
+use crate::runs::{Accepted, Runs};
 use crate::scheduler::{Scheduler, SlotPolicy};
 use crate::tenants::Tenants;
 use anyhow::{Context, Result};
@@ -77,7 +78,7 @@ pub struct Stepwise {
     /// Deployed functions by tenant and trigger, for routing events.
     pub catalog: Arc<Catalog>,
     /// The run state machine: events, transitions and their effects.
-    pub events: Arc<Events>,
+    pub runs: Arc<Runs>,
     /// Which jobs execute now and which timers wake them later.
     pub scheduler: Scheduler,
     /// Compiles components and runs guests (wasmtime).
@@ -167,7 +168,7 @@ impl Stepwise {
             share: config.limits.executing_share,
             reserve: config.limits.executing_reserve,
         });
-        let events = Arc::new(Events::new(
+        let runs = Arc::new(Runs::new(
             journal.clone(),
             commit.clone(),
             catalog.clone(),
@@ -190,7 +191,7 @@ impl Stepwise {
         let services = Arc::new(RunServices {
             journal: journal.clone(),
             commit: commit.clone(),
-            events: events.clone(),
+            runs: runs.clone(),
             catalog: catalog.clone(),
             scheduler: scheduler.clone(),
             backoff: config.backoff,
@@ -210,7 +211,7 @@ impl Stepwise {
             journal,
             commit,
             catalog,
-            events,
+            runs,
             scheduler,
             executor,
             tenants,
@@ -221,7 +222,7 @@ impl Stepwise {
             deploys: crate::deploys::DeployLocks::default(),
         });
         host.recover()?;
-        tokio::spawn(host.events.clone().run_crons());
+        tokio::spawn(host.runs.clone().run_crons());
         tokio::spawn(housekeeping(Arc::downgrade(&host)));
         Ok(host)
     }
@@ -241,7 +242,7 @@ impl Stepwise {
                 resumed += 1;
             }
         }
-        let crons = self.events.arm_crons()?;
+        let crons = self.runs.arm_crons()?;
         tracing::info!(
             resumed,
             armed,
@@ -306,7 +307,7 @@ impl Stepwise {
                 per_second: limits.events_per_second,
                 retry_after_ms,
             })?;
-        Ok(self.events.ingest(tenant, events).await?)
+        Ok(self.runs.ingest(tenant, events).await?)
     }
 
     /// Deploys `bytes` as a new version of `app`: new runs of its functions
@@ -404,7 +405,7 @@ impl Stepwise {
         batch.extend(functions.iter().cloned().map(Op::PutFunction));
         self.journal.apply(batch)?;
         self.catalog.replace_app(tenant, app, functions.clone());
-        self.events.schedule_crons(tenant, &removed, &functions)?;
+        self.runs.schedule_crons(tenant, &removed, &functions)?;
         self.commit.durable().await?;
         upload.keep().await;
         drop(committing);
@@ -429,7 +430,7 @@ impl Stepwise {
     /// Cancels a run that has not ended: it stops where it is, its timers
     /// and waiters are removed, and it never resumes.
     pub async fn cancel(&self, key: &RunKey) -> Result<RunRecord, CancelError> {
-        self.events
+        self.runs
             .cancel(
                 key,
                 ErrorRecord::fatal(ErrorName::Cancelled, "the run was cancelled"),
@@ -446,7 +447,7 @@ impl Stepwise {
         from: u64,
         until: u64,
     ) -> Result<Vec<String>> {
-        self.events.cancel_many(tenant, function, from, until).await
+        self.runs.cancel_many(tenant, function, from, until).await
     }
 }
 

@@ -2,13 +2,13 @@
 //! wait or an invoke times out, a held-back run (debounce, batch) may
 //! start, a run is past its timeouts.
 
-use super::{Effects, Events, Tx, ending, resolve_wait};
+use super::{Effects, Runs, Tx, ending, resolve_wait};
 use crate::journal::Op;
 use crate::model::ErrorName;
 use crate::model::{ErrorRecord, IndexKind, RunStatus, StepStatus, Timer, TimerKind, Waiter};
 use anyhow::Result;
 
-impl Events {
+impl Runs {
     /// Applies a due timer; the effects say which runs to wake.
     pub fn fire_timer(&self, timer: &Timer) -> Result<Effects> {
         match timer.kind {

@@ -2,14 +2,14 @@
 //! schedules, arming them at start, and firing them (the run and the next
 //! fire time in one write, so a missed time runs once, never twice).
 
-use super::{Effects, Events, admit};
+use super::{Effects, Runs, admit};
 use crate::cron::{self, Armed, Schedule};
 use crate::journal::Op;
 use crate::model::{EventRecord, FunctionRecord, IndexKind};
 use anyhow::{Context, Result};
 use std::sync::Arc;
 
-impl Events {
+impl Runs {
     /// Writes the cron schedules of `functions` (the functions `app` now
     /// registers in `tenant`): new schedules get their next fire time,
     /// removed ones go; then arms them.

@@ -2,7 +2,7 @@
 //! trigger under flow control, resume the runs waiting for them, cancel the
 //! runs they cancel; and end runs, with what ending one changes.
 //!
-//! Every transition goes through one lock ([`Events::change`]), so they
+//! Every transition goes through one lock ([`Runs::change`]), so they
 //! happen in one order: an event accepted after a waiter was registered
 //! always finds it, and one accepted before never does (Inngest's semantics,
 //! without its race between events sent in quick succession and a waiter
@@ -12,7 +12,6 @@
 mod admit;
 mod crons;
 mod ending;
-mod parse;
 mod timers;
 mod tx;
 
@@ -21,19 +20,16 @@ mod transitions_test;
 
 pub use admit::delayed_start;
 pub use ending::FUNCTION_FAILED;
-pub use parse::{
-    EventError, IncomingEvent, PRINTABLE_RULE, check_name, check_printable, escape_unprintable,
-    is_unprintable, parse_event, parse_events,
-};
 pub use tx::{Effects, Tx};
 
 use crate::catalog::Catalog;
 use crate::cron::CronTable;
 use crate::journal::{GroupCommit, Journal, Op};
 use crate::model::ErrorName;
+use crate::model::IncomingEvent;
 use crate::model::{
     Clock, ErrorRecord, EventRecord, FunctionRecord, ParentStep, RunKey, RunRecord, StepRecord,
-    StepStatus, Timer, TimerKind, WaitSpec, Waiter,
+    StepStatus, Timer, TimerKind, Waiter,
 };
 use crate::scheduler::Scheduler;
 use anyhow::{Context, Result};
@@ -69,7 +65,7 @@ pub enum CancelError {
 }
 
 /// Routes events to functions and waiters, and orders run transitions.
-pub struct Events {
+pub struct Runs {
     journal: Arc<dyn Journal>,
     commit: GroupCommit,
     catalog: Arc<Catalog>,
@@ -80,7 +76,7 @@ pub struct Events {
     order: Mutex<()>,
 }
 
-impl Events {
+impl Runs {
     /// Routing over `catalog`, writing to `journal`, waking through
     /// `scheduler`, at the times `clock` reads.
     pub fn new(
@@ -90,7 +86,7 @@ impl Events {
         scheduler: Scheduler,
         clock: Arc<dyn Clock>,
     ) -> Self {
-        Events {
+        Runs {
             journal,
             commit,
             catalog,
@@ -391,89 +387,4 @@ fn resolve_wait(tx: &mut Tx<'_>, waiter: &Waiter, event_json: Option<String>) ->
     step.ended_at = Some(tx.now);
     tx.ops.push(Op::PutStep(waiter.key.clone(), step));
     ending::queue_again(tx, &waiter.key)
-}
-
-/// Whether `event` satisfies a wait (the name is already known to match):
-/// with a `match` path, the value must exist in both events and be equal.
-pub fn wait_matches(spec: &WaitSpec, event: &EventRecord) -> bool {
-    match (&spec.match_path, &spec.match_value) {
-        (None, _) => true,
-        (Some(_), None) => false,
-        (Some(path), Some(expected)) => lookup(event, path).is_some_and(|v| v == expected),
-    }
-}
-
-/// The value at a dotted path (`data.orderId`, `event.data.items.0.id`) of
-/// an event, as Inngest's `match` reads it.
-pub fn lookup<'a>(event: &'a EventRecord, path: &str) -> Option<&'a Value> {
-    let path = path.strip_prefix("event.").unwrap_or(path);
-    let mut parts = path.split('.');
-    let mut current: &Value = match parts.next()? {
-        "data" => &event.data,
-        "user" => event.user.as_ref()?,
-        _ => return None,
-    };
-    for part in parts {
-        current = match current {
-            Value::Object(map) => map.get(part)?,
-            Value::Array(items) => items.get(part.parse::<usize>().ok()?)?,
-            _ => return None,
-        };
-    }
-    if current.is_null() {
-        None
-    } else {
-        Some(current)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    fn event(data: Value) -> EventRecord {
-        EventRecord {
-            id: "e".into(),
-            name: "shop/payment.success".into(),
-            data,
-            user: None,
-            ts: 1,
-            v: None,
-            received_at: 1,
-        }
-    }
-
-    #[test]
-    fn match_compares_the_same_path_in_both_events() {
-        let spec = |value: Option<Value>| WaitSpec {
-            event: "shop/payment.success".into(),
-            match_path: Some("data.orderId".into()),
-            match_value: value,
-            condition: None,
-        };
-        let paid = event(json!({"orderId": "o-1", "amount": 5}));
-        assert!(wait_matches(&spec(Some(json!("o-1"))), &paid));
-        assert!(!wait_matches(&spec(Some(json!("o-2"))), &paid));
-        assert!(
-            !wait_matches(&spec(None), &paid),
-            "absent in the trigger: nothing matches"
-        );
-        assert!(!wait_matches(&spec(Some(json!("o-1"))), &event(json!({}))));
-        let any = WaitSpec {
-            match_path: None,
-            ..spec(None)
-        };
-        assert!(wait_matches(&any, &event(json!({}))));
-    }
-
-    #[test]
-    fn lookup_walks_objects_and_arrays() {
-        let e = event(json!({"items": [{"id": "a"}], "n": null}));
-        assert_eq!(lookup(&e, "data.items.0.id"), Some(&json!("a")));
-        assert_eq!(lookup(&e, "event.data.items.0.id"), Some(&json!("a")));
-        assert_eq!(lookup(&e, "data.n"), None);
-        assert_eq!(lookup(&e, "data.missing"), None);
-        assert_eq!(lookup(&e, "name"), None);
-    }
 }

@@ -1,10 +1,11 @@
 //! The run state machine in process: real sled journal in a temp dir, a
-//! fixed clock, no wasm and no HTTP. Each test drives `Events` the way the
+//! fixed clock, no wasm and no HTTP. Each test drives `Runs` the way the
 //! API and the executor do and reads the journal back.
 
-use super::{Events, IncomingEvent};
+use super::Runs;
 use crate::catalog::Catalog;
 use crate::journal::{GroupCommit, Journal, RunFilter, SledJournal};
+use crate::model::IncomingEvent;
 use crate::model::{FixedClock, RunRecord, RunStatus, TimerKind};
 use crate::scheduler::{Scheduler, SlotPolicy};
 use crate::wit::types as wit;
@@ -18,7 +19,7 @@ struct Machine {
     _dir: tempfile::TempDir,
     journal: Arc<dyn Journal>,
     clock: Arc<FixedClock>,
-    events: Events,
+    events: Runs,
 }
 
 /// A state machine whose tenant `t` has one function, `f`, triggered by
@@ -33,7 +34,7 @@ fn machine(configure: impl FnOnce(&mut wit::FunctionConfig)) -> Machine {
     catalog.replace_app("t", "app", functions);
     let (scheduler, _loops) = Scheduler::new(SlotPolicy::default());
     let clock = FixedClock::at(T0);
-    let events = Events::new(
+    let events = Runs::new(
         journal.clone(),
         GroupCommit::start(journal.clone()),
         catalog,

@@ -306,7 +306,7 @@ pub fn launch(
             match_value: cancel
                 .match_path
                 .as_deref()
-                .and_then(|path| super::lookup(trigger, path).cloned()),
+                .and_then(|path| trigger.lookup(path).cloned()),
             condition: cancel.condition.clone(),
             expires_at: cancel.timeout_ms.map(|t| tx.now.saturating_add(t)),
         };

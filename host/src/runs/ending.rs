@@ -3,7 +3,7 @@
 //! invoked it gets its result, and a final failure starts the function's
 //! `on-failure` run and emits Inngest's `inngest/function.failed` event.
 
-use super::{Tx, admit, lookup};
+use super::{Tx, admit};
 use crate::journal::Op;
 use crate::model::ErrorName;
 use crate::model::{
@@ -242,7 +242,7 @@ pub fn wait_satisfied(
     run: &RunKey,
     event: &EventRecord,
 ) -> Result<bool> {
-    if !super::wait_matches(step_wait, event) {
+    if !step_wait.matches(event) {
         return Ok(false);
     }
     let Some(condition) = &step_wait.condition else {
@@ -286,7 +286,7 @@ pub fn cancellations(tx: &mut Tx<'_>, tenant: &str, event: &EventRecord) -> Resu
         let matched = match (&listener.match_path, &listener.match_value) {
             (None, _) => true,
             (Some(_), None) => false,
-            (Some(path), Some(expected)) => lookup(event, path).is_some_and(|v| v == expected),
+            (Some(path), Some(expected)) => event.lookup(path).is_some_and(|v| v == expected),
         };
         if !matched {
             continue;
