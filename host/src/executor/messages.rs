@@ -9,10 +9,10 @@ use super::outcome::{Interrupt, host_fault};
 use super::replay::Slot;
 use super::state::{RunState, wit_error};
 use super::step_calls::MAX_SUSPEND_MS;
-use crate::journal::Op;
 use crate::model::ErrorName;
 use crate::model::parse_event;
-use crate::model::{ErrorRecord, RunStatus, StepKind, StepRecord, StepStatus, now_ms};
+use crate::model::{ErrorRecord, RunStatus, StepKind, StepRecord, StepStatus};
+use crate::runs::Transition;
 use crate::wit::types::{EventPayload, StepError};
 use serde_json::{Map, Value, json};
 use wasmtime::Result;
@@ -26,7 +26,7 @@ impl RunState {
         id: String,
         events: Vec<EventPayload>,
     ) -> Result<GuestResult<Vec<String>>> {
-        let now = now_ms();
+        let now = self.now();
         let (seq, effective) = match self.enter_call(&id, StepKind::Send)? {
             Slot::Journaled(step) => return journaled(&step).map(|r| r.map(ids_of)),
             Slot::New { seq, id } => (seq, id),
@@ -58,7 +58,7 @@ impl RunState {
             ));
         }
         let (used, quota) = (
-            self.session()?.services.journal.usage().used(&tenant),
+            self.session()?.services.runs.storage_used(&tenant),
             self.session()?.limits.storage_bytes,
         );
         if problem.is_none() && used >= quota {
@@ -97,39 +97,23 @@ impl RunState {
     /// event API), or `None` if it may now.
     fn over_event_budget(&mut self, tenant: &str, count: usize) -> Option<u64> {
         let session = self.session.as_ref()?;
-        let services = &session.services;
-        let queued = services.scheduler.queued_of(tenant);
-        if !session
-            .limits
-            .queue_has_room(queued, services.scheduler.queued_total())
-        {
-            return Some(1_000);
-        }
-        services.tenants.take_events(tenant, count).err()
+        session.services.runs.event_budget_wait(tenant, count)
     }
 
     /// Suspends the run until `delay_ms` from now, when it replays and sends
     /// again: over the tenant's budget, a send waits, as a throttled start
     /// does, and uses no attempt.
     async fn send_later(&mut self, delay_ms: u64) -> Result<GuestResult<Vec<String>>> {
-        let wake_at = now_ms().saturating_add(delay_ms);
-        let session = self.session()?;
-        let key = session.run.key.clone();
-        let services = session.services.clone();
-        let timer = crate::model::Timer {
-            at: wake_at,
-            key: key.clone(),
-            seq: crate::model::RUN_LEVEL_SEQ,
-            kind: crate::model::TimerKind::RunRetry,
-        };
+        let wake_at = self.now().saturating_add(delay_ms);
+        let run = &self.session()?.run;
+        let (key, attempt) = (run.key.clone(), run.attempt);
         tracing::info!(run = %key, wake_at, "send_event over the tenant's budget; sending later");
-        self.write_run(
-            RunStatus::Running,
-            Some(wake_at),
-            vec![crate::journal::Op::PutTimer(timer.clone())],
-        )?;
-        self.durable().await?;
-        services.scheduler.add_timer(timer);
+        self.record(Transition::RetryLater {
+            wake_at,
+            attempt,
+            error: None,
+        })
+        .await?;
         Err(Interrupt::Suspended.trap())
     }
 
@@ -141,13 +125,13 @@ impl RunState {
         data: String,
         timeout_ms: Option<u64>,
     ) -> Result<GuestResult<String>> {
-        let now = now_ms();
+        let now = self.now();
         let (seq, effective) = match self.enter_call(&id, StepKind::Invoke)? {
             Slot::Journaled(step) if step.status == StepStatus::Waiting => {
                 if self.session()?.dry_run {
                     return Err(super::outcome::replay_end());
                 }
-                self.write_run(RunStatus::Waiting, None, Vec::new())?;
+                self.record(Transition::Park(RunStatus::Waiting)).await?;
                 return Err(Interrupt::Suspended.trap());
             }
             Slot::Journaled(step) => return journaled(&step),
@@ -188,39 +172,24 @@ impl RunState {
             unreachable!("checked above");
         };
         step.wake_at = timeout_ms.map(|t| now.saturating_add(t));
-        session.run.status = RunStatus::Waiting;
-        session.run.wake_at = None;
-        let services = session.services.clone();
-        let run = session.run.clone();
-        match services.runs.invoke(&run, &function, data, step) {
-            Ok(Some(effects)) => services
-                .runs
-                .apply_once_durable(effects)
-                .await
-                .map_err(host_fault)?,
-            Ok(None) => return Err(Interrupt::Ended.trap()),
-            Err(e) => return Err(host_fault(e)),
-        }
-        tracing::info!(run = %run.key, function = %function_id, "invoked; waiting for its end");
+        self.record(Transition::Invoke {
+            step,
+            function: Box::new(function),
+            data,
+        })
+        .await?;
+        let key = &self.session()?.run.key;
+        tracing::info!(run = %key, function = %function_id, "invoked; waiting for its end");
         Err(Interrupt::Suspended.trap())
     }
 
     /// Journals a finished step of this execution and waits for the flush.
     async fn record_step(&mut self, step: StepRecord) -> Result<()> {
-        let session = self.session()?;
-        let key = session.run.key.clone();
-        session.replay.record(step.clone());
-        let services = session.services.clone();
-        match services
-            .runs
-            .run_ops(&key, vec![Op::PutStep(key.clone(), step)])
-        {
-            Ok(true) => {}
-            Ok(false) => return Err(Interrupt::Ended.trap()),
-            Err(e) => return Err(host_fault(e)),
-        }
-        self.flags.set_logical_ms(now_ms());
-        self.durable().await
+        self.session()?.replay.record(step.clone());
+        self.record(Transition::StepDone(step)).await?;
+        let now = self.now();
+        self.flags.set_logical_ms(now);
+        Ok(())
     }
 }
 

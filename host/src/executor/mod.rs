@@ -41,10 +41,9 @@ pub use step_calls::MAX_SUSPEND_MS;
 
 use crate::catalog::Catalog;
 use crate::config::Limits;
-use crate::journal::{GroupCommit, Journal};
+use crate::journal::RunJournal;
 use crate::retry::Backoff;
 use crate::runs::Runs;
-use crate::scheduler::Scheduler;
 use crate::wit::types::FunctionConfig;
 use crate::wit::{App, AppPre};
 use anyhow::{Context, Result, anyhow};
@@ -85,23 +84,18 @@ const REGISTRATION_DEADLINE_TICKS: u64 = 500;
 
 /// What a run's host calls need from the rest of the host.
 pub struct RunServices {
-    /// Where host calls read the run's journal and write its steps.
-    pub journal: Arc<dyn Journal>,
-    /// Group commit: a host call answers the guest only once its write is
-    /// durable.
-    pub commit: GroupCommit,
-    /// The ingestion order, for waiters and run transitions.
+    /// Where executions read runs' journals (the read side only: they
+    /// write through `runs`).
+    pub journal: Arc<dyn RunJournal + Send + Sync>,
+    /// The run state machine, which applies every transition a host call
+    /// asks for.
     pub runs: Arc<Runs>,
     /// The deployed functions (for `invoke`).
     pub catalog: Arc<Catalog>,
-    /// Where suspended runs' timers are armed and parallel branches queued.
-    pub scheduler: Scheduler,
     /// When failed attempts are retried (Inngest's table, or scaled).
     pub backoff: Backoff,
     /// Tenants' limits and allowlists.
     pub tenants: Arc<crate::tenants::Tenants>,
-    /// Told of every run that ends (for waiters such as the benchmark).
-    pub ended: tokio::sync::broadcast::Sender<crate::model::RunKey>,
     /// The host's own API address, which step bodies may never call.
     pub own_address: Arc<OwnAddress>,
     /// Whether the default tenant's step bodies may call loopback without
@@ -190,7 +184,7 @@ pub struct Executor {
     versions: Mutex<HashMap<String, Arc<OnceCell<Arc<Version>>>>>,
     compiled_dir: PathBuf,
     engine_hash: String,
-    journal: Arc<dyn Journal>,
+    journal: Arc<dyn RunJournal + Send + Sync>,
     permits: Arc<Semaphore>,
     limits: Limits,
     /// Guest memory host-wide, which new jobs wait on.
@@ -220,7 +214,7 @@ impl Executor {
     pub fn new(
         compiled_dir: &Path,
         prune_compiled: bool,
-        journal: Arc<dyn Journal>,
+        journal: Arc<dyn RunJournal + Send + Sync>,
         limits: Limits,
     ) -> Result<Self> {
         let mut pool = PoolingAllocationConfig::default();

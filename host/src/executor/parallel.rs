@@ -16,7 +16,8 @@ use super::replay::Slot;
 use super::state::{OpenStep, Role, RunState, wit_error};
 use super::step_calls::BRANCH_SEGMENTS;
 use crate::model::ErrorName;
-use crate::model::{ErrorRecord, StepKind, StepStatus, now_ms};
+use crate::model::{ErrorRecord, StepKind, StepStatus};
+use crate::runs::Transition;
 use crate::wit::step::Memo;
 use wasmtime::Result;
 
@@ -37,7 +38,7 @@ impl RunState {
         self.flush_output()?;
         let first = ids.first().cloned().unwrap_or_default();
         self.check_not_nested("parallel", &first)?;
-        let now = now_ms();
+        let now = self.now();
         let mut memos = Vec::with_capacity(ids.len());
         let mut todo = Vec::new();
         let mut not_due = false;
@@ -117,21 +118,20 @@ impl RunState {
             return Ok(memos);
         }
         let key = session.run.key.clone();
-        let scheduler = session.services.scheduler.clone();
+        let runs = session.services.runs.clone();
         if !not_due
             && let [only] = todo.as_slice()
-            && !scheduler.branch_pending(&key, only.seq)
+            && !runs.branch_pending(&key, only.seq)
         {
             memos[only.index] = Memo::Execute;
             let segment = session.replay.calls_made();
             self.open_group(todo, segment, now);
             return Ok(memos);
         }
-        for branch in &todo {
-            if !scheduler.branch_pending(&key, branch.seq) {
-                tracing::debug!(run = %key, step = ?branch.id, "running a parallel branch in its own instance");
-                scheduler.spawn_branch(key.clone(), branch.seq);
-            }
+        if !todo.is_empty() {
+            tracing::debug!(run = %key, branches = todo.len(), "running parallel branches in instances of their own");
+            let seqs = todo.iter().map(|branch| branch.seq).collect();
+            self.record(Transition::Branches(seqs)).await?;
         }
         Err(Interrupt::Suspended.trap())
     }

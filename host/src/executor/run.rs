@@ -6,13 +6,12 @@ use super::sandbox::RunFlags;
 use super::state::{Role, RunState, Session, error_record};
 use super::step_calls::{AttemptOutcome, wit_event};
 use super::{Executor, Replay, RunServices};
-use crate::journal::Op;
 use crate::model::ErrorName;
 use crate::model::{
-    ConcurrencyKey, ErrorRecord, EventRecord, RUN_LEVEL_SEQ, RunKey, RunKind, RunRecord, RunStatus,
-    StepRecord, StepStatus, Timer, TimerKind, now_ms,
+    ErrorRecord, EventRecord, RunKey, RunKind, RunRecord, RunStatus, StepRecord, StepStatus,
 };
-use crate::scheduler::{Admission, BoxFuture, Dispatch, Job};
+use crate::runs::Transition;
+use crate::scheduler::{BoxFuture, Dispatch, Job};
 use crate::wit::types::{FailureContext, RunContext, StepError};
 use crate::wit::{App, AppPre};
 use anyhow::{Context, Result};
@@ -56,9 +55,6 @@ pub struct ReplayReport {
     /// What it found.
     pub verdict: ReplayVerdict,
 }
-
-/// The prefix of the key of executing jobs per tenant.
-const TENANT_KEY: &str = "tenant-executing\0";
 
 /// Which export an execution calls, with its argument.
 enum Entry {
@@ -135,71 +131,41 @@ impl RunDriver {
         RunDriver { executor, services }
     }
 
-    fn wake_later(&self, key: RunKey, delay: Duration) {
-        let scheduler = self.services.scheduler.clone();
-        tokio::spawn(async move {
-            tokio::time::sleep(delay).await;
-            scheduler.wake(key);
-        });
-    }
-
+    /// Ends `run` as `status`.
     async fn finish(
         &self,
-        mut run: RunRecord,
+        run: RunRecord,
         status: RunStatus,
         output: Option<serde_json::Value>,
         error: Option<ErrorRecord>,
-    ) -> Result<()> {
-        run.status = status;
-        run.output = output;
-        run.error = error;
-        run.wake_at = None;
-        run.ended_at = Some(now_ms());
-        tracing::info!(run = %run.key, function = %run.function, status = status.as_str(), "run ended");
-        if self.services.runs.end_run(&run)? {
-            let _ = self.services.ended.send(run.key.clone());
-            // Nothing waits for this flush: every step is on disk already, so
-            // if the host dies before the end is, the run replays from its
-            // journal and ends again, the same way.
-            let commit = self.services.commit.clone();
-            tokio::spawn(async move {
-                if let Err(error) = commit.durable().await {
-                    tracing::error!(run = %run.key, error = format!("{error:#}"), "could not flush a run's end");
-                }
-            });
-        }
-        Ok(())
+    ) -> Result<Followup> {
+        let end = Transition::End {
+            status,
+            output,
+            error,
+        };
+        self.services.runs.record(&run.key, end).await?;
+        Ok(None)
     }
 
     /// An error raised by the handler outside any step: retried like a step
     /// (Inngest's function-level retries) while attempts are left.
-    async fn handler_failed(&self, mut run: RunRecord, error: ErrorRecord) -> Result<()> {
+    async fn handler_failed(&self, run: RunRecord, error: ErrorRecord) -> Result<Followup> {
         if error.retriable && run.attempt < run.retries {
-            run.attempt += 1;
-            let wake_at = now_ms()
+            let attempt = run.attempt + 1;
+            let wake_at = self.services.runs.now_ms()
                 + self
                     .services
                     .backoff
-                    .delay_ms(run.attempt, error.retry_after_ms);
-            run.status = RunStatus::Running;
-            run.wake_at = Some(wake_at);
-            run.error = Some(error);
-            let timer = Timer {
-                at: wake_at,
-                key: run.key.clone(),
-                seq: RUN_LEVEL_SEQ,
-                kind: TimerKind::RunRetry,
+                    .delay_ms(attempt, error.retry_after_ms);
+            tracing::info!(run = %run.key, attempt, wake_at, "handler failed; retrying later");
+            let retry = Transition::RetryLater {
+                wake_at,
+                attempt,
+                error: Some(error),
             };
-            tracing::info!(run = %run.key, attempt = run.attempt, wake_at, "handler failed; retrying later");
-            if self
-                .services
-                .runs
-                .transition(&run, vec![Op::PutTimer(timer.clone())])?
-            {
-                self.services.commit.durable().await?;
-                self.services.scheduler.add_timer(timer);
-            }
-            return Ok(());
+            self.services.runs.record(&run.key, retry).await?;
+            return Ok(None);
         }
         self.finish(run, RunStatus::Failed, None, Some(error)).await
     }
@@ -280,15 +246,17 @@ impl RunDriver {
         Ok((self.executor.store(state), entry))
     }
 
-    async fn execute(&self, key: &RunKey) -> Result<()> {
+    async fn execute(&self, key: &RunKey) -> Result<Followup> {
         let journal = self.services.journal.clone();
-        let Some(mut run) = journal.run(key)? else {
-            return Ok(());
+        let Some(run) = journal.run(key)? else {
+            return Ok(None);
         };
         if !matches!(run.status, RunStatus::Queued | RunStatus::Running)
-            || run.wake_at.is_some_and(|at| at > now_ms())
+            || run
+                .wake_at
+                .is_some_and(|at| at > self.services.runs.now_ms())
         {
-            return Ok(());
+            return Ok(None);
         }
         let version = match self.executor.version(&run.version).await {
             Ok(version) => version,
@@ -308,29 +276,9 @@ impl RunDriver {
             }
         };
         let _permit = self.executor.permits.clone().acquire_owned().await?;
-        let first_start = run.started_at.is_none();
-        let now = now_ms();
-        run.status = RunStatus::Running;
-        run.wake_at = None;
-        run.started_at.get_or_insert(now);
-        let mut ops = Vec::new();
-        let mut finish_timer = None;
-        if first_start && let Some(limit) = run.finish_timeout_ms {
-            let timer = Timer {
-                at: now.saturating_add(limit),
-                key: key.clone(),
-                seq: RUN_LEVEL_SEQ,
-                kind: TimerKind::FinishTimeout,
-            };
-            ops.push(Op::PutTimer(timer.clone()));
-            finish_timer = Some(timer);
-        }
-        if !self.services.runs.transition(&run, ops)? {
-            return Ok(());
-        }
-        if let Some(timer) = finish_timer {
-            self.services.scheduler.add_timer(timer);
-        }
+        let Some(run) = self.services.runs.record(key, Transition::Start).await? else {
+            return Ok(None);
+        };
         let steps = journal.steps(key)?;
         let events = journal.run_events(key)?;
         if events.is_empty() {
@@ -347,13 +295,13 @@ impl RunDriver {
     }
 
     /// Runs branch `seq` of `key`'s parallel group in an instance of its own.
-    async fn execute_branch(&self, key: &RunKey, seq: u32) -> Result<()> {
+    async fn execute_branch(&self, key: &RunKey, seq: u32) -> Result<Followup> {
         let journal = self.services.journal.clone();
         let Some(run) = journal.run(key)? else {
-            return Ok(());
+            return Ok(None);
         };
         if run.status.is_terminal() {
-            return Ok(());
+            return Ok(None);
         }
         let version = self.executor.version(&run.version).await?;
         let _permit = self.executor.permits.clone().acquire_owned().await?;
@@ -362,7 +310,7 @@ impl RunDriver {
             .iter()
             .any(|s| s.seq == seq && matches!(s.status, StepStatus::Completed | StepStatus::Failed))
         {
-            return Ok(());
+            return Ok(None);
         }
         let events = journal.run_events(key)?;
         let function = run.function.clone();
@@ -434,7 +382,7 @@ impl RunDriver {
         key: &RunKey,
         store: &mut Store<RunState>,
         result: HandlerResult,
-    ) -> Result<()> {
+    ) -> Result<Followup> {
         let session = store
             .data()
             .session
@@ -462,7 +410,7 @@ impl RunDriver {
         };
         let interrupt = Interrupt::of(&trap);
         match interrupt {
-            Some(planned) if planned.is_planned() => return Ok(()),
+            Some(planned) if planned.is_planned() => return Ok(None),
             Some(Interrupt::Fault(error)) => {
                 let error = error.clone();
                 return self.finish(run, RunStatus::Failed, None, Some(error)).await;
@@ -473,10 +421,7 @@ impl RunDriver {
             }
             Some(Interrupt::HostFault(message)) => {
                 tracing::error!(run = %key, error = %message, "the host failed during a run; resuming it in 1 s");
-                if role == Role::Main {
-                    self.wake_later(key.clone(), Duration::from_secs(1));
-                }
-                return Ok(());
+                return Ok((role == Role::Main).then_some(RESUME_AFTER_FAULT));
             }
             _ => {}
         }
@@ -520,27 +465,25 @@ impl RunDriver {
             // that it gets the error from the journal (a branch's run is
             // woken when its last branch ends).
             Ok(AttemptOutcome::Final) if role == Role::Main => {
-                self.services.scheduler.wake(key.clone())
+                self.services.runs.record(key, Transition::Replay).await?;
             }
             Ok(_) => {}
             Err(e) if matches!(Interrupt::of(&e), Some(Interrupt::Ended)) => {}
             Err(e) => {
                 tracing::error!(run = %key, error = %e, "could not record a trapped step; resuming in 1 s");
-                self.wake_later(key.clone(), Duration::from_secs(1));
+                return Ok(Some(RESUME_AFTER_FAULT));
             }
         }
-        Ok(())
-    }
-
-    /// Applies timer effects (other runs may be involved) and says whether
-    /// the timer's run should be woken.
-    fn apply_timer_effects(&self, timer: &Timer, mut effects: crate::runs::Effects) -> bool {
-        let own = effects.wake.contains(&timer.key);
-        effects.wake.retain(|k| *k != timer.key);
-        effects.apply(&self.services.scheduler);
-        own
+        Ok(None)
     }
 }
+
+/// What an execution asks of the scheduler once it is over: to wake its
+/// run again after a delay (the host failed during it), or nothing.
+type Followup = Option<Duration>;
+
+/// How long after the host failed during a run it is resumed.
+const RESUME_AFTER_FAULT: Duration = Duration::from_secs(1);
 
 /// Why a guest trapped, in words, without its backtrace.
 fn trap_reason(trap: &wasmtime::Error) -> String {
@@ -588,16 +531,11 @@ impl Dispatch for RunDriver {
                 None => self.execute(&job.run).await,
                 Some(seq) => self.execute_branch(&job.run, seq).await,
             };
-            if let Err(error) = outcome {
+            outcome.unwrap_or_else(|error| {
                 tracing::error!(run = %job.run, error = format!("{error:#}"), "executing a run failed; resuming it in 1 s");
-                self.wake_later(job.run, Duration::from_secs(1));
-            }
+                Some(RESUME_AFTER_FAULT)
+            })
         })
-    }
-
-    fn fire(&self, timer: &Timer) -> Result<bool> {
-        let effects = self.services.runs.fire_timer(timer)?;
-        Ok(self.apply_timer_effects(timer, effects))
     }
 
     fn has_room(&self, tenant: &str) -> bool {
@@ -619,29 +557,5 @@ impl Dispatch for RunDriver {
             &version,
             unknown,
         ))
-    }
-
-    fn admission(&self, job: &Job) -> Result<Option<Admission>> {
-        let Some(run) = self.services.journal.run(&job.run)? else {
-            return Ok(None);
-        };
-        if run.status.is_terminal() {
-            return Ok(None);
-        }
-        // The host-wide slots are shared between tenants by the queue
-        // itself (its SlotPolicy); a tenant's own cap is a key.
-        let mut spec = run.queue;
-        spec.concurrency.push(ConcurrencyKey {
-            key: format!("{TENANT_KEY}{}", job.run.tenant),
-            limit: self
-                .services
-                .tenants
-                .limits(&job.run.tenant)
-                .max_tenant_executing,
-        });
-        Ok(Some(Admission {
-            first_start: run.started_at.is_none() && job.branch.is_none(),
-            spec,
-        }))
     }
 }

@@ -1,16 +1,17 @@
-//! The `step` interface as the host implements it: every answer comes from,
-//! or goes to, the journal before the guest sees it. `parallel` is in
-//! [`super::parallel`], `send-event` and `invoke` in [`super::messages`].
+//! The `step` interface as the host implements it: every answer comes from
+//! the journal, or becomes a [`Transition`] that the run state machine makes
+//! durable, before the guest sees it. `parallel` is in [`super::parallel`],
+//! `send-event` and `invoke` in [`super::messages`].
 
 use super::outcome::{Interrupt, diverged, fault, host_fault, replay_end};
 use super::replay::Slot;
 use super::state::{OpenStep, Role, RunState, Session, error_record, wit_error};
-use crate::journal::{Batch, Op};
 use crate::model::ErrorName;
 use crate::model::{
-    ErrorRecord, EventRecord, RunStatus, StepKind, StepRecord, StepStatus, Timer, TimerKind,
-    WaitSpec, Waiter, check_name, now_ms,
+    ErrorRecord, EventRecord, RunStatus, StepKind, StepRecord, StepStatus, WaitSpec, Waiter,
+    check_name,
 };
+use crate::runs::Transition;
 use crate::wit::step::{self, Memo};
 use crate::wit::types::{Event, EventPayload, StepError, WaitOptions};
 use wasmtime::Result;
@@ -118,48 +119,36 @@ impl RunState {
         let Some(session) = self.session.as_ref().filter(|s| !s.dry_run) else {
             return Ok(());
         };
-        let key = session.run.key.clone();
-        let batch: Batch = chunks
-            .into_iter()
-            .map(|c| Op::PutLog(key.clone(), c))
-            .collect();
-        session.services.journal.apply(batch).map_err(host_fault)
+        let services = session.services.clone();
+        services
+            .runs
+            .record_output(&session.run.key, chunks)
+            .map_err(host_fault)
     }
 
-    /// Writes `ops` and the session's run record with `status`, unless the
-    /// run ended meanwhile (then the execution stops with [`Interrupt::Ended`]).
-    pub(super) fn write_run(
-        &mut self,
-        status: RunStatus,
-        wake_at: Option<u64>,
-        ops: Batch,
-    ) -> Result<()> {
+    /// Has the run state machine apply `transition` to this run (durably,
+    /// for everything the guest acts on), and takes the run as written;
+    /// if the run has ended meanwhile, the execution stops with
+    /// [`Interrupt::Ended`].
+    pub(super) async fn record(&mut self, transition: Transition) -> Result<()> {
         let session = self.session()?;
-        session.run.status = status;
-        session.run.wake_at = wake_at;
-        let services = session.services.clone();
-        match services.runs.transition(&session.run, ops) {
-            Ok(true) => Ok(()),
-            Ok(false) => Err(Interrupt::Ended.trap()),
+        let (runs, key) = (session.services.runs.clone(), session.run.key.clone());
+        match runs.record(&key, transition).await {
+            Ok(Some(run)) => {
+                self.session()?.run = run;
+                Ok(())
+            }
+            Ok(None) => Err(Interrupt::Ended.trap()),
             Err(e) => Err(host_fault(e)),
         }
     }
 
-    /// Writes a run's journal entries without touching its record, unless
-    /// the run ended meanwhile.
-    fn write_steps(&mut self, ops: Batch) -> Result<()> {
-        let session = self.session()?;
-        let services = session.services.clone();
-        match services.runs.run_ops(&session.run.key, ops) {
-            Ok(true) => Ok(()),
-            Ok(false) => Err(Interrupt::Ended.trap()),
-            Err(e) => Err(host_fault(e)),
+    /// The time, as the run state machine reads it.
+    pub(super) fn now(&self) -> u64 {
+        match &self.session {
+            Some(session) => session.services.runs.now_ms(),
+            None => crate::model::now_ms(),
         }
-    }
-
-    pub(super) async fn durable(&mut self) -> Result<()> {
-        let services = self.session()?.services.clone();
-        services.commit.durable().await.map_err(host_fault)
     }
 
     /// Records a failed attempt of the open step: times the next attempt
@@ -170,7 +159,7 @@ impl RunState {
         error: ErrorRecord,
     ) -> Result<AttemptOutcome> {
         self.flags.set_in_step(false);
-        let now = now_ms();
+        let now = self.now();
         let session = self.session()?;
         let failed = open.attempts + 1;
         let mut step = StepRecord::new(
@@ -192,28 +181,18 @@ impl RunState {
                     .delay_ms(failed, error.retry_after_ms);
             step.status = StepStatus::Retrying;
             step.wake_at = Some(wake_at);
-            let timer = Timer {
-                at: wake_at,
-                key: key.clone(),
-                seq: open.seq,
-                kind: TimerKind::StepRetry,
-            };
-            let services = session.services.clone();
             tracing::info!(run = %key, step = ?open.id, attempt = failed, wake_at, "step failed; retrying later");
-            self.write_steps(vec![Op::PutStep(key, step), Op::PutTimer(timer.clone())])?;
-            self.durable().await?;
-            services.scheduler.add_timer(timer);
+            self.record(Transition::StepRetry(step)).await?;
             return Ok(AttemptOutcome::Retry);
         }
         tracing::info!(run = %key, step = ?open.id, attempts = failed, "step failed for good");
         session.replay.record(step.clone());
-        self.write_steps(vec![Op::PutStep(key, step)])?;
-        self.durable().await?;
+        self.record(Transition::StepDone(step)).await?;
         Ok(AttemptOutcome::Final)
     }
 
     async fn suspend_until(&mut self, id: &str, kind: StepKind, wake_at: u64) -> Result<()> {
-        let now = now_ms();
+        let now = self.now();
         let slot = self.enter_call(id, kind)?;
         let (seq, id) = match slot {
             Slot::Journaled(step) => {
@@ -226,15 +205,9 @@ impl RunState {
                 }
                 if step.wake_at.is_some_and(|at| at <= now) {
                     // Due already (e.g. the host was down when it fired).
-                    let timer = Timer {
-                        at: step.wake_at.unwrap_or(now),
-                        key: self.session()?.run.key.clone(),
-                        seq: step.seq,
-                        kind: TimerKind::Sleep,
-                    };
-                    return self.complete_sleep(*step, Some(timer), now);
+                    return self.complete_sleep(*step, true, now).await;
                 }
-                self.write_run(RunStatus::Sleeping, None, Vec::new())?;
+                self.record(Transition::Park(RunStatus::Sleeping)).await?;
                 return Err(Interrupt::Suspended.trap());
             }
             Slot::New { seq, id } => (seq, id),
@@ -242,7 +215,7 @@ impl RunState {
         let mut step = StepRecord::new(seq, id, kind, StepStatus::Sleeping, now);
         step.wake_at = Some(wake_at);
         if wake_at <= now {
-            return self.complete_sleep(step, None, now);
+            return self.complete_sleep(step, false, now).await;
         }
         if wake_at - now > MAX_SUSPEND_MS {
             return Err(fault(
@@ -253,38 +226,18 @@ impl RunState {
                 ),
             ));
         }
-        let key = self.session()?.run.key.clone();
-        let timer = Timer {
-            at: wake_at,
-            key: key.clone(),
-            seq,
-            kind: TimerKind::Sleep,
-        };
-        self.write_run(
-            RunStatus::Sleeping,
-            None,
-            vec![Op::PutStep(key, step), Op::PutTimer(timer.clone())],
-        )?;
-        self.durable().await?;
-        self.session()?.services.scheduler.add_timer(timer);
+        self.record(Transition::Sleep(step)).await?;
         Err(Interrupt::Suspended.trap())
     }
 
-    fn complete_sleep(
-        &mut self,
-        mut step: StepRecord,
-        timer: Option<Timer>,
-        now: u64,
-    ) -> Result<()> {
+    /// Completes a sleep that is due as the run reaches it; `armed` if it
+    /// was journaled with a timer.
+    async fn complete_sleep(&mut self, mut step: StepRecord, armed: bool, now: u64) -> Result<()> {
         step.status = StepStatus::Completed;
         step.output = Some("null".into());
         step.ended_at = Some(now);
-        let session = self.session()?;
-        let key = session.run.key.clone();
-        let mut batch = vec![Op::PutStep(key, step.clone())];
-        batch.extend(timer.map(Op::DeleteTimer));
-        session.services.journal.apply(batch).map_err(host_fault)?;
-        session.replay.record(step);
+        self.session()?.replay.record(step.clone());
+        self.record(Transition::SleepDue { step, armed }).await?;
         self.flags.set_logical_ms(now);
         Ok(())
     }
@@ -341,7 +294,7 @@ impl crate::wit::types::Host for RunState {}
 impl step::Host for RunState {
     async fn begin(&mut self, id: String) -> Result<Memo> {
         let slot = self.enter_call(&id, StepKind::Run)?;
-        let now = now_ms();
+        let now = self.now();
         let (seq, effective, attempts) = match slot {
             Slot::Journaled(step) => match step.status {
                 StepStatus::Completed => {
@@ -411,8 +364,7 @@ impl step::Host for RunState {
                     // replay, so that it gets the journaled error from
                     // `begin`, exactly as every later replay will.
                     AttemptOutcome::Final if !branch => {
-                        let session = self.session()?;
-                        session.services.scheduler.wake(session.run.key.clone());
+                        self.record(Transition::Replay).await?;
                         Err(Interrupt::Suspended.trap())
                     }
                     _ => Err(Interrupt::Suspended.trap()),
@@ -420,7 +372,7 @@ impl step::Host for RunState {
             }
         };
         self.count_journal_bytes(json.len())?;
-        let now = now_ms();
+        let now = self.now();
         let mut step = StepRecord::new(
             open.seq,
             open.id,
@@ -431,16 +383,9 @@ impl step::Host for RunState {
         step.attempts = open.attempts;
         step.output = Some(json);
         step.ended_at = Some(now);
-        let session = self.session()?;
-        let key = session.run.key.clone();
-        session.replay.record(step.clone());
-        let services = session.services.clone();
-        services
-            .journal
-            .apply(vec![Op::PutStep(key, step)])
-            .map_err(host_fault)?;
+        self.session()?.replay.record(step.clone());
+        self.record(Transition::StepDone(step)).await?;
         self.flags.set_logical_ms(now);
-        self.durable().await?;
         if branch {
             // A branch's work is this one step: the run goes on elsewhere.
             return Err(Interrupt::Suspended.trap());
@@ -450,7 +395,7 @@ impl step::Host for RunState {
     }
 
     async fn sleep(&mut self, id: String, duration_ms: u64) -> Result<()> {
-        let wake_at = now_ms().saturating_add(duration_ms);
+        let wake_at = self.now().saturating_add(duration_ms);
         self.suspend_until(&id, StepKind::Sleep, wake_at).await
     }
 
@@ -459,7 +404,7 @@ impl step::Host for RunState {
     }
 
     async fn wait_for_event(&mut self, id: String, opts: WaitOptions) -> Result<Option<Event>> {
-        let now = now_ms();
+        let now = self.now();
         let slot = self.enter_call(&id, StepKind::Wait)?;
         let (seq, effective) = match slot {
             Slot::Journaled(step) => {
@@ -470,7 +415,7 @@ impl step::Host for RunState {
                 if self.session()?.dry_run {
                     return Err(replay_end());
                 }
-                self.write_run(RunStatus::Waiting, None, Vec::new())?;
+                self.record(Transition::Park(RunStatus::Waiting)).await?;
                 return Err(Interrupt::Suspended.trap());
             }
             Slot::New { seq, id } => (seq, id),
@@ -504,31 +449,13 @@ impl step::Host for RunState {
         let mut step = StepRecord::new(seq, effective, StepKind::Wait, StepStatus::Waiting, now);
         step.wake_at = Some(timeout_at);
         step.wait = Some(spec.clone());
-        let key = session.run.key.clone();
         let waiter = Waiter {
-            key: key.clone(),
+            key: session.run.key.clone(),
             seq,
             spec,
             timeout_at,
         };
-        session.run.status = RunStatus::Waiting;
-        session.run.wake_at = None;
-        let services = session.services.clone();
-        match services
-            .runs
-            .register_wait(session.run.clone(), waiter, step)
-        {
-            Ok(true) => {}
-            Ok(false) => return Err(Interrupt::Ended.trap()),
-            Err(e) => return Err(host_fault(e)),
-        }
-        self.durable().await?;
-        services.scheduler.add_timer(Timer {
-            at: timeout_at,
-            key,
-            seq,
-            kind: TimerKind::WaitTimeout,
-        });
+        self.record(Transition::Wait { step, waiter }).await?;
         Err(Interrupt::Suspended.trap())
     }
 

@@ -70,6 +70,7 @@ pub fn cancel(tx: &mut Tx<'_>, mut run: RunRecord, error: ErrorRecord) -> Result
 /// What every end of `run` (completed, failed, cancelled) changes besides
 /// its record, which the caller writes.
 pub fn end(tx: &mut Tx<'_>, run: &RunRecord) -> Result<()> {
+    tx.effects.ended.push(run.key.clone());
     for at in &run.cleanup {
         tx.delete_index(at.clone());
     }

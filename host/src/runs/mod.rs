@@ -1,18 +1,22 @@
-//! Event ingestion and run transitions: accept events, start the runs they
-//! trigger under flow control, resume the runs waiting for them, cancel the
-//! runs they cancel; and end runs, with what ending one changes.
+//! The run state machine, and the only writer of run state: it accepts
+//! events (starting the runs they trigger under flow control, resuming the
+//! runs waiting for them, cancelling the runs they cancel), applies what
+//! executions ask of their runs ([`Transition`]), fires timers, and ends
+//! runs, with what ending one changes.
 //!
-//! Every transition goes through one lock ([`Runs::change`]), so they
-//! happen in one order: an event accepted after a waiter was registered
-//! always finds it, and one accepted before never does (Inngest's semantics,
-//! without its race between events sent in quick succession and a waiter
-//! being set up). A change is a [`Tx`]: its writes are applied atomically,
-//! and its [`Effects`] reach the scheduler once they are durable.
+//! Every change goes through one lock ([`Runs::change`]), so they happen in
+//! one order: an event accepted after a waiter was registered always finds
+//! it, and one accepted before never does (Inngest's semantics, without its
+//! race between events sent in quick succession and a waiter being set up).
+//! A change is a [`Tx`]: its writes are applied atomically, and its
+//! [`Effects`] reach the scheduler once they are durable. The executor and
+//! the API write nothing themselves.
 
 mod admit;
 mod crons;
 mod ending;
 mod timers;
+mod transition;
 mod tx;
 
 #[cfg(test)]
@@ -20,6 +24,7 @@ mod transitions_test;
 
 pub use admit::delayed_start;
 pub use ending::FUNCTION_FAILED;
+pub use transition::Transition;
 pub use tx::{Effects, Tx};
 
 use crate::catalog::Catalog;
@@ -28,14 +33,15 @@ use crate::journal::{GroupCommit, Journal, Op};
 use crate::model::ErrorName;
 use crate::model::IncomingEvent;
 use crate::model::{
-    Clock, ErrorRecord, EventRecord, FunctionRecord, ParentStep, RunKey, RunRecord, StepRecord,
-    StepStatus, Timer, TimerKind, Waiter,
+    Clock, ConcurrencyKey, ErrorRecord, EventRecord, RunKey, RunRecord, StepStatus, Timer,
+    TimerKind, Waiter,
 };
-use crate::scheduler::Scheduler;
+use crate::scheduler::{Admission, Job, Scheduler};
+use crate::tenants::Tenants;
 use anyhow::{Context, Result};
-use serde_json::Value;
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
+use tokio::sync::broadcast;
 
 /// How long a sender's event id prevents a second event with that id from
 /// starting anything, as in Inngest.
@@ -71,8 +77,12 @@ pub struct Runs {
     catalog: Arc<Catalog>,
     scheduler: Scheduler,
     crons: CronTable,
+    /// Tenants' limits (a tenant's share of the executing slots).
+    tenants: Arc<Tenants>,
     /// Every transition's `now`.
     clock: Arc<dyn Clock>,
+    /// Told of every run that ends.
+    ended: broadcast::Sender<RunKey>,
     order: Mutex<()>,
 }
 
@@ -84,6 +94,7 @@ impl Runs {
         commit: GroupCommit,
         catalog: Arc<Catalog>,
         scheduler: Scheduler,
+        tenants: Arc<Tenants>,
         clock: Arc<dyn Clock>,
     ) -> Self {
         Runs {
@@ -91,10 +102,57 @@ impl Runs {
             commit,
             catalog,
             scheduler,
+            tenants,
             clock,
+            ended: broadcast::channel(4096).0,
             crons: CronTable::default(),
             order: Mutex::new(()),
         }
+    }
+
+    /// Runs that end from now on, as they end (before their end is
+    /// flushed; see [`Transition::End`]).
+    pub fn subscribe_ended(&self) -> broadcast::Receiver<RunKey> {
+        self.ended.subscribe()
+    }
+
+    /// The time, as every change reads it.
+    pub fn now_ms(&self) -> u64 {
+        self.clock.now_ms()
+    }
+
+    /// Hands `effects` to the scheduler, and tells those waiting on runs
+    /// of the ones that ended.
+    fn hand_over(&self, mut effects: Effects) {
+        for run in effects.ended.drain(..) {
+            let _ = self.ended.send(run);
+        }
+        effects.apply(&self.scheduler);
+    }
+
+    /// Bytes `tenant` stores (events and run journals), for its quota.
+    pub fn storage_used(&self, tenant: &str) -> u64 {
+        self.journal.usage().used(tenant)
+    }
+
+    /// Whether branch `seq` of `run` is queued or executing already.
+    pub fn branch_pending(&self, run: &RunKey, seq: u32) -> bool {
+        self.scheduler.branch_pending(run, seq)
+    }
+
+    /// How long until `tenant` may start `count` more runs by events (its
+    /// events per second and queued runs bound them), or `None` if it may
+    /// now.
+    pub fn event_budget_wait(&self, tenant: &str, count: usize) -> Option<u64> {
+        let queued = self.scheduler.queued_of(tenant);
+        if !self
+            .tenants
+            .limits(tenant)
+            .queue_has_room(queued, self.scheduler.queued_total())
+        {
+            return Some(1_000);
+        }
+        self.tenants.take_events(tenant, count).err()
     }
 
     /// Runs `f` in the one order of transitions, as one change: its writes
@@ -114,7 +172,7 @@ impl Runs {
     /// the scheduler.
     pub async fn apply_once_durable(&self, effects: Effects) -> Result<()> {
         self.commit.durable().await?;
-        effects.apply(&self.scheduler);
+        self.hand_over(effects);
         Ok(())
     }
 
@@ -189,80 +247,6 @@ impl Runs {
         Ok(id)
     }
 
-    /// Registers a waiter, with its step, timeout timer and run status, in
-    /// the ingestion order: only events accepted after this can match it.
-    /// Returns false (and writes nothing) if the run has ended meanwhile.
-    pub fn register_wait(&self, run: RunRecord, waiter: Waiter, step: StepRecord) -> Result<bool> {
-        let (registered, _) = self.change(|tx| {
-            if !self.active(&run.key)? {
-                return Ok(false);
-            }
-            let timer = Timer {
-                at: waiter.timeout_at,
-                key: run.key.clone(),
-                seq: waiter.seq,
-                kind: TimerKind::WaitTimeout,
-            };
-            tx.ops.push(Op::PutStep(run.key.clone(), step));
-            tx.ops.push(Op::PutWaiter(waiter));
-            tx.ops.push(Op::PutTimer(timer));
-            tx.put_run(run);
-            Ok(true)
-        })?;
-        Ok(registered)
-    }
-
-    /// Whether `key` exists and has not ended.
-    fn active(&self, key: &RunKey) -> Result<bool> {
-        Ok(self
-            .journal
-            .run(key)?
-            .is_some_and(|r| !r.status.is_terminal()))
-    }
-
-    /// Applies `ops` and writes `run` unless it has ended meanwhile; returns
-    /// whether it had not.
-    pub fn transition(&self, run: &RunRecord, ops: Vec<Op>) -> Result<bool> {
-        let (applied, _) = self.change(|tx| {
-            if !self.active(&run.key)? {
-                return Ok(false);
-            }
-            tx.ops.extend(ops);
-            tx.put_run(run.clone());
-            Ok(true)
-        })?;
-        Ok(applied)
-    }
-
-    /// Applies `ops` (a run's journal entries) unless the run has ended.
-    pub fn run_ops(&self, key: &RunKey, ops: Vec<Op>) -> Result<bool> {
-        let (applied, _) = self.change(|tx| {
-            if !self.active(key)? {
-                return Ok(false);
-            }
-            tx.ops.extend(ops);
-            Ok(true)
-        })?;
-        Ok(applied)
-    }
-
-    /// Ends `run` (completed or failed, already set on it) unless it ended
-    /// meanwhile: its record, and what ending changes (index entries, the
-    /// invoker's step, an on-failure run). The scheduler is told at once:
-    /// whatever the woken runs write is flushed after this.
-    pub fn end_run(&self, run: &RunRecord) -> Result<bool> {
-        let (ended, effects) = self.change(|tx| {
-            if !self.active(&run.key)? {
-                return Ok(false);
-            }
-            ending::end(tx, run)?;
-            tx.put_run(run.clone());
-            Ok(true)
-        })?;
-        effects.apply(&self.scheduler);
-        Ok(ended)
-    }
-
     /// Cancels a run that has not ended: it stops where it is, its timers
     /// and waiters are removed, and it never resumes.
     pub async fn cancel(&self, key: &RunKey, error: ErrorRecord) -> Result<RunRecord, CancelError> {
@@ -318,52 +302,6 @@ impl Runs {
         self.apply_once_durable(effects).await?;
         Ok(cancelled)
     }
-
-    /// Starts a run of `function` for `data`, invoked by step `seq` of
-    /// `parent`, and records that step as waiting for it (until
-    /// `timeout_at`). Returns false if the parent ended meanwhile.
-    pub fn invoke(
-        &self,
-        parent: &RunRecord,
-        function: &FunctionRecord,
-        data: Value,
-        mut step: StepRecord,
-    ) -> Result<Option<Effects>> {
-        let (started, effects) = self.change(|tx| {
-            if !self.active(&parent.key)? {
-                return Ok(false);
-            }
-            let event = EventRecord {
-                id: crate::model::new_id(),
-                name: "inngest/function.invoked".into(),
-                data,
-                user: None,
-                ts: tx.now,
-                v: None,
-                received_at: tx.now,
-            };
-            let key = RunKey::new(&parent.key.tenant, crate::model::new_id());
-            let mut child = admit::new_run(function, key, std::slice::from_ref(&event), tx.now);
-            child.parent = Some(ParentStep {
-                run: parent.key.run.clone(),
-                seq: step.seq,
-            });
-            step.child = Some(child.key.run.clone());
-            if let Some(at) = step.wake_at {
-                tx.put_timer(Timer {
-                    at,
-                    key: parent.key.clone(),
-                    seq: step.seq,
-                    kind: TimerKind::InvokeTimeout,
-                });
-            }
-            tx.ops.push(Op::PutStep(parent.key.clone(), step));
-            tx.put_run(parent.clone());
-            admit::launch(tx, function, child, vec![event])?;
-            Ok(true)
-        })?;
-        Ok(started.then_some(effects))
-    }
 }
 
 /// Adds to `tx` what ends a wait: the step completes with the event (or
@@ -388,3 +326,37 @@ fn resolve_wait(tx: &mut Tx<'_>, waiter: &Waiter, event_json: Option<String>) ->
     tx.ops.push(Op::PutStep(waiter.key.clone(), step));
     ending::queue_again(tx, &waiter.key)
 }
+
+impl crate::scheduler::RunStates for Runs {
+    fn fire(&self, timer: &Timer) -> Result<bool> {
+        let mut effects = self.fire_timer(timer)?;
+        // The timer's own run is woken by the scheduler as it fires it.
+        let own = effects.wake.contains(&timer.key);
+        effects.wake.retain(|k| *k != timer.key);
+        self.hand_over(effects);
+        Ok(own)
+    }
+
+    fn admission(&self, job: &Job) -> Result<Option<Admission>> {
+        let Some(run) = self.journal.run(&job.run)? else {
+            return Ok(None);
+        };
+        if run.status.is_terminal() {
+            return Ok(None);
+        }
+        // The host-wide slots are shared between tenants by the queue
+        // itself (its SlotPolicy); a tenant's own cap is a key.
+        let mut spec = run.queue;
+        spec.concurrency.push(ConcurrencyKey {
+            key: format!("{TENANT_KEY}{}", job.run.tenant),
+            limit: self.tenants.limits(&job.run.tenant).max_tenant_executing,
+        });
+        Ok(Some(Admission {
+            first_start: run.started_at.is_none() && job.branch.is_none(),
+            spec,
+        }))
+    }
+}
+
+/// The prefix of the concurrency key of a tenant's executing jobs.
+const TENANT_KEY: &str = "tenant-executing\0";

@@ -34,11 +34,14 @@ fn machine(configure: impl FnOnce(&mut wit::FunctionConfig)) -> Machine {
     catalog.replace_app("t", "app", functions);
     let (scheduler, _loops) = Scheduler::new(SlotPolicy::default());
     let clock = FixedClock::at(T0);
+    let config = crate::config::HostConfig::new(dir.path().to_path_buf());
+    let tenants = Arc::new(crate::tenants::Tenants::load(journal.clone(), &config).unwrap());
     let events = Runs::new(
         journal.clone(),
         GroupCommit::start(journal.clone()),
         catalog,
         scheduler,
+        tenants,
         clock.clone(),
     );
     Machine {

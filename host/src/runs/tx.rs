@@ -18,11 +18,22 @@ pub struct Effects {
     pub timers: Vec<Timer>,
     /// Timers to disarm (their runs moved on).
     pub disarm: Vec<Timer>,
+    /// Parallel branches to execute, each in an instance of its own.
+    pub branches: Vec<(RunKey, u32)>,
+    /// Runs that ended, for whatever waits on them.
+    pub ended: Vec<RunKey>,
+    /// Whether the change wrote anything (else there is nothing to flush).
+    pub wrote: bool,
 }
 
 impl Effects {
     /// Hands everything to the scheduler.
     pub fn apply(self, scheduler: &Scheduler) {
+        for (run, seq) in self.branches {
+            if !scheduler.branch_pending(&run, seq) {
+                scheduler.spawn_branch(run, seq);
+            }
+        }
         for run in &self.abort {
             scheduler.abort(run);
         }
@@ -45,6 +56,9 @@ impl Effects {
         self.abort.extend(other.abort);
         self.timers.extend(other.timers);
         self.disarm.extend(other.disarm);
+        self.branches.extend(other.branches);
+        self.ended.extend(other.ended);
+        self.wrote |= other.wrote;
     }
 }
 
@@ -77,9 +91,10 @@ impl<'a> Tx<'a> {
 
     /// Writes the collected ops atomically (not yet durable) and returns
     /// the effects.
-    pub fn apply(self) -> Result<Effects> {
+    pub fn apply(mut self) -> Result<Effects> {
         if !self.ops.is_empty() {
             self.journal.apply(self.ops)?;
+            self.effects.wrote = true;
         }
         Ok(self.effects)
     }

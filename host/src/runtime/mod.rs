@@ -90,7 +90,6 @@ pub struct Stepwise {
     /// Where its API listens (set once bound): step bodies may not call it.
     pub own_address: Arc<OwnAddress>,
     pub(crate) driver: Arc<RunDriver>,
-    ended: tokio::sync::broadcast::Sender<RunKey>,
     /// What deploys wait for: no host-wide lock (see [`crate::deploys`]).
     pub(crate) deploys: crate::deploys::DeployLocks,
 }
@@ -168,11 +167,13 @@ impl Stepwise {
             share: config.limits.executing_share,
             reserve: config.limits.executing_reserve,
         });
+        let tenants = Arc::new(Tenants::load(journal.clone(), &config)?);
         let runs = Arc::new(Runs::new(
             journal.clone(),
             commit.clone(),
             catalog.clone(),
             scheduler.clone(),
+            tenants.clone(),
             Arc::new(crate::model::SystemClock),
         ));
         let compiled_dir = config
@@ -185,28 +186,23 @@ impl Stepwise {
             journal.clone(),
             config.limits.clone(),
         )?);
-        let tenants = Arc::new(Tenants::load(journal.clone(), &config)?);
         commit.durable().await?;
         let own_address = Arc::new(OwnAddress::default());
         let services = Arc::new(RunServices {
             journal: journal.clone(),
-            commit: commit.clone(),
             runs: runs.clone(),
             catalog: catalog.clone(),
-            scheduler: scheduler.clone(),
             backoff: config.backoff,
             tenants: tenants.clone(),
-            ended: tokio::sync::broadcast::channel(4096).0,
             own_address: own_address.clone(),
             dev_loopback: config.dev_loopback,
             default_http_allow: config.default_http_allow.clone(),
         });
-        let ended = services.ended.clone();
 
         let poke = scheduler.clone();
         executor.memory_budget().on_room(move || poke.poke());
         let driver = Arc::new(RunDriver::new(executor.clone(), services));
-        loops.start(&scheduler, driver.clone());
+        loops.start(&scheduler, driver.clone(), runs.clone());
         let host = Arc::new(Stepwise {
             journal,
             commit,
@@ -218,7 +214,6 @@ impl Stepwise {
             config,
             own_address,
             driver,
-            ended,
             deploys: crate::deploys::DeployLocks::default(),
         });
         host.recover()?;
@@ -265,7 +260,7 @@ impl Stepwise {
 
     /// A receiver told of every run that ends from now on.
     pub fn subscribe_ended(&self) -> tokio::sync::broadcast::Receiver<RunKey> {
-        self.ended.subscribe()
+        self.runs.subscribe_ended()
     }
 
     /// Replays a run against its journal (on `version`, default its own)

@@ -5,8 +5,9 @@
 //! concurrency keys and throttle let them start (in priority order), then
 //! get a task of their own; a job woken while its task is still unwinding
 //! runs again right after. Armed timers are kept in memory, soonest first.
-//! What a job or a timer *does* is the [`Dispatch`] implementation's
-//! business.
+//! What a job *does* is the [`Dispatch`] implementation's business (the
+//! executor), and what a timer does and how a job queues are the run state
+//! machine's ([`RunStates`]).
 
 mod queue;
 
@@ -22,20 +23,15 @@ use std::time::Duration;
 use tokio::sync::{Notify, mpsc};
 use tokio::task::AbortHandle;
 
-/// A boxed future, as the dispatch trait returns.
-pub type BoxFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
+/// A job's execution, as [`Dispatch::drive`] returns it: it resolves to a
+/// delay after which the job's run should be woken again (the host failed
+/// during it), or `None`.
+pub type BoxFuture = Pin<Box<dyn Future<Output = Option<Duration>> + Send>>;
 
 /// What the scheduler drives.
 pub trait Dispatch: Send + Sync + 'static {
     /// Executes (or replays) a job until it ends or suspends.
     fn drive(self: Arc<Self>, job: Job) -> BoxFuture;
-
-    /// Applies a due timer to the journal; returns whether its run should
-    /// be woken.
-    fn fire(&self, timer: &Timer) -> anyhow::Result<bool>;
-
-    /// How `job` queues, or `None` if there is nothing to do (its run ended).
-    fn admission(&self, job: &Job) -> anyhow::Result<Option<Admission>>;
 
     /// Whether the host has the resources (guest memory) to start another
     /// job of `tenant`; while it has not, the tenant's jobs wait in the
@@ -50,6 +46,16 @@ pub trait Dispatch: Send + Sync + 'static {
     fn reserve(&self, _job: &Job) -> Box<dyn Send> {
         Box::new(())
     }
+}
+
+/// What the scheduler asks of the run state machine: no wasm, only run
+/// state.
+pub trait RunStates: Send + Sync + 'static {
+    /// Applies a due timer; returns whether its run should be woken.
+    fn fire(&self, timer: &Timer) -> anyhow::Result<bool>;
+
+    /// How `job` queues, or `None` if there is nothing to do (its run ended).
+    fn admission(&self, job: &Job) -> anyhow::Result<Option<Admission>>;
 }
 
 struct ActiveJob {
@@ -250,9 +256,19 @@ impl Scheduler {
 
 impl SchedulerLoops {
     /// Starts the queue and timer loops on the current tokio runtime.
-    pub fn start(self, scheduler: &Scheduler, dispatch: Arc<dyn Dispatch>) {
-        tokio::spawn(queue_loop(scheduler.clone(), dispatch.clone(), self.ready));
-        tokio::spawn(timer_loop(scheduler.clone(), dispatch));
+    pub fn start(
+        self,
+        scheduler: &Scheduler,
+        dispatch: Arc<dyn Dispatch>,
+        states: Arc<dyn RunStates>,
+    ) {
+        tokio::spawn(queue_loop(
+            scheduler.clone(),
+            dispatch,
+            states.clone(),
+            self.ready,
+        ));
+        tokio::spawn(timer_loop(scheduler.clone(), states));
     }
 }
 
@@ -260,6 +276,7 @@ impl SchedulerLoops {
 async fn queue_loop(
     scheduler: Scheduler,
     dispatch: Arc<dyn Dispatch>,
+    states: Arc<dyn RunStates>,
     mut ready: mpsc::UnboundedReceiver<Job>,
 ) {
     let shared = scheduler.shared.clone();
@@ -287,7 +304,7 @@ async fn queue_loop(
         }
         for job in woken {
             let tenant = job.run.tenant.clone();
-            admit(&scheduler, dispatch.as_ref(), job);
+            admit(&scheduler, states.as_ref(), job);
             // Counted as arriving until it is in the queue (or running).
             shared.state().admitted(&tenant);
         }
@@ -295,7 +312,7 @@ async fn queue_loop(
     }
 }
 
-fn admit(scheduler: &Scheduler, dispatch: &dyn Dispatch, job: Job) {
+fn admit(scheduler: &Scheduler, states: &dyn RunStates, job: Job) {
     {
         let mut state = scheduler.shared.state();
         if let Some(active) = state.active.get_mut(&job) {
@@ -306,7 +323,7 @@ fn admit(scheduler: &Scheduler, dispatch: &dyn Dispatch, job: Job) {
             return;
         }
     }
-    match dispatch.admission(&job) {
+    match states.admission(&job) {
         Ok(Some(admission)) => scheduler
             .shared
             .state()
@@ -371,8 +388,15 @@ async fn job_task(
     job: Job,
     reserved: Box<dyn Send>,
 ) {
-    dispatch.drive(job.clone()).await;
+    let again_after = dispatch.drive(job.clone()).await;
     drop(reserved);
+    if let Some(delay) = again_after {
+        let (scheduler, run) = (scheduler.clone(), job.run.clone());
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            scheduler.wake(run);
+        });
+    }
     let shared = &scheduler.shared;
     shared.executions.fetch_add(1, Ordering::Relaxed);
     let again = {
@@ -420,7 +444,7 @@ fn branch_done(scheduler: &Scheduler, job: &Job) {
     }
 }
 
-async fn timer_loop(scheduler: Scheduler, dispatch: Arc<dyn Dispatch>) {
+async fn timer_loop(scheduler: Scheduler, states: Arc<dyn RunStates>) {
     let shared = scheduler.shared.clone();
     loop {
         let next = shared.timers().first().cloned();
@@ -438,7 +462,7 @@ async fn timer_loop(scheduler: Scheduler, dispatch: Arc<dyn Dispatch>) {
             continue;
         }
         shared.timers().remove(&timer);
-        match dispatch.fire(&timer) {
+        match states.fire(&timer) {
             Ok(true) => scheduler.wake(timer.key.clone()),
             Ok(false) => {}
             Err(error) => {
