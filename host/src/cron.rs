@@ -5,7 +5,7 @@
 //! next time after now in one write, so a host that was down at the
 //! scheduled time starts the missed run once when it comes back (however
 //! many times it was missed), and never twice. This module keeps the armed
-//! schedules in memory and says when one is due; [`crate::events`] does the
+//! schedules in memory and says when one is due; [`crate::runs`] does the
 //! firing.
 
 use crate::model::now_ms;

@@ -5,6 +5,13 @@
 //! and runs. Every error is JSON: `{"error": "...", "status": N}`.
 //! [`conn`] serves it, with the caps and timeouts that keep hostile clients
 //! from exhausting the host.
+//!
+//! Readers see only what is durable: an answer about runs or events is held
+//! until the journal has flushed what it shows ([`once_durable`]), so no
+//! reader sees a state that a crash could take back (a run `waiting` that
+//! restarts `running`). The one exception is in process:
+//! [`Stepwise::subscribe_ended`] tells of a run's end before its flush,
+//! since a replay after a crash ends the run the same way.
 
 mod apps;
 mod auth;
@@ -210,13 +217,21 @@ struct Limit {
     limit: Option<usize>,
 }
 
+/// `answer`, once every write it may show is on disk. It was read before
+/// this call, so one group commit from now covers it; with nothing
+/// unflushed, the flush writes nothing and returns at once.
+async fn once_durable<T>(host: &Stepwise, answer: T) -> ApiResult<T> {
+    host.commit.durable().await?;
+    Ok(answer)
+}
+
 async fn list_events(
     caller: Caller,
     State(host): Host,
     Query(query): Query<Limit>,
 ) -> ApiResult<Json<Value>> {
     let limit = query.limit.unwrap_or(100).clamp(1, 1_000);
-    let events = host.journal.list_events(&caller.tenant, limit)?;
+    let events = once_durable(&host, host.journal.list_events(&caller.tenant, limit)?).await?;
     Ok(Json(
         serde_json::to_value(events).map_err(anyhow::Error::from)?,
     ))
@@ -255,6 +270,7 @@ async fn list_runs(
         limit: query.limit.unwrap_or(100).clamp(1, 10_000),
     };
     let runs = host.journal.list_runs(&caller.tenant, &filter)?;
+    let runs = once_durable(&host, runs).await?;
     Ok(Json(runs.into_iter().map(RunView::from).collect()))
 }
 
@@ -294,12 +310,13 @@ async fn get_run(
         .into_iter()
         .map(LogView::from)
         .collect();
-    Ok(Json(RunDetail {
+    let detail = RunDetail {
         run: run.into(),
         events,
         steps,
         logs,
-    }))
+    };
+    Ok(Json(once_durable(&host, detail).await?))
 }
 
 async fn cancel_run(
