@@ -11,7 +11,7 @@ use crate::model::{
     ErrorRecord, EventRecord, RunStatus, StepKind, StepRecord, StepStatus, WaitSpec, Waiter,
     check_name,
 };
-use crate::runs::Transition;
+use crate::runs::{Recorded, Transition};
 use crate::wit::step::{self, Memo};
 use crate::wit::types::{Event, EventPayload, StepError, WaitOptions};
 use wasmtime::Result;
@@ -134,11 +134,12 @@ impl RunState {
         let session = self.session()?;
         let (runs, key) = (session.services.runs.clone(), session.run.key.clone());
         match runs.record(&key, transition).await {
-            Ok(Some(run)) => {
-                self.session()?.run = run;
+            Ok(Recorded::Run(run)) => {
+                self.session()?.run = *run;
                 Ok(())
             }
-            Ok(None) => Err(Interrupt::Ended.trap()),
+            Ok(Recorded::Entries) => Ok(()),
+            Ok(Recorded::Ended) => Err(Interrupt::Ended.trap()),
             Err(e) => Err(host_fault(e)),
         }
     }

@@ -123,6 +123,10 @@ pub trait Journal: RunJournal + QueryJournal + Send + Sync + 'static {
 pub trait RunJournal {
     /// A run, if it exists.
     fn run(&self, key: &RunKey) -> Result<Option<RunRecord>>;
+    /// A run's status alone, if it exists: what a transition that only
+    /// needs to know the run has not ended asks, on every step, without
+    /// decoding the whole record.
+    fn run_status(&self, key: &RunKey) -> Result<Option<RunStatus>>;
     /// The events that triggered a run.
     fn run_events(&self, key: &RunKey) -> Result<Vec<EventRecord>>;
     /// A run's journal entries, in call order.

@@ -9,7 +9,7 @@ use super::usage::{StorageUsage, counted_tenant};
 use super::{Batch, Journal, Op, QueryJournal, RunFilter, RunJournal};
 use crate::model::{
     AppRecord, EventRecord, FunctionRecord, IndexKind, IndexRef, LogChunk, RunKey, RunRecord,
-    StepRecord, TenantRecord, Timer, Waiter,
+    RunStatus, StepRecord, TenantRecord, Timer, Waiter,
 };
 use anyhow::{Context, Result};
 use serde::Serialize;
@@ -367,6 +367,16 @@ fn recover_interrupted_rewrite(dir: &Path) -> Result<()> {
 impl RunJournal for SledJournal {
     fn run(&self, key: &RunKey) -> Result<Option<RunRecord>> {
         self.get(TreeId::Runs, &keys::run(key))
+    }
+
+    fn run_status(&self, key: &RunKey) -> Result<Option<RunStatus>> {
+        /// The one field of a stored run record this reads.
+        #[derive(serde::Deserialize)]
+        struct StatusOnly {
+            status: RunStatus,
+        }
+        let status: Option<StatusOnly> = self.get(TreeId::Runs, &keys::run(key))?;
+        Ok(status.map(|s| s.status))
     }
 
     fn run_events(&self, key: &RunKey) -> Result<Vec<EventRecord>> {

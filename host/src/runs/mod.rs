@@ -15,6 +15,7 @@
 mod admit;
 mod crons;
 mod ending;
+mod live;
 mod timers;
 mod transition;
 mod tx;
@@ -24,7 +25,8 @@ mod transitions_test;
 
 pub use admit::delayed_start;
 pub use ending::FUNCTION_FAILED;
-pub use transition::Transition;
+pub use live::Execution;
+pub use transition::{Recorded, Transition};
 pub use tx::{Effects, Tx};
 
 use crate::catalog::Catalog;
@@ -83,7 +85,9 @@ pub struct Runs {
     clock: Arc<dyn Clock>,
     /// Told of every run that ends.
     ended: broadcast::Sender<RunKey>,
-    order: Mutex<()>,
+    /// The one order of changes, and what it guards: the runs being
+    /// executed.
+    order: Mutex<live::Executing>,
 }
 
 impl Runs {
@@ -106,7 +110,7 @@ impl Runs {
             clock,
             ended: broadcast::channel(4096).0,
             crons: CronTable::default(),
-            order: Mutex::new(()),
+            order: Mutex::new(live::Executing::default()),
         }
     }
 
@@ -159,13 +163,26 @@ impl Runs {
     /// are applied atomically (not yet durable). Keep `f` short and free of
     /// awaits.
     pub fn change<R>(&self, f: impl FnOnce(&mut Tx<'_>) -> Result<R>) -> Result<(R, Effects)> {
-        let _guard = self
-            .order
-            .lock()
-            .unwrap_or_else(|poison| poison.into_inner());
-        let mut tx = Tx::new(self.journal.as_ref(), &self.catalog, self.clock.now_ms());
+        let mut executing = self.executing();
+        let mut tx = Tx::new(
+            self.journal.as_ref(),
+            &self.catalog,
+            &executing,
+            self.clock.now_ms(),
+        );
         let result = f(&mut tx)?;
-        Ok((result, tx.apply()?))
+        let effects = tx.apply()?;
+        for key in &effects.ended {
+            executing.mark_ended(key);
+        }
+        Ok((result, effects))
+    }
+
+    /// Takes the one order of changes.
+    fn executing(&self) -> std::sync::MutexGuard<'_, live::Executing> {
+        self.order
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
     }
 
     /// Waits until every change so far is durable, then hands `effects` to

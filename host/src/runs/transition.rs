@@ -116,14 +116,13 @@ impl Transition {
 impl Runs {
     /// Applies `transition` to run `key` in the one order of changes, and
     /// hands its effects to the scheduler (after the flush, see
-    /// [`Transition`]). Returns the run as written, or `None` if it has
-    /// ended (or never existed): then nothing was written.
-    pub async fn record(&self, key: &RunKey, transition: Transition) -> Result<Option<RunRecord>> {
+    /// [`Transition`]).
+    pub async fn record(&self, key: &RunKey, transition: Transition) -> Result<Recorded> {
         let waits = transition.waits_for_flush();
         let ending = matches!(transition, Transition::End { .. });
-        let (run, effects) = self.change(|tx| apply(tx, key, transition))?;
-        if run.is_none() {
-            return Ok(None);
+        let (recorded, effects) = self.change(|tx| apply(tx, key, transition))?;
+        if let Recorded::Ended = recorded {
+            return Ok(recorded);
         }
         if waits && effects.wrote {
             self.apply_once_durable(effects).await?;
@@ -139,7 +138,7 @@ impl Runs {
                 }
             });
         }
-        Ok(run)
+        Ok(recorded)
     }
 }
 
@@ -153,30 +152,58 @@ impl Runs {
     }
 }
 
+/// What [`Runs::record`] did.
+#[derive(Debug)]
+pub enum Recorded {
+    /// The transition changed the run's record: here it is, as written.
+    Run(Box<RunRecord>),
+    /// The transition wrote the run's entries (steps, output) or asked for
+    /// effects only: its record is as it was.
+    Entries,
+    /// The run has ended (or never existed): nothing was written.
+    Ended,
+}
+
 /// `transition` in `tx`, on the run as the journal has it.
-fn apply(tx: &mut Tx<'_>, key: &RunKey, transition: Transition) -> Result<Option<RunRecord>> {
-    let Some(mut run) = tx.journal.run(key)? else {
-        return Ok(None);
-    };
-    if run.status.is_terminal() {
-        return Ok(None);
-    }
+fn apply(tx: &mut Tx<'_>, key: &RunKey, transition: Transition) -> Result<Recorded> {
     match transition {
-        Transition::Start => {
-            let first_start = run.started_at.is_none();
-            run.status = RunStatus::Running;
-            run.wake_at = None;
-            run.started_at.get_or_insert(tx.now);
-            if first_start && let Some(limit) = run.finish_timeout_ms {
-                tx.put_timer(Timer {
-                    at: tx.now.saturating_add(limit),
-                    key: key.clone(),
-                    seq: RUN_LEVEL_SEQ,
-                    kind: TimerKind::FinishTimeout,
-                });
+        Transition::Output(_)
+        | Transition::StepDone(_)
+        | Transition::StepRetry(_)
+        | Transition::SleepDue { .. }
+        | Transition::Branches(_)
+        | Transition::Replay => {
+            // Every step passes here: whether its run has ended is known
+            // in memory while an execution of it is registered.
+            let ended = match tx.executing.ended(key) {
+                Some(ended) => ended,
+                None => tx
+                    .journal
+                    .run_status(key)?
+                    .is_none_or(|status| status.is_terminal()),
+            };
+            if ended {
+                return Ok(Recorded::Ended);
             }
-            tx.put_run(run.clone());
+            apply_to_entries(tx, key, transition);
+            Ok(Recorded::Entries)
         }
+        _ => {
+            let Some(run) = tx.journal.run(key)? else {
+                return Ok(Recorded::Ended);
+            };
+            if run.status.is_terminal() {
+                return Ok(Recorded::Ended);
+            }
+            let run = apply_to_record(tx, run, transition)?;
+            Ok(Recorded::Run(Box::new(run)))
+        }
+    }
+}
+
+/// A transition that leaves the run's record as it is.
+fn apply_to_entries(tx: &mut Tx<'_>, key: &RunKey, transition: Transition) {
+    match transition {
         Transition::Output(chunks) => {
             tx.ops
                 .extend(chunks.into_iter().map(|c| Op::PutLog(key.clone(), c)));
@@ -193,6 +220,50 @@ fn apply(tx: &mut Tx<'_>, key: &RunKey, transition: Transition) -> Result<Option
             }
             tx.ops.push(Op::PutStep(key.clone(), step));
         }
+        Transition::SleepDue { step, armed } => {
+            if armed && let Some(at) = step.wake_at {
+                tx.delete_timer(Timer {
+                    at,
+                    key: key.clone(),
+                    seq: step.seq,
+                    kind: TimerKind::Sleep,
+                });
+            }
+            tx.ops.push(Op::PutStep(key.clone(), step));
+        }
+        Transition::Branches(seqs) => {
+            tx.effects
+                .branches
+                .extend(seqs.into_iter().map(|seq| (key.clone(), seq)));
+        }
+        Transition::Replay => tx.effects.wake.push(key.clone()),
+        _ => unreachable!("apply sends only entry transitions here"),
+    }
+}
+
+/// A transition that changes `run`'s record; returns it as written.
+fn apply_to_record(
+    tx: &mut Tx<'_>,
+    mut run: RunRecord,
+    transition: Transition,
+) -> Result<RunRecord> {
+    let key = &run.key.clone();
+    match transition {
+        Transition::Start => {
+            let first_start = run.started_at.is_none();
+            run.status = RunStatus::Running;
+            run.wake_at = None;
+            run.started_at.get_or_insert(tx.now);
+            if first_start && let Some(limit) = run.finish_timeout_ms {
+                tx.put_timer(Timer {
+                    at: tx.now.saturating_add(limit),
+                    key: key.clone(),
+                    seq: RUN_LEVEL_SEQ,
+                    kind: TimerKind::FinishTimeout,
+                });
+            }
+            tx.put_run(run.clone());
+        }
         Transition::Sleep(step) => {
             if let Some(at) = step.wake_at {
                 tx.put_timer(Timer {
@@ -206,17 +277,6 @@ fn apply(tx: &mut Tx<'_>, key: &RunKey, transition: Transition) -> Result<Option
             run.status = RunStatus::Sleeping;
             run.wake_at = None;
             tx.put_run(run.clone());
-        }
-        Transition::SleepDue { step, armed } => {
-            if armed && let Some(at) = step.wake_at {
-                tx.delete_timer(Timer {
-                    at,
-                    key: key.clone(),
-                    seq: step.seq,
-                    kind: TimerKind::Sleep,
-                });
-            }
-            tx.ops.push(Op::PutStep(key.clone(), step));
         }
         Transition::Park(status) => {
             run.status = status;
@@ -246,12 +306,6 @@ fn apply(tx: &mut Tx<'_>, key: &RunKey, transition: Transition) -> Result<Option
             invoke(tx, &run, &function, data, step)?;
             tx.put_run(run.clone());
         }
-        Transition::Branches(seqs) => {
-            tx.effects
-                .branches
-                .extend(seqs.into_iter().map(|seq| (key.clone(), seq)));
-        }
-        Transition::Replay => tx.effects.wake.push(key.clone()),
         Transition::RetryLater {
             wake_at,
             attempt,
@@ -285,8 +339,14 @@ fn apply(tx: &mut Tx<'_>, key: &RunKey, transition: Transition) -> Result<Option
             ending::end(tx, &run)?;
             tx.put_run(run.clone());
         }
+        Transition::Output(_)
+        | Transition::StepDone(_)
+        | Transition::StepRetry(_)
+        | Transition::SleepDue { .. }
+        | Transition::Branches(_)
+        | Transition::Replay => unreachable!("apply sends these to apply_to_entries"),
     }
-    Ok(Some(run))
+    Ok(run)
 }
 
 /// Starts a run of `function` for `data`, invoked by `step` of `parent`,

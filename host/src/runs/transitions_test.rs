@@ -6,7 +6,7 @@
 //! observable (armed timers, branches asked for, woken runs counted as
 //! queued), and nothing executes.
 
-use super::{Accepted, CancelError, FUNCTION_FAILED, Runs, TENANT_KEY, Transition};
+use super::{Accepted, CancelError, FUNCTION_FAILED, Recorded, Runs, TENANT_KEY, Transition};
 use crate::catalog::Catalog;
 use crate::journal::usage::StorageUsage;
 use crate::journal::{
@@ -52,6 +52,9 @@ impl Journal for Counted {
 impl RunJournal for Counted {
     fn run(&self, key: &RunKey) -> Result<Option<RunRecord>> {
         self.sled.run(key)
+    }
+    fn run_status(&self, key: &RunKey) -> Result<Option<RunStatus>> {
+        self.sled.run_status(key)
     }
     fn run_events(&self, key: &RunKey) -> Result<Vec<EventRecord>> {
         self.sled.run_events(key)
@@ -209,7 +212,11 @@ impl Machine {
 
     /// Records `transition` on run `key`, as the executor does.
     async fn record(&self, key: &RunKey, transition: Transition) -> Option<RunRecord> {
-        self.runs.record(key, transition).await.unwrap()
+        match self.runs.record(key, transition).await.unwrap() {
+            Recorded::Run(run) => Some(*run),
+            Recorded::Entries => Some(self.journal.run(key).unwrap().unwrap()),
+            Recorded::Ended => None,
+        }
     }
 
     /// Fires `timer` as the scheduler does; whether its run is to be woken.
@@ -1599,4 +1606,59 @@ async fn cancelling_a_held_back_run_removes_its_delayed_start() {
     // Its debounce window closed with it: the next event starts a new run.
     m.send(json!({})).await;
     assert_eq!(m.statuses(), [RunStatus::Cancelled, RunStatus::Queued]);
+}
+
+/// While an execution is registered, a step's outcome is checked against
+/// the run's end in memory: one cancelled under it is refused, with no read
+/// of the run; once every execution has left, the journal says again.
+#[tokio::test]
+async fn a_registered_execution_knows_its_run_ended_without_reading_it() {
+    let m = machine(|_| {});
+    let key = m.started_run().await;
+    let execution = m.runs.enter(&key).unwrap().expect("an active run");
+    let branch = m.runs.enter(&key).unwrap().expect("its branch too");
+    let done = entry(0, StepKind::Run, StepStatus::Completed);
+    assert!(matches!(
+        m.runs
+            .record(&key, Transition::StepDone(done.clone()))
+            .await
+            .unwrap(),
+        Recorded::Entries
+    ));
+    let error = ErrorRecord::fatal(ErrorName::Cancelled, "by the test");
+    m.runs.cancel(&key, error).await.unwrap();
+    let writes = m.writes();
+    let late = entry(1, StepKind::Run, StepStatus::Completed);
+    assert!(matches!(
+        m.runs
+            .record(&key, Transition::StepDone(late.clone()))
+            .await
+            .unwrap(),
+        Recorded::Ended
+    ));
+    drop(execution);
+    assert!(
+        matches!(
+            m.runs
+                .record(&key, Transition::StepDone(late.clone()))
+                .await
+                .unwrap(),
+            Recorded::Ended
+        ),
+        "the branch still holds the run's registration"
+    );
+    drop(branch);
+    assert!(matches!(
+        m.runs
+            .record(&key, Transition::StepDone(late))
+            .await
+            .unwrap(),
+        Recorded::Ended
+    ));
+    assert_eq!(m.writes(), writes, "nothing written after the end");
+    assert_eq!(m.journal.steps(&key).unwrap(), vec![done]);
+    assert!(
+        m.runs.enter(&key).unwrap().is_none(),
+        "an ended run has nothing to execute"
+    );
 }

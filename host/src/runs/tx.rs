@@ -1,6 +1,7 @@
 //! A change made in the ingestion order: the journal writes it consists of,
 //! and what the scheduler must do once they are durable.
 
+use super::live::Executing;
 use crate::catalog::Catalog;
 use crate::journal::{Batch, Journal, Op};
 use crate::model::{IndexKind, IndexRef, RunKey, RunRecord, Timer};
@@ -69,6 +70,8 @@ pub struct Tx<'a> {
     pub journal: &'a dyn Journal,
     /// The deployed functions.
     pub catalog: &'a Catalog,
+    /// The runs being executed, and whether each has ended since.
+    pub executing: &'a Executing,
     /// The time of the change, ms.
     pub now: u64,
     /// Writes so far.
@@ -79,10 +82,16 @@ pub struct Tx<'a> {
 
 impl<'a> Tx<'a> {
     /// An empty change at `now`.
-    pub fn new(journal: &'a dyn Journal, catalog: &'a Catalog, now: u64) -> Self {
+    pub fn new(
+        journal: &'a dyn Journal,
+        catalog: &'a Catalog,
+        executing: &'a Executing,
+        now: u64,
+    ) -> Self {
         Tx {
             journal,
             catalog,
+            executing,
             now,
             ops: Vec::new(),
             effects: Effects::default(),

@@ -1,0 +1,92 @@
+//! Which runs have executions in progress, and whether each has ended since
+//! it began.
+//!
+//! A step's outcome must not be written to a run that has ended (cancelled,
+//! timed out, failed by a branch) while the step ran. Reading the run from
+//! the journal on every step to know that cost a tenth of the host's
+//! throughput (b2), so [`Runs`] keeps it in memory for the runs being
+//! executed: it is the only writer of run state, so a run it has not seen
+//! end has not ended. An execution registers with [`Runs::enter`] (which
+//! reads the run once) and leaves when its [`Execution`] is dropped.
+
+use super::Runs;
+use crate::model::RunKey;
+use anyhow::Result;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// The runs being executed, kept under the ordering lock.
+#[derive(Default)]
+pub struct Executing(HashMap<RunKey, Live>);
+
+struct Live {
+    /// Executions of the run in progress (the run, its branches).
+    executions: usize,
+    /// Whether the run has ended since the first of them began.
+    ended: bool,
+}
+
+impl Executing {
+    /// Whether `key` has ended since its executions began; `None` if no
+    /// execution of it is registered (then the journal must say).
+    pub fn ended(&self, key: &RunKey) -> Option<bool> {
+        self.0.get(key).map(|live| live.ended)
+    }
+
+    /// Notes that `key` ended, if it is being executed.
+    pub fn mark_ended(&mut self, key: &RunKey) {
+        if let Some(live) = self.0.get_mut(key) {
+            live.ended = true;
+        }
+    }
+
+    fn enter(&mut self, key: &RunKey) {
+        self.0
+            .entry(key.clone())
+            .or_insert(Live {
+                executions: 0,
+                ended: false,
+            })
+            .executions += 1;
+    }
+
+    fn leave(&mut self, key: &RunKey) {
+        if let Some(live) = self.0.get_mut(key) {
+            live.executions -= 1;
+            if live.executions == 0 {
+                self.0.remove(key);
+            }
+        }
+    }
+}
+
+/// An execution of a run in progress, as [`Runs`] knows it: it ends when
+/// this is dropped.
+pub struct Execution {
+    runs: Arc<Runs>,
+    key: RunKey,
+}
+
+impl Drop for Execution {
+    fn drop(&mut self) {
+        self.runs.executing().leave(&self.key);
+    }
+}
+
+impl Runs {
+    /// Registers an execution of run `key`, unless the run has ended (or
+    /// does not exist): then `None`, and there is nothing to execute.
+    pub fn enter(self: &Arc<Self>, key: &RunKey) -> Result<Option<Execution>> {
+        let mut executing = self.executing();
+        match self.journal.run_status(key)? {
+            Some(status) if !status.is_terminal() => {
+                executing.enter(key);
+                Ok(Some(Execution {
+                    runs: self.clone(),
+                    key: key.clone(),
+                }))
+            }
+            _ => Ok(None),
+        }
+    }
+}
