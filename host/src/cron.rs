@@ -8,7 +8,7 @@
 //! schedules in memory and says when one is due; [`crate::runs`] does the
 //! firing.
 
-use crate::model::now_ms;
+use crate::model::Clock;
 use chrono::{TimeZone, Utc};
 use chrono_tz::Tz;
 use std::collections::BTreeSet;
@@ -88,8 +88,8 @@ impl CronTable {
         self.changed.notify_one();
     }
 
-    /// Waits until a schedule is due and takes it.
-    pub async fn next_due(&self) -> Armed {
+    /// Waits until a schedule is due by `clock` and takes it.
+    pub async fn next_due(&self, clock: &dyn Clock) -> Armed {
         loop {
             let first = self
                 .armed
@@ -101,10 +101,9 @@ impl CronTable {
                 self.changed.notified().await;
                 continue;
             };
-            let now = now_ms();
-            if first.at > now {
+            if first.at > clock.now_ms() {
                 tokio::select! {
-                    _ = tokio::time::sleep(std::time::Duration::from_millis(first.at - now)) => {}
+                    _ = clock.sleep_until(first.at) => {}
                     _ = self.changed.notified() => {}
                 }
                 continue;

@@ -13,7 +13,7 @@ pub use dev_keys::{DevKey, DevKeys, KEY_FILE, has_clear_keys, key_file, migrate_
 
 use crate::config::{HostConfig, Limits};
 use crate::journal::{Journal, Op};
-use crate::model::{DEFAULT_TENANT, KeyKind, KeyRecord, TenantLimits, TenantRecord, now_ms};
+use crate::model::{Clock, DEFAULT_TENANT, KeyKind, KeyRecord, TenantLimits, TenantRecord};
 use anyhow::{Result, bail};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
@@ -73,6 +73,8 @@ pub struct Tenants {
     event_rates: Mutex<HashMap<String, u64>>,
     /// The default tenant's dev keys (none under `--require-keys`).
     dev_keys: Option<DevKeys>,
+    /// When keys and tenants are made and revoked, and event rates.
+    clock: Arc<dyn Clock>,
 }
 
 fn hash(key: &str) -> [u8; 32] {
@@ -93,13 +95,13 @@ fn new_key(kind: KeyKind) -> String {
     )
 }
 
-fn key_record(key: &str, kind: KeyKind) -> KeyRecord {
+fn key_record(key: &str, kind: KeyKind, created_at: u64) -> KeyRecord {
     let digest = hex::encode(hash(key));
     KeyRecord {
         id: digest[..12].to_string(),
         kind,
         hash: digest,
-        created_at: now_ms(),
+        created_at,
         revoked_at: None,
         dev: false,
     }
@@ -116,7 +118,11 @@ impl Tenants {
     /// ([`dev_keys`]); under `--require-keys` there is no implicit default
     /// tenant and dev keys authenticate nothing. Not durable until the
     /// caller flushes.
-    pub fn load(journal: Arc<dyn Journal>, config: &HostConfig) -> Result<Self> {
+    pub fn load(
+        journal: Arc<dyn Journal>,
+        config: &HostConfig,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self> {
         let mut state = State::default();
         for tenant in journal.tenants()? {
             state.tenants.insert(tenant.name.clone(), tenant);
@@ -141,7 +147,7 @@ impl Tenants {
                 .entry(DEFAULT_TENANT.to_string())
                 .or_insert_with(|| TenantRecord {
                     name: DEFAULT_TENANT.into(),
-                    created_at: now_ms(),
+                    created_at: clock.now_ms(),
                     keys: Vec::new(),
                     limits: TenantLimits::default(),
                     // Dev mode: the default tenant's steps may call anything.
@@ -153,6 +159,7 @@ impl Tenants {
                 &config.data_dir,
                 config.event_key.as_deref(),
                 config.keep_old_event_key,
+                clock.now_ms(),
                 |key| others.get(&hex::encode(hash(key))).cloned(),
             )?;
             if created || *default != before {
@@ -185,6 +192,7 @@ impl Tenants {
             state: RwLock::new(state),
             event_rates: Mutex::new(HashMap::new()),
             dev_keys,
+            clock,
         })
     }
 
@@ -252,12 +260,13 @@ impl Tenants {
         if state.tenants.contains_key(name) {
             return Err(TenantError::Exists(name.into()));
         }
+        let now = self.clock.now_ms();
         let tenant = TenantRecord {
             name: name.into(),
-            created_at: now_ms(),
+            created_at: now,
             keys: vec![
-                key_record(&management_key, KeyKind::Management),
-                key_record(&event_key, KeyKind::Event),
+                key_record(&management_key, KeyKind::Management, now),
+                key_record(&event_key, KeyKind::Event, now),
             ],
             limits: TenantLimits::default(),
             http_allow: Vec::new(),
@@ -316,10 +325,10 @@ impl Tenants {
         rotate: bool,
     ) -> Result<(String, KeyRecord), TenantError> {
         let key = new_key(kind);
-        let record = key_record(&key, kind);
+        let now = self.clock.now_ms();
+        let record = key_record(&key, kind, now);
         self.update(name, |tenant, keys| {
             if rotate {
-                let now = now_ms();
                 for old in tenant
                     .keys
                     .iter_mut()
@@ -351,7 +360,7 @@ impl Tenants {
                 .find(|k| k.id == id)
                 .ok_or_else(|| TenantError::NotFound(format!("{name}/key {id}")))?;
             if key.revoked_at.is_none() {
-                key.revoked_at = Some(now_ms());
+                key.revoked_at = Some(self.clock.now_ms());
                 revoke_hash(keys, &key.hash);
             }
             Ok(())
@@ -423,7 +432,7 @@ impl Tenants {
         if per_second == 0 || count == 0 {
             return Ok(());
         }
-        let now = now_ms();
+        let now = self.clock.now_ms();
         let interval = (1_000 / per_second).max(1);
         let tolerance = interval * (per_second - 1);
         let mut rates = self.event_rates.lock().unwrap_or_else(|p| p.into_inner());
@@ -451,6 +460,7 @@ fn revoke_hash(keys: &mut HashMap<[u8; 32], Identity>, hex_hash: &str) {
 mod tests {
     use super::*;
     use crate::journal::SledJournal;
+    use crate::model::SystemClock;
 
     fn tenants(dir: &std::path::Path) -> Tenants {
         let mut config = HostConfig::new(dir.to_path_buf());
@@ -463,7 +473,7 @@ mod tests {
     fn load(config: &HostConfig) -> Result<Tenants> {
         let journal: Arc<dyn Journal> =
             Arc::new(SledJournal::open(&config.data_dir.join("journal"))?);
-        let tenants = Tenants::load(journal.clone(), config)?;
+        let tenants = Tenants::load(journal.clone(), config, Arc::new(SystemClock))?;
         journal.flush()?;
         Ok(tenants)
     }
@@ -620,8 +630,8 @@ mod tests {
                         name: DEFAULT_TENANT.into(),
                         created_at: 1,
                         keys: vec![
-                            key_record(event, KeyKind::Event),
-                            key_record(management, KeyKind::Management),
+                            key_record(event, KeyKind::Event, 1),
+                            key_record(management, KeyKind::Management, 1),
                         ],
                         limits: TenantLimits::default(),
                         http_allow: vec!["*".into()],

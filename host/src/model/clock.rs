@@ -1,8 +1,9 @@
 //! Where the time comes from: one injected [`Clock`] for the whole host, so
 //! that transitions can be tested at a fixed time and a scenario runner can
-//! move a virtual one. Network timeouts (slow clients, idle connections)
-//! are the exception: they measure the machine's time, whatever the runs'
-//! clock reads.
+//! move a virtual one (`Stepwise::start_with_clock`). The exceptions are
+//! the network's own mechanics (timeouts of slow clients and idle
+//! connections, throttles of wrong keys, log rate limits): they measure the
+//! machine's time, whatever the runs' clock reads.
 
 use std::future::Future;
 use std::pin::Pin;

@@ -70,7 +70,7 @@ impl Runs {
     /// schedule on, in one write.
     pub async fn run_crons(self: Arc<Self>) {
         loop {
-            let due = self.crons.next_due().await;
+            let due = self.crons.next_due(self.clock.as_ref()).await;
             match self.fire_cron(&due) {
                 Ok(Some((next, effects))) => {
                     if let Err(error) = self.apply_once_durable(effects).await {

@@ -152,10 +152,11 @@ fn machine(configure: impl FnOnce(&mut wit::FunctionConfig)) -> Machine {
     })];
     let functions = crate::registration::functions("t", "app", "v1", vec![f, g]).unwrap();
     catalog.replace_app("t", "app", functions);
-    let (scheduler, loops) = Scheduler::new(SlotPolicy::default());
     let clock = FixedClock::at(T0);
+    let (scheduler, loops) = Scheduler::new(SlotPolicy::default(), clock.clone());
     let config = crate::config::HostConfig::new(dir.path().to_path_buf());
-    let tenants = Arc::new(crate::tenants::Tenants::load(shared.clone(), &config).unwrap());
+    let tenants =
+        Arc::new(crate::tenants::Tenants::load(shared.clone(), &config, clock.clone()).unwrap());
     let runs = Arc::new(Runs::new(
         shared.clone(),
         GroupCommit::start(shared),

@@ -10,9 +10,10 @@ use crate::catalog::Catalog;
 use crate::config::HostConfig;
 use crate::executor::{Executor, InspectError, OwnAddress, ReplayReport, RunDriver, RunServices};
 use crate::journal::{Batch, GroupCommit, Journal, Op, SledJournal};
+use crate::model::Clock;
 use crate::model::ErrorName;
 use crate::model::IncomingEvent;
-use crate::model::{AppRecord, ErrorRecord, FunctionRecord, RunKey, RunRecord, RunStatus, now_ms};
+use crate::model::{AppRecord, ErrorRecord, FunctionRecord, RunKey, RunRecord, RunStatus};
 pub use crate::runs::CancelError;
 use crate::runs::{Accepted, Runs};
 use crate::scheduler::{Scheduler, SlotPolicy};
@@ -144,6 +145,13 @@ impl Stepwise {
     /// resumes every run that was queued, running, sleeping or waiting.
     /// Call from inside a tokio runtime.
     pub async fn start(config: HostConfig) -> Result<Arc<Self>> {
+        Self::start_with_clock(config, Arc::new(crate::model::SystemClock)).await
+    }
+
+    /// [`Stepwise::start`], with every read of the time (transitions,
+    /// timers, crons, tenants' keys and rates) from `clock`: a clock moved
+    /// by hand runs a host in virtual time.
+    pub async fn start_with_clock(config: HostConfig, clock: Arc<dyn Clock>) -> Result<Arc<Self>> {
         // Every tenant's data and key hashes live here: 0700, files 0600,
         // and so is every file made from now on (sled makes its own).
         crate::journal::restrict_new_files();
@@ -162,19 +170,20 @@ impl Stepwise {
         let journal: Arc<dyn Journal> = Arc::new(opened);
         let commit = GroupCommit::start(journal.clone());
         let catalog = Arc::new(Catalog::load(journal.as_ref())?);
-        let (scheduler, loops) = Scheduler::new(SlotPolicy {
+        let slots = SlotPolicy {
             slots: config.limits.max_executing.max(1),
             share: config.limits.executing_share,
             reserve: config.limits.executing_reserve,
-        });
-        let tenants = Arc::new(Tenants::load(journal.clone(), &config)?);
+        };
+        let (scheduler, loops) = Scheduler::new(slots, clock.clone());
+        let tenants = Arc::new(Tenants::load(journal.clone(), &config, clock.clone())?);
         let runs = Arc::new(Runs::new(
             journal.clone(),
             commit.clone(),
             catalog.clone(),
             scheduler.clone(),
             tenants.clone(),
-            Arc::new(crate::model::SystemClock),
+            clock,
         ));
         let compiled_dir = config
             .compiled_dir
@@ -386,7 +395,7 @@ impl Stepwise {
             .unwrap_or_default();
         versions.retain(|v| *v != hash);
         versions.push(hash.clone());
-        let now = now_ms();
+        let now = self.runs.now_ms();
         deployed.insert(hash.clone(), now);
         batch.push(Op::PutApp(AppRecord {
             tenant: tenant.into(),

@@ -13,7 +13,7 @@ mod queue;
 
 pub use queue::{Admission, Job, Lease, Queue, Score, SlotPolicy, gcra};
 
-use crate::model::{RunKey, Timer, now_ms};
+use crate::model::{Clock, RunKey, Timer};
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::future::Future;
 use std::pin::Pin;
@@ -102,6 +102,8 @@ struct Shared {
     freed: Notify,
     timers: Mutex<BTreeSet<Timer>>,
     timers_changed: Notify,
+    /// When timers are due and throttles open.
+    clock: Arc<dyn Clock>,
 }
 
 impl Shared {
@@ -126,9 +128,10 @@ pub struct SchedulerLoops {
 }
 
 impl Scheduler {
-    /// A scheduler sharing executing slots between tenants by `slots`, and
-    /// its loops (start them with [`SchedulerLoops::start`]).
-    pub fn new(slots: SlotPolicy) -> (Scheduler, SchedulerLoops) {
+    /// A scheduler sharing executing slots between tenants by `slots`, with
+    /// timers due by `clock`, and its loops (start them with
+    /// [`SchedulerLoops::start`]).
+    pub fn new(slots: SlotPolicy, clock: Arc<dyn Clock>) -> (Scheduler, SchedulerLoops) {
         let (ready, ready_rx) = mpsc::unbounded_channel();
         let shared = Arc::new(Shared {
             ready,
@@ -140,6 +143,7 @@ impl Scheduler {
             freed: Notify::new(),
             timers: Mutex::new(BTreeSet::new()),
             timers_changed: Notify::new(),
+            clock,
         });
         (Scheduler { shared }, SchedulerLoops { ready: ready_rx })
     }
@@ -284,9 +288,7 @@ async fn queue_loop(
         let wake_at = shared.state().queue.next_wake();
         let throttled = async {
             match wake_at {
-                Some(at) => {
-                    tokio::time::sleep(Duration::from_millis(at.saturating_sub(now_ms()))).await
-                }
+                Some(at) => shared.clock.sleep_until(at).await,
                 None => std::future::pending().await,
             }
         };
@@ -324,11 +326,13 @@ fn admit(scheduler: &Scheduler, states: &dyn RunStates, job: Job) {
         }
     }
     match states.admission(&job) {
-        Ok(Some(admission)) => scheduler
-            .shared
-            .state()
-            .queue
-            .push(job, &admission, now_ms()),
+        Ok(Some(admission)) => {
+            scheduler
+                .shared
+                .state()
+                .queue
+                .push(job, &admission, scheduler.shared.clock.now_ms())
+        }
         Ok(None) => branch_done(scheduler, &job),
         Err(error) => {
             tracing::error!(run = %job.run, error = format!("{error:#}"), "could not queue a run; retrying in 1 s");
@@ -342,7 +346,7 @@ fn admit(scheduler: &Scheduler, states: &dyn RunStates, job: Job) {
 }
 
 fn start_ready(scheduler: &Scheduler, dispatch: &Arc<dyn Dispatch>) {
-    let now = now_ms();
+    let now = scheduler.shared.clock.now_ms();
     loop {
         let job = {
             let mut state = scheduler.shared.state();
@@ -452,11 +456,9 @@ async fn timer_loop(scheduler: Scheduler, states: Arc<dyn RunStates>) {
             shared.timers_changed.notified().await;
             continue;
         };
-        let now = now_ms();
-        if timer.at > now {
-            let wait = Duration::from_millis(timer.at - now);
+        if timer.at > shared.clock.now_ms() {
             tokio::select! {
-                _ = tokio::time::sleep(wait) => {}
+                _ = shared.clock.sleep_until(timer.at) => {}
                 _ = shared.timers_changed.notified() => {}
             }
             continue;

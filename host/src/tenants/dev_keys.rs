@@ -178,6 +178,7 @@ pub(super) fn reconcile(
     data_dir: &Path,
     event_key: Option<&str>,
     keep_old: bool,
+    now: u64,
     taken: impl Fn(&str) -> Option<String>,
 ) -> Result<DevKeys> {
     let path = key_file(data_dir);
@@ -207,12 +208,11 @@ pub(super) fn reconcile(
             ),
             Some(_) => {}
             None => {
-                let mut record = key_record(given, KeyKind::Event);
+                let mut record = key_record(given, KeyKind::Event, now);
                 record.dev = true;
                 default.keys.push(record);
             }
         }
-        let now = crate::model::now_ms();
         for old in default.keys.iter_mut().filter(|k| {
             k.dev && k.kind == KeyKind::Event && k.revoked_at.is_none() && k.hash != digest
         }) {
@@ -251,7 +251,7 @@ pub(super) fn reconcile(
                     false if dev.count() > 0 => DevKey::Revoked,
                     false => {
                         let key = new_key(kind);
-                        let mut record = key_record(&key, kind);
+                        let mut record = key_record(&key, kind, now);
                         record.dev = true;
                         default.keys.push(record);
                         file.set(kind, Some(key.clone()));
