@@ -71,6 +71,16 @@ pub fn cancel(tx: &mut Tx<'_>, mut run: RunRecord, error: ErrorRecord) -> Result
 /// its record, which the caller writes.
 pub fn end(tx: &mut Tx<'_>, run: &RunRecord) -> Result<()> {
     tx.effects.ended.push(run.key.clone());
+    // Its `timeouts.finish` would otherwise stay armed (in memory too)
+    // until due, up to a year on.
+    if let (Some(started), Some(limit)) = (run.started_at, run.finish_timeout_ms) {
+        tx.delete_timer(Timer {
+            at: started.saturating_add(limit),
+            key: run.key.clone(),
+            seq: RUN_LEVEL_SEQ,
+            kind: TimerKind::FinishTimeout,
+        });
+    }
     for at in &run.cleanup {
         tx.delete_index(at.clone());
     }
@@ -91,6 +101,14 @@ pub fn end(tx: &mut Tx<'_>, run: &RunRecord) -> Result<()> {
 /// The invoking run's step gets `child`'s output or error; the invoker is
 /// queued again.
 fn resolve_invoke(tx: &mut Tx<'_>, child: &RunRecord, parent: &RunKey, seq: u32) -> Result<()> {
+    // A parent that ended meanwhile (cancelled) takes no more writes.
+    if tx
+        .journal
+        .run_status(parent)?
+        .is_none_or(|status| status.is_terminal())
+    {
+        return Ok(());
+    }
     let Some(mut step) = tx.journal.step(parent, seq)? else {
         return Ok(());
     };

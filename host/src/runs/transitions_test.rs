@@ -1663,3 +1663,62 @@ async fn a_registered_execution_knows_its_run_ended_without_reading_it() {
         "an ended run has nothing to execute"
     );
 }
+
+/// A run that ends before its `timeouts.finish` disarms it, in the journal
+/// and in the scheduler, instead of leaving it armed until due.
+#[tokio::test]
+async fn an_ended_run_disarms_its_finish_timeout() {
+    let m = machine(|c| {
+        c.timeouts = Some(wit::Timeouts {
+            start_ms: None,
+            finish_ms: Some(MINUTE),
+        })
+    });
+    let key = m.started_run().await;
+    m.timer(&key, TimerKind::FinishTimeout);
+    assert_eq!(m.scheduler.armed_timers(), 1);
+    m.record(
+        &key,
+        Transition::End {
+            status: RunStatus::Completed,
+            output: Some(json!(1)),
+            error: None,
+        },
+    )
+    .await;
+    assert!(m.timers_of(&key).is_empty());
+    assert_eq!(m.scheduler.armed_timers(), 0);
+}
+
+/// A parent cancelled while its child runs takes no write when the child
+/// ends: its invoke step stays as the cancellation left it.
+#[tokio::test]
+async fn a_cancelled_parent_is_not_written_by_its_childs_end() {
+    let m = machine(|_| {});
+    let parent = m.started_run().await;
+    m.record(
+        &parent,
+        Transition::Invoke {
+            step: entry(0, StepKind::Invoke, StepStatus::Waiting),
+            function: Box::new(m.function("g")),
+            data: json!({}),
+        },
+    )
+    .await
+    .unwrap();
+    let child = RunKey::new("t", m.step(&parent, 0).child.unwrap());
+    let error = ErrorRecord::fatal(ErrorName::Cancelled, "by the test");
+    m.runs.cancel(&parent, error).await.unwrap();
+    m.record(&child, Transition::Start).await;
+    m.record(
+        &child,
+        Transition::End {
+            status: RunStatus::Completed,
+            output: Some(json!(1)),
+            error: None,
+        },
+    )
+    .await;
+    assert_eq!(m.step(&parent, 0).status, StepStatus::Waiting);
+    assert_eq!(m.run(&parent).status, RunStatus::Cancelled);
+}
