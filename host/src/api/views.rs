@@ -1,6 +1,6 @@
 //! The JSON shapes the API answers with (and the CLI reads).
 
-use crate::model::{ErrorRecord, LogChunk, RunKind, RunRecord, StepRecord, StepStatus};
+use crate::model::{ErrorRecord, LogChunk, RunKind, RunRecord, RunState, StepRecord, StepStatus};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -43,20 +43,26 @@ pub struct RunView {
 
 impl From<RunRecord> for RunView {
     fn from(run: RunRecord) -> Self {
+        let (status, ended_at, wake_at) = (run.status(), run.ended_at(), run.wake_at());
+        let error = run.error().cloned();
+        let output = match run.state {
+            RunState::Completed { output, .. } => Some(output),
+            _ => None,
+        };
         RunView {
             id: run.key.run,
             function: run.function,
             app: run.app,
             version: run.version,
-            status: run.status.as_str().into(),
+            status: status.as_str().into(),
             event_ids: run.event_ids,
             created_at: run.created_at,
             started_at: run.started_at,
-            ended_at: run.ended_at,
+            ended_at,
             attempt: run.attempt,
-            wake_at: run.wake_at,
-            output: run.output,
-            error: run.error,
+            wake_at,
+            output,
+            error,
             kind: match run.kind {
                 RunKind::Handler => "handler".into(),
                 RunKind::OnFailure => "on_failure".into(),

@@ -11,8 +11,8 @@ use super::state::{RunState, wit_error};
 use super::step_calls::MAX_SUSPEND_MS;
 use crate::model::ErrorName;
 use crate::model::parse_event;
-use crate::model::{ErrorRecord, RunStatus, StepKind, StepRecord, StepStatus};
-use crate::runs::Transition;
+use crate::model::{ErrorRecord, StepKind, StepRecord, StepStatus};
+use crate::runs::{Suspended, Transition};
 use crate::wit::types::{EventPayload, StepError};
 use serde_json::{Map, Value, json};
 use wasmtime::Result;
@@ -131,7 +131,7 @@ impl RunState {
                 if self.session()?.dry_run {
                     return Err(super::outcome::replay_end());
                 }
-                self.record(Transition::Park(RunStatus::Waiting)).await?;
+                self.record(Transition::Park(Suspended::Waiting)).await?;
                 return Err(Interrupt::Suspended.trap());
             }
             Slot::Journaled(step) => return journaled(&step),

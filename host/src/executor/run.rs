@@ -251,9 +251,9 @@ impl RunDriver {
         let Some(run) = journal.run(key)? else {
             return Ok(None);
         };
-        if !matches!(run.status, RunStatus::Queued | RunStatus::Running)
+        if !matches!(run.status(), RunStatus::Queued | RunStatus::Running)
             || run
-                .wake_at
+                .wake_at()
                 .is_some_and(|at| at > self.services.runs.now_ms())
         {
             return Ok(None);
@@ -307,7 +307,7 @@ impl RunDriver {
         let Some(run) = journal.run(key)? else {
             return Ok(None);
         };
-        if run.status.is_terminal() {
+        if run.status().is_terminal() {
             return Ok(None);
         }
         let version = self.executor.version(&run.version).await?;

@@ -8,10 +8,9 @@ use super::replay::Slot;
 use super::state::{OpenStep, Role, RunState, Session, error_record, wit_error};
 use crate::model::ErrorName;
 use crate::model::{
-    ErrorRecord, EventRecord, RunStatus, StepKind, StepRecord, StepStatus, WaitSpec, Waiter,
-    check_name,
+    ErrorRecord, EventRecord, StepKind, StepRecord, StepStatus, WaitSpec, Waiter, check_name,
 };
-use crate::runs::{Recorded, Transition};
+use crate::runs::{Recorded, Suspended, Transition};
 use crate::wit::step::{self, Memo};
 use crate::wit::types::{Event, EventPayload, StepError, WaitOptions};
 use wasmtime::Result;
@@ -208,7 +207,7 @@ impl RunState {
                     // Due already (e.g. the host was down when it fired).
                     return self.complete_sleep(*step, true, now).await;
                 }
-                self.record(Transition::Park(RunStatus::Sleeping)).await?;
+                self.record(Transition::Park(Suspended::Sleeping)).await?;
                 return Err(Interrupt::Suspended.trap());
             }
             Slot::New { seq, id } => (seq, id),
@@ -416,7 +415,7 @@ impl step::Host for RunState {
                 if self.session()?.dry_run {
                     return Err(replay_end());
                 }
-                self.record(Transition::Park(RunStatus::Waiting)).await?;
+                self.record(Transition::Park(Suspended::Waiting)).await?;
                 return Err(Interrupt::Suspended.trap());
             }
             Slot::New { seq, id } => (seq, id),

@@ -155,7 +155,7 @@ impl SledJournal {
         Ok(match op {
             Op::PutRun(run) => {
                 let key = keys::run(&run.key);
-                let active = if run.status.is_terminal() {
+                let active = if run.status().is_terminal() {
                     Write::Delete(Active, key.clone())
                 } else {
                     Write::Put(Active, key.clone(), Vec::new())
@@ -488,7 +488,7 @@ impl QueryJournal for SledJournal {
         {
             let run: RunRecord = decode(&entry?.1)?;
             let function_ok = filter.function.as_ref().is_none_or(|f| *f == run.function);
-            let status_ok = filter.status.is_none_or(|s| s == run.status);
+            let status_ok = filter.status.is_none_or(|s| s == run.status());
             if function_ok && status_ok {
                 runs.push(run);
                 if runs.len() >= filter.limit {
@@ -531,24 +531,28 @@ impl QueryJournal for SledJournal {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{RunStatus, StepKind, StepStatus, TimerKind};
+    use crate::model::{RunState, RunStatus, StepKind, StepStatus, TimerKind};
 
     fn run(id: &str, status: RunStatus) -> RunRecord {
+        let state = match status {
+            RunStatus::Queued => RunState::Queued { start_at: None },
+            RunStatus::Running => RunState::Running { retry_at: None },
+            RunStatus::Sleeping => RunState::Sleeping,
+            RunStatus::Waiting => RunState::Waiting,
+            ended => RunState::ended(ended, 0, None, None),
+        };
         RunRecord {
             key: RunKey::new("default", id),
             app: "app".into(),
             version: "v".into(),
             function: "f".into(),
-            status,
+            state,
             event_ids: vec![],
             retries: 0,
             attempt: 0,
-            wake_at: None,
+            handler_error: None,
             created_at: 0,
             started_at: None,
-            ended_at: None,
-            output: None,
-            error: None,
             kind: Default::default(),
             parent: None,
             queue: Default::default(),
@@ -602,7 +606,7 @@ mod tests {
         assert!(journal.active_runs().unwrap().is_empty());
         assert!(journal.timers().unwrap().is_empty());
         assert_eq!(
-            journal.run(&key).unwrap().unwrap().status,
+            journal.run(&key).unwrap().unwrap().status(),
             RunStatus::Completed
         );
         let runs = journal

@@ -90,7 +90,7 @@ pub fn counted_tenant(op: &Op) -> Option<&str> {
         {
             Some(&key.tenant)
         }
-        Op::PutRun(run) if run.status.is_terminal() => Some(&run.key.tenant),
+        Op::PutRun(run) if run.status().is_terminal() => Some(&run.key.tenant),
         _ => None,
     }
 }

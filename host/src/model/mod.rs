@@ -9,6 +9,7 @@ mod error_name;
 mod function;
 mod incoming;
 mod matching;
+mod run;
 mod tenant;
 
 pub use clock::{Clock, FixedClock, SystemClock};
@@ -18,6 +19,7 @@ pub use incoming::{
     EventError, IncomingEvent, MAX_EVENTS_PER_REQUEST, PRINTABLE_RULE, check_name, check_printable,
     escape_unprintable, is_unprintable, parse_event, parse_events,
 };
+pub use run::{RunRecord, RunState};
 pub use tenant::*;
 
 use serde::{Deserialize, Serialize};
@@ -186,88 +188,6 @@ impl ErrorRecord {
             message: message.into(),
             retriable: false,
             retry_after_ms: None,
-        }
-    }
-}
-
-/// A run of a function.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct RunRecord {
-    /// Tenant and id.
-    pub key: RunKey,
-    /// The app the function belongs to.
-    pub app: String,
-    /// Content hash of the component version the run is pinned to.
-    pub version: String,
-    /// The function's id.
-    pub function: String,
-    /// Current status.
-    pub status: RunStatus,
-    /// Ids of the triggering events (the payloads are stored beside the run).
-    pub event_ids: Vec<String>,
-    /// Retries allowed per step and for handler errors, fixed at creation.
-    pub retries: u32,
-    /// Attempts used by errors raised outside steps.
-    pub attempt: u32,
-    /// When a timed resume (a retry backoff) is due, in ms.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub wake_at: Option<u64>,
-    /// When the run was created, in ms.
-    pub created_at: u64,
-    /// When it first started executing: the run's logical time zero.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub started_at: Option<u64>,
-    /// When it ended.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ended_at: Option<u64>,
-    /// The handler's output (JSON) when completed.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub output: Option<serde_json::Value>,
-    /// The error when failed (or the cancellation reason).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub error: Option<ErrorRecord>,
-    /// The handler or the failure handler.
-    #[serde(default, skip_serializing_if = "RunKind::is_handler")]
-    pub kind: RunKind,
-    /// The run whose `step.invoke` started this one, waiting for its end.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub parent: Option<ParentStep>,
-    /// Where the run waits in the queue (from its function's flow control).
-    #[serde(default, skip_serializing_if = "QueueSpec::is_unlimited")]
-    pub queue: QueueSpec,
-    /// Index entries that live as long as the run (cancel-on listeners, a
-    /// singleton claim, a pending debounce or batch): removed when it ends.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub cleanup: Vec<IndexRef>,
-    /// `timeouts.finish`: longest time from start to end, ms.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub finish_timeout_ms: Option<u64>,
-}
-
-impl RunRecord {
-    /// A queued run of `function` for `events`, created at `now`, with no
-    /// flow control yet.
-    pub fn new(key: RunKey, function: &FunctionRecord, events: &[EventRecord], now: u64) -> Self {
-        RunRecord {
-            key,
-            app: function.app.clone(),
-            version: function.version.clone(),
-            function: function.id.clone(),
-            status: RunStatus::Queued,
-            event_ids: events.iter().map(|e| e.id.clone()).collect(),
-            retries: function.retries,
-            attempt: 0,
-            wake_at: None,
-            created_at: now,
-            started_at: None,
-            ended_at: None,
-            output: None,
-            error: None,
-            kind: RunKind::Handler,
-            parent: None,
-            queue: QueueSpec::default(),
-            cleanup: Vec::new(),
-            finish_timeout_ms: function.flow.timeouts.as_ref().and_then(|t| t.finish_ms),
         }
     }
 }

@@ -15,8 +15,8 @@ use crate::journal::Op;
 use crate::model::ErrorName;
 use crate::model::{
     CancelListener, ConcurrencyKey, ConcurrencyScope, ErrorRecord, EventRecord, FunctionRecord,
-    IndexKind, IndexRef, QueueSpec, RUN_LEVEL_SEQ, RunKey, RunRecord, RunStatus, SingletonMode,
-    ThrottleKey, Timer, TimerKind,
+    IndexKind, IndexRef, QueueSpec, RUN_LEVEL_SEQ, RunKey, RunRecord, RunState, RunStatus,
+    SingletonMode, ThrottleKey, Timer, TimerKind,
 };
 use crate::scheduler::gcra;
 use anyhow::{Context, Result};
@@ -157,7 +157,7 @@ fn pending(tx: &Tx<'_>, kind: IndexKind, key: &str) -> Result<Option<RunRecord>>
     };
     let tenant = key.split('\0').next().unwrap_or_default();
     let run = tx.journal.run(&RunKey::new(tenant, run_id))?;
-    Ok(run.filter(|r| r.status == RunStatus::Queued && r.started_at.is_none()))
+    Ok(run.filter(|r| r.status() == RunStatus::Queued && r.started_at.is_none()))
 }
 
 /// The window of a held-back run closes: later events start a new one.
@@ -172,14 +172,16 @@ fn close_pending(tx: &mut Tx<'_>, run: &mut RunRecord, kind: IndexKind, key: &st
 
 /// Moves a held-back run's start to `wake_at` (now: at once).
 fn reschedule(tx: &mut Tx<'_>, mut run: RunRecord, wake_at: u64) {
-    if let Some(old) = run.wake_at {
+    if let Some(old) = run.wake_at() {
         tx.delete_timer(delayed_start(&run.key, old));
     }
     if wake_at <= tx.now {
-        run.wake_at = None;
+        run.state = RunState::Queued { start_at: None };
         tx.effects.wake.push(run.key.clone());
     } else {
-        run.wake_at = Some(wake_at);
+        run.state = RunState::Queued {
+            start_at: Some(wake_at),
+        };
         tx.put_timer(delayed_start(&run.key, wake_at));
     }
     tx.put_run(run);
@@ -205,9 +207,10 @@ fn skip(
 ) -> Result<()> {
     let key = RunKey::new(&function.tenant, crate::model::new_id());
     let mut run = RunRecord::new(key.clone(), function, std::slice::from_ref(event), tx.now);
-    run.status = RunStatus::Skipped;
-    run.ended_at = Some(tx.now);
-    run.error = Some(ErrorRecord::fatal(reason, message));
+    run.state = RunState::Skipped {
+        ended_at: tx.now,
+        error: ErrorRecord::fatal(reason, message),
+    };
     tracing::info!(function = %function.id, run = %key, %reason, "run skipped");
     tx.ops.push(Op::PutRunEvents(key, vec![event.clone()]));
     tx.put_run(run);
@@ -234,7 +237,7 @@ fn start(
             let active = tx
                 .journal
                 .run(&RunKey::new(&function.tenant, active))?
-                .filter(|r| !r.status.is_terminal());
+                .filter(|r| !r.status().is_terminal());
             if let Some(active) = active {
                 match singleton.mode {
                     SingletonMode::Skip => {
@@ -271,7 +274,9 @@ fn start(
             kind,
             key: index_key,
         });
-        run.wake_at = Some(wake_at);
+        run.state = RunState::Queued {
+            start_at: Some(wake_at),
+        };
     }
     launch(tx, function, run, events)
 }
@@ -325,7 +330,7 @@ pub fn launch(
         });
     }
     if let Some(start_ms) = function.flow.timeouts.as_ref().and_then(|t| t.start_ms) {
-        let from = run.wake_at.unwrap_or(tx.now).max(tx.now);
+        let from = run.wake_at().unwrap_or(tx.now).max(tx.now);
         tx.put_timer(Timer {
             at: from.saturating_add(start_ms),
             key: run.key.clone(),
@@ -333,7 +338,7 @@ pub fn launch(
             kind: TimerKind::StartTimeout,
         });
     }
-    match run.wake_at {
+    match run.wake_at() {
         Some(at) => tx.put_timer(delayed_start(&run.key, at)),
         None => tx.effects.wake.push(run.key.clone()),
     }

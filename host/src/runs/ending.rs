@@ -7,8 +7,8 @@ use super::{Tx, admit};
 use crate::journal::Op;
 use crate::model::ErrorName;
 use crate::model::{
-    ErrorRecord, EventRecord, RUN_LEVEL_SEQ, RunKey, RunKind, RunRecord, RunStatus, StepKind,
-    StepStatus, Timer, TimerKind, Waiter,
+    ErrorRecord, EventRecord, RUN_LEVEL_SEQ, RunKey, RunKind, RunRecord, RunState, RunStatus,
+    StepKind, StepStatus, Timer, TimerKind, Waiter,
 };
 use anyhow::{Context, Result};
 use serde_json::json;
@@ -43,7 +43,7 @@ pub fn cancel(tx: &mut Tx<'_>, mut run: RunRecord, error: ErrorRecord) -> Result
             }));
         }
     }
-    if let Some(at) = run.wake_at {
+    if let Some(at) = run.wake_at() {
         let kind = if run.started_at.is_none() {
             TimerKind::DelayedStart
         } else {
@@ -56,10 +56,10 @@ pub fn cancel(tx: &mut Tx<'_>, mut run: RunRecord, error: ErrorRecord) -> Result
             kind,
         });
     }
-    run.status = RunStatus::Cancelled;
-    run.wake_at = None;
-    run.ended_at = Some(tx.now);
-    run.error = Some(error);
+    run.state = RunState::Cancelled {
+        ended_at: tx.now,
+        error,
+    };
     tracing::info!(run = %run.key, "run cancelled");
     tx.effects.abort.push(run.key.clone());
     end(tx, &run)?;
@@ -92,7 +92,7 @@ pub fn end(tx: &mut Tx<'_>, run: &RunRecord) -> Result<()> {
             parent.seq,
         )?;
     }
-    if run.status == RunStatus::Failed && run.kind == RunKind::Handler {
+    if run.status() == RunStatus::Failed && run.kind == RunKind::Handler {
         failed(tx, run)?;
     }
     Ok(())
@@ -123,22 +123,21 @@ fn resolve_invoke(tx: &mut Tx<'_>, child: &RunRecord, parent: &RunKey, seq: u32)
             kind: TimerKind::InvokeTimeout,
         });
     }
-    match child.status {
+    match child.status() {
         RunStatus::Completed => {
             step.status = StepStatus::Completed;
             step.output = Some(
                 child
-                    .output
-                    .as_ref()
+                    .output()
                     .map(|o| o.to_string())
                     .unwrap_or_else(|| "null".into()),
             );
         }
         _ => {
-            let cause = child.error.clone().unwrap_or_else(|| {
+            let cause = child.error().cloned().unwrap_or_else(|| {
                 ErrorRecord::fatal(
                     ErrorName::Error,
-                    format!("the run ended {}", child.status.as_str()),
+                    format!("the run ended {}", child.status().as_str()),
                 )
             });
             step.status = StepStatus::Failed;
@@ -146,7 +145,7 @@ fn resolve_invoke(tx: &mut Tx<'_>, child: &RunRecord, parent: &RunKey, seq: u32)
                 "invoked function {} (run {}) {}: {}",
                 child.function,
                 child.key.run,
-                child.status.as_str(),
+                child.status().as_str(),
                 cause.message
             );
             // The child's own error name (perhaps the guest's) carries over.
@@ -169,10 +168,10 @@ pub fn queue_again(tx: &mut Tx<'_>, key: &RunKey) -> Result<()> {
     let Some(mut run) = tx.journal.run(key)? else {
         return Ok(());
     };
-    if run.status.is_terminal() {
+    if run.status().is_terminal() {
         return Ok(());
     }
-    run.status = RunStatus::Queued;
+    run.state = RunState::Queued { start_at: None };
     tx.put_run(run);
     tx.effects.wake.push(key.clone());
     Ok(())
@@ -210,8 +209,8 @@ fn failed(tx: &mut Tx<'_>, run: &RunRecord) -> Result<()> {
         .next()
         .context("the failed run has no event")?;
     let error = run
-        .error
-        .clone()
+        .error()
+        .cloned()
         .unwrap_or_else(|| ErrorRecord::fatal(ErrorName::Error, "the run failed"));
     let event = EventRecord {
         id: crate::model::new_id(),
@@ -299,7 +298,7 @@ pub fn cancellations(tx: &mut Tx<'_>, tenant: &str, event: &EventRecord) -> Resu
         let Some(run) = tx.journal.run(&run_key)? else {
             continue;
         };
-        if run.status.is_terminal() {
+        if run.status().is_terminal() {
             continue;
         }
         let matched = match (&listener.match_path, &listener.match_value) {

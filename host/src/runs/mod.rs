@@ -26,7 +26,7 @@ mod transitions_test;
 pub use admit::delayed_start;
 pub use ending::FUNCTION_FAILED;
 pub use live::Execution;
-pub use transition::{Recorded, Transition};
+pub use transition::{Recorded, Suspended, Transition};
 pub use tx::{Effects, Tx};
 
 use crate::catalog::Catalog;
@@ -271,10 +271,10 @@ impl Runs {
             let Some(run) = self.journal.run(key)? else {
                 return Ok(Err(CancelError::NotFound(key.run.clone())));
             };
-            if run.status.is_terminal() {
+            if run.status().is_terminal() {
                 return Ok(Err(CancelError::AlreadyEnded(
                     key.run.clone(),
-                    run.status.as_str(),
+                    run.status().as_str(),
                 )));
             }
             Ok(Ok(ending::cancel(tx, run, error)?))
@@ -306,7 +306,7 @@ impl Runs {
                 let Some(run) = tx.journal.run(&run.key)? else {
                     return Ok(None);
                 };
-                if run.status.is_terminal() {
+                if run.status().is_terminal() {
                     return Ok(None);
                 }
                 let error =
@@ -358,7 +358,7 @@ impl crate::scheduler::RunStates for Runs {
         let Some(run) = self.journal.run(&job.run)? else {
             return Ok(None);
         };
-        if run.status.is_terminal() {
+        if run.status().is_terminal() {
             return Ok(None);
         }
         // The host-wide slots are shared between tenants by the queue

@@ -5,7 +5,9 @@
 use super::{Effects, Runs, Tx, ending, resolve_wait};
 use crate::journal::Op;
 use crate::model::ErrorName;
-use crate::model::{ErrorRecord, IndexKind, RunStatus, StepStatus, Timer, TimerKind, Waiter};
+use crate::model::{
+    ErrorRecord, IndexKind, RunState, RunStatus, StepStatus, Timer, TimerKind, Waiter,
+};
 use anyhow::Result;
 
 impl Runs {
@@ -91,7 +93,7 @@ impl Runs {
             let Some(mut run) = tx.journal.run(&timer.key)? else {
                 return Ok(());
             };
-            if run.status != RunStatus::Queued || run.wake_at != Some(timer.at) {
+            if run.status() != RunStatus::Queued || run.wake_at() != Some(timer.at) {
                 return Ok(());
             }
             // The window closes: later events start another run.
@@ -105,7 +107,7 @@ impl Runs {
                 run.cleanup.retain(|r| *r != at);
                 tx.delete_index(at);
             }
-            run.wake_at = None;
+            run.state = RunState::Queued { start_at: None };
             tx.effects.wake.push(run.key.clone());
             tx.put_run(run);
             Ok(())
@@ -128,7 +130,7 @@ impl Runs {
                 TimerKind::FinishTimeout => "the run did not finish within its timeouts.finish",
                 _ => return Ok(()),
             };
-            if run.status.is_terminal() {
+            if run.status().is_terminal() {
                 return Ok(());
             }
             ending::cancel(
@@ -148,11 +150,10 @@ fn requeue(tx: &mut Tx<'_>, timer: &Timer, from: RunStatus, timer_at: Option<u64
     let Some(mut run) = tx.journal.run(&timer.key)? else {
         return Ok(());
     };
-    if run.status != from || (timer_at.is_some() && run.wake_at != timer_at) {
+    if run.status() != from || (timer_at.is_some() && run.wake_at() != timer_at) {
         return Ok(());
     }
-    run.status = RunStatus::Queued;
-    run.wake_at = None;
+    run.state = RunState::Queued { start_at: None };
     tx.effects.wake.push(run.key.clone());
     tx.put_run(run);
     Ok(())

@@ -12,7 +12,7 @@ use super::{Runs, Tx, admit, ending};
 use crate::journal::Op;
 use crate::model::{
     ErrorRecord, EventRecord, FunctionRecord, LogChunk, ParentStep, RUN_LEVEL_SEQ, RunKey,
-    RunRecord, RunStatus, StepRecord, Timer, TimerKind, Waiter,
+    RunRecord, RunState, RunStatus, StepRecord, Timer, TimerKind, Waiter,
 };
 use anyhow::Result;
 use serde_json::Value;
@@ -44,8 +44,8 @@ pub enum Transition {
         armed: bool,
     },
     /// The run resumed at a sleep, wait or invoke that is not over: it goes
-    /// back to `status` until its timer or event wakes it.
-    Park(RunStatus),
+    /// back to sleeping or waiting until its timer or event wakes it.
+    Park(Suspended),
     /// A new wait for an event, registered in the ingestion order: only
     /// events accepted after this can match it.
     Wait {
@@ -91,6 +91,15 @@ pub enum Transition {
         /// Its error, if failed.
         error: Option<ErrorRecord>,
     },
+}
+
+/// What a parked run goes back to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Suspended {
+    /// A sleep.
+    Sleeping,
+    /// A wait for an event, or an invoke.
+    Waiting,
 }
 
 impl Transition {
@@ -192,7 +201,7 @@ fn apply(tx: &mut Tx<'_>, key: &RunKey, transition: Transition) -> Result<Record
             let Some(run) = tx.journal.run(key)? else {
                 return Ok(Recorded::Ended);
             };
-            if run.status.is_terminal() {
+            if run.status().is_terminal() {
                 return Ok(Recorded::Ended);
             }
             let run = apply_to_record(tx, run, transition)?;
@@ -251,8 +260,7 @@ fn apply_to_record(
     match transition {
         Transition::Start => {
             let first_start = run.started_at.is_none();
-            run.status = RunStatus::Running;
-            run.wake_at = None;
+            run.state = RunState::Running { retry_at: None };
             run.started_at.get_or_insert(tx.now);
             if first_start && let Some(limit) = run.finish_timeout_ms {
                 tx.put_timer(Timer {
@@ -274,13 +282,14 @@ fn apply_to_record(
                 });
             }
             tx.ops.push(Op::PutStep(key.clone(), step));
-            run.status = RunStatus::Sleeping;
-            run.wake_at = None;
+            run.state = RunState::Sleeping;
             tx.put_run(run.clone());
         }
-        Transition::Park(status) => {
-            run.status = status;
-            run.wake_at = None;
+        Transition::Park(suspended) => {
+            run.state = match suspended {
+                Suspended::Sleeping => RunState::Sleeping,
+                Suspended::Waiting => RunState::Waiting,
+            };
             tx.put_run(run.clone());
         }
         Transition::Wait { step, waiter } => {
@@ -292,8 +301,7 @@ fn apply_to_record(
             });
             tx.ops.push(Op::PutStep(key.clone(), step));
             tx.ops.push(Op::PutWaiter(waiter));
-            run.status = RunStatus::Waiting;
-            run.wake_at = None;
+            run.state = RunState::Waiting;
             tx.put_run(run.clone());
         }
         Transition::Invoke {
@@ -301,8 +309,7 @@ fn apply_to_record(
             function,
             data,
         } => {
-            run.status = RunStatus::Waiting;
-            run.wake_at = None;
+            run.state = RunState::Waiting;
             invoke(tx, &run, &function, data, step)?;
             tx.put_run(run.clone());
         }
@@ -311,11 +318,12 @@ fn apply_to_record(
             attempt,
             error,
         } => {
-            run.status = RunStatus::Running;
-            run.wake_at = Some(wake_at);
+            run.state = RunState::Running {
+                retry_at: Some(wake_at),
+            };
             run.attempt = attempt;
             if error.is_some() {
-                run.error = error;
+                run.handler_error = error;
             }
             tx.put_timer(Timer {
                 at: wake_at,
@@ -330,11 +338,7 @@ fn apply_to_record(
             output,
             error,
         } => {
-            run.status = status;
-            run.output = output;
-            run.error = error;
-            run.wake_at = None;
-            run.ended_at = Some(tx.now);
+            run.state = RunState::ended(status, tx.now, output, error);
             tracing::info!(run = %run.key, function = %run.function, status = status.as_str(), "run ended");
             ending::end(tx, &run)?;
             tx.put_run(run.clone());

@@ -6,7 +6,9 @@
 //! observable (armed timers, branches asked for, woken runs counted as
 //! queued), and nothing executes.
 
-use super::{Accepted, CancelError, FUNCTION_FAILED, Recorded, Runs, TENANT_KEY, Transition};
+use super::{
+    Accepted, CancelError, FUNCTION_FAILED, Recorded, Runs, Suspended, TENANT_KEY, Transition,
+};
 use crate::catalog::Catalog;
 use crate::journal::usage::StorageUsage;
 use crate::journal::{
@@ -246,7 +248,7 @@ impl Machine {
     }
 
     fn statuses(&self) -> Vec<RunStatus> {
-        self.runs().iter().map(|r| r.status).collect()
+        self.runs().iter().map(|r| r.status()).collect()
     }
 
     fn run(&self, key: &RunKey) -> RunRecord {
@@ -370,7 +372,7 @@ async fn a_start_runs_the_run_from_the_clocks_time_and_arms_its_finish_timeout_o
     m.clock.advance(SECOND);
     let run = m.record(&key, Transition::Start).await.unwrap();
     assert_eq!(run, m.run(&key), "record returns the run as written");
-    assert_eq!(run.status, RunStatus::Running);
+    assert_eq!(run.status(), RunStatus::Running);
     assert_eq!(run.started_at, Some(T0 + SECOND));
     let finish = m.timer(&key, TimerKind::FinishTimeout);
     assert_eq!(
@@ -380,10 +382,10 @@ async fn a_start_runs_the_run_from_the_clocks_time_and_arms_its_finish_timeout_o
     assert_eq!(m.scheduler.armed_timers(), 1);
 
     // Resumed later: still the same start, and no second finish timeout.
-    m.record(&key, Transition::Park(RunStatus::Sleeping)).await;
+    m.record(&key, Transition::Park(Suspended::Sleeping)).await;
     m.clock.advance(MINUTE);
     let run = m.record(&key, Transition::Start).await.unwrap();
-    assert_eq!(run.status, RunStatus::Running);
+    assert_eq!(run.status(), RunStatus::Running);
     assert_eq!(run.started_at, Some(T0 + SECOND), "the first start counts");
     assert_eq!(m.timer(&key, TimerKind::FinishTimeout), finish);
     assert_eq!(m.scheduler.armed_timers(), 1);
@@ -393,7 +395,7 @@ async fn a_start_runs_the_run_from_the_clocks_time_and_arms_its_finish_timeout_o
 async fn a_start_arms_no_timer_without_timeouts_finish() {
     let m = machine(|_| {});
     let key = m.started_run().await;
-    assert_eq!(m.run(&key).status, RunStatus::Running);
+    assert_eq!(m.run(&key).status(), RunStatus::Running);
     assert_eq!(m.run(&key).started_at, Some(T0));
     assert!(m.timers_of(&key).is_empty());
 }
@@ -429,7 +431,7 @@ async fn a_step_done_journals_the_steps_outcome_and_leaves_the_run_running() {
     failed.error = Some(error("no"));
     m.record(&key, Transition::StepDone(failed.clone())).await;
     assert_eq!(m.journal.steps(&key).unwrap(), [done, failed]);
-    assert_eq!(m.run(&key).status, RunStatus::Running);
+    assert_eq!(m.run(&key).status(), RunStatus::Running);
     assert!(m.timers_of(&key).is_empty());
 }
 
@@ -447,7 +449,7 @@ async fn a_step_retry_marks_the_step_retrying_and_arms_its_retry_timer() {
     assert_eq!((timer.at, timer.seq), (T0 + 15 * SECOND, 0));
     assert_eq!(m.scheduler.armed_timers(), 1);
     assert_eq!(
-        m.run(&key).status,
+        m.run(&key).status(),
         RunStatus::Running,
         "a run between attempts is running"
     );
@@ -462,8 +464,8 @@ async fn a_sleep_arms_its_timer_and_the_run_sleeps_until_it_fires() {
         .record(&key, Transition::Sleep(step.clone()))
         .await
         .unwrap();
-    assert_eq!(run.status, RunStatus::Sleeping);
-    assert_eq!(m.run(&key).status, RunStatus::Sleeping);
+    assert_eq!(run.status(), RunStatus::Sleeping);
+    assert_eq!(m.run(&key).status(), RunStatus::Sleeping);
     assert_eq!(m.step(&key, 0), step);
     let timer = m.timer(&key, TimerKind::Sleep);
     assert_eq!((timer.at, timer.seq), (T0 + MINUTE, 0));
@@ -531,18 +533,18 @@ async fn a_park_puts_the_run_back_in_its_suspended_status() {
     )
     .await;
     let run = m
-        .record(&key, Transition::Park(RunStatus::Waiting))
+        .record(&key, Transition::Park(Suspended::Waiting))
         .await
         .unwrap();
-    assert_eq!(run.status, RunStatus::Waiting);
-    assert_eq!(m.run(&key).status, RunStatus::Waiting);
+    assert_eq!(run.status(), RunStatus::Waiting);
+    assert_eq!(m.run(&key).status(), RunStatus::Waiting);
     assert_eq!(
-        m.run(&key).wake_at,
+        m.run(&key).wake_at(),
         None,
         "a parked run has no timed resume"
     );
-    m.record(&key, Transition::Park(RunStatus::Sleeping)).await;
-    assert_eq!(m.run(&key).status, RunStatus::Sleeping);
+    m.record(&key, Transition::Park(Suspended::Sleeping)).await;
+    assert_eq!(m.run(&key).status(), RunStatus::Sleeping);
 }
 
 /// Waits match only events accepted after them, on the match path's value.
@@ -566,7 +568,7 @@ async fn a_wait_registers_its_waiter_and_only_a_later_matching_event_resolves_it
         )
         .await
         .unwrap();
-    assert_eq!(run.status, RunStatus::Waiting);
+    assert_eq!(run.status(), RunStatus::Waiting);
     assert_eq!(
         m.step(&key, 0),
         step,
@@ -600,7 +602,7 @@ async fn a_wait_registers_its_waiter_and_only_a_later_matching_event_resolves_it
     assert!(m.journal.waiters("t", "shop/paid").unwrap().is_empty());
     assert!(m.timers_of(&key).is_empty(), "the timeout goes");
     assert_eq!(m.scheduler.armed_timers(), 0);
-    assert_eq!(m.run(&key).status, RunStatus::Queued);
+    assert_eq!(m.run(&key).status(), RunStatus::Queued);
 }
 
 #[tokio::test]
@@ -621,14 +623,14 @@ async fn an_invoke_starts_a_child_run_and_the_childs_end_resolves_the_invoking_s
         )
         .await
         .unwrap();
-    assert_eq!(run.status, RunStatus::Waiting);
+    assert_eq!(run.status(), RunStatus::Waiting);
 
     let step = m.step(&parent, 0);
     assert_eq!(step.status, StepStatus::Waiting);
     let child_key = RunKey::new("t", step.child.clone().expect("the step records its child"));
     let child = m.run(&child_key);
     assert_eq!(child.function, "g");
-    assert_eq!(child.status, RunStatus::Queued);
+    assert_eq!(child.status(), RunStatus::Queued);
     assert_eq!(
         child.parent,
         Some(ParentStep {
@@ -664,7 +666,7 @@ async fn an_invoke_starts_a_child_run_and_the_childs_end_resolves_the_invoking_s
     );
     assert_eq!((step.ended_at, step.wake_at), (Some(T0 + SECOND), None));
     assert!(m.timers_of(&parent).is_empty(), "the invoke's timeout goes");
-    assert_eq!(m.run(&parent).status, RunStatus::Queued);
+    assert_eq!(m.run(&parent).status(), RunStatus::Queued);
     assert_eq!(m.woken(), woken + 2, "the parent is queued again");
 }
 
@@ -710,7 +712,7 @@ async fn an_invoke_without_a_timeout_arms_no_timer_and_a_failed_child_fails_the_
         "{}",
         error.message
     );
-    assert_eq!(m.run(&parent).status, RunStatus::Queued);
+    assert_eq!(m.run(&parent).status(), RunStatus::Queued);
 }
 
 #[tokio::test]
@@ -756,10 +758,10 @@ async fn a_retry_later_keeps_the_run_running_until_its_retry_timer() {
         .await
         .unwrap();
     assert_eq!(run, m.run(&key));
-    assert_eq!(run.status, RunStatus::Running);
-    assert_eq!(run.wake_at, Some(T0 + 20 * SECOND));
+    assert_eq!(run.status(), RunStatus::Running);
+    assert_eq!(run.wake_at(), Some(T0 + 20 * SECOND));
     assert_eq!(run.attempt, 1);
-    assert_eq!(run.error, Some(error("handler threw")));
+    assert_eq!(run.error(), Some(&error("handler threw")));
     let timer = m.timer(&key, TimerKind::RunRetry);
     assert_eq!((timer.at, timer.seq), (T0 + 20 * SECOND, RUN_LEVEL_SEQ));
 
@@ -776,8 +778,8 @@ async fn a_retry_later_keeps_the_run_running_until_its_retry_timer() {
         )
         .await
         .unwrap();
-    assert_eq!(run.error, Some(error("handler threw")));
-    assert_eq!(run.wake_at, Some(T0 + 30 * SECOND));
+    assert_eq!(run.error(), Some(&error("handler threw")));
+    assert_eq!(run.wake_at(), Some(T0 + 30 * SECOND));
 }
 
 #[tokio::test]
@@ -798,10 +800,10 @@ async fn a_completed_run_keeps_its_output_and_end_time() {
         .await
         .unwrap();
     assert_eq!(run, m.run(&key));
-    assert_eq!(run.status, RunStatus::Completed);
-    assert_eq!(run.output, Some(json!({"n": 1})));
-    assert_eq!(run.ended_at, Some(T0 + 5 * SECOND));
-    assert_eq!(run.error, None);
+    assert_eq!(run.status(), RunStatus::Completed);
+    assert_eq!(run.output(), Some(&json!({"n": 1})));
+    assert_eq!(run.ended_at(), Some(T0 + 5 * SECOND));
+    assert_eq!(run.error(), None);
     assert_eq!(ended.try_recv().unwrap(), key, "its end is announced");
     assert!(m.journal.active_runs().unwrap().is_empty());
     assert!(
@@ -826,9 +828,9 @@ async fn a_failed_run_emits_function_failed_and_starts_its_on_failure_run() {
     )
     .await;
     let run = m.run(&key);
-    assert_eq!(run.status, RunStatus::Failed);
-    assert_eq!(run.error, Some(error("boom")));
-    assert_eq!(run.ended_at, Some(T0));
+    assert_eq!(run.status(), RunStatus::Failed);
+    assert_eq!(run.error(), Some(&error("boom")));
+    assert_eq!(run.ended_at(), Some(T0));
 
     let failed: Vec<_> = m
         .events()
@@ -847,7 +849,7 @@ async fn a_failed_run_emits_function_failed_and_starts_its_on_failure_run() {
     let handler = &runs[1];
     assert_eq!(handler.kind, RunKind::OnFailure);
     assert_eq!(handler.function, "f");
-    assert_eq!(handler.status, RunStatus::Queued);
+    assert_eq!(handler.status(), RunStatus::Queued);
     assert_eq!(handler.version, run.version);
     assert_eq!(m.journal.run_events(&handler.key).unwrap(), failed);
     assert_eq!(m.woken(), woken + 1, "the on-failure run is queued");
@@ -898,7 +900,7 @@ async fn every_transition_on_an_ended_run_returns_none_and_writes_nothing() {
     let error = ErrorRecord::fatal(ErrorName::Cancelled, "by the test");
     m.runs.cancel(&key, error).await.unwrap();
     let cancelled = m.run(&key);
-    assert_eq!(cancelled.status, RunStatus::Cancelled);
+    assert_eq!(cancelled.status(), RunStatus::Cancelled);
     let (writes, woken, runs) = (m.writes(), m.woken(), m.runs().len());
 
     let Transition::Wait { step, waiter } = wait(&key, 5, "o-1", T0 + MINUTE) else {
@@ -916,7 +918,7 @@ async fn every_transition_on_an_ended_run_returns_none_and_writes_nothing() {
             step: entry(3, StepKind::Sleep, StepStatus::Completed),
             armed: false,
         },
-        Transition::Park(RunStatus::Sleeping),
+        Transition::Park(Suspended::Sleeping),
         Transition::Wait { step, waiter },
         Transition::Invoke {
             step: entry(6, StepKind::Invoke, StepStatus::Waiting),
@@ -974,13 +976,13 @@ async fn a_sleep_ending_completes_its_step_and_queues_the_run() {
     assert_eq!(step.status, StepStatus::Completed);
     assert_eq!(step.output.as_deref(), Some("null"));
     assert_eq!(step.ended_at, Some(T0 + MINUTE));
-    assert_eq!(m.run(&key).status, RunStatus::Queued);
+    assert_eq!(m.run(&key).status(), RunStatus::Queued);
     assert!(m.timers_of(&key).is_empty());
 
     // Fired again (a duplicate), it changes nothing.
     assert!(!m.fire(&timer));
     assert_eq!(m.step(&key, 0), step);
-    assert_eq!(m.run(&key).status, RunStatus::Queued);
+    assert_eq!(m.run(&key).status(), RunStatus::Queued);
 }
 
 #[tokio::test]
@@ -998,7 +1000,7 @@ async fn a_wait_that_times_out_completes_its_step_with_null() {
     assert_eq!(step.ended_at, Some(T0 + MINUTE));
     assert!(m.journal.waiters("t", "shop/paid").unwrap().is_empty());
     assert!(m.timers_of(&key).is_empty());
-    assert_eq!(m.run(&key).status, RunStatus::Queued);
+    assert_eq!(m.run(&key).status(), RunStatus::Queued);
 
     // A matching event after the timeout finds no waiter.
     let late = m.send_named("shop/paid", json!({"order": "o-1"})).await;
@@ -1022,13 +1024,13 @@ async fn a_due_step_retry_queues_the_run_unless_the_step_moved_on() {
     m.record(&key, Transition::StepRetry(step)).await;
     m.clock.advance(10 * SECOND);
     assert!(!m.fire(&first));
-    assert_eq!(m.run(&key).status, RunStatus::Running);
+    assert_eq!(m.run(&key).status(), RunStatus::Running);
 
     let second = m.timer(&key, TimerKind::StepRetry);
     assert_eq!(second.at, T0 + 30 * SECOND);
     m.clock.advance(20 * SECOND);
     assert!(m.fire(&second));
-    assert_eq!(m.run(&key).status, RunStatus::Queued);
+    assert_eq!(m.run(&key).status(), RunStatus::Queued);
     assert!(m.timers_of(&key).is_empty());
 }
 
@@ -1046,13 +1048,13 @@ async fn a_due_run_retry_queues_the_run_only_for_the_retry_it_waits_for() {
     m.record(&key, retry(T0 + 20 * SECOND)).await;
     m.clock.advance(10 * SECOND);
     assert!(!m.fire(&stale), "the run waits for a later retry");
-    assert_eq!(m.run(&key).wake_at, Some(T0 + 20 * SECOND));
+    assert_eq!(m.run(&key).wake_at(), Some(T0 + 20 * SECOND));
 
     let due = m.timer(&key, TimerKind::RunRetry);
     m.clock.advance(10 * SECOND);
     assert!(m.fire(&due));
     let run = m.run(&key);
-    assert_eq!((run.status, run.wake_at), (RunStatus::Queued, None));
+    assert_eq!((run.status(), run.wake_at()), (RunStatus::Queued, None));
     assert!(m.timers_of(&key).is_empty());
 }
 
@@ -1077,7 +1079,7 @@ async fn an_invoke_that_times_out_fails_its_step() {
     let step = m.step(&parent, 0);
     assert_eq!(step.status, StepStatus::Failed);
     assert_eq!(step.error.unwrap().name, "InvokeTimeoutError");
-    assert_eq!(m.run(&parent).status, RunStatus::Queued);
+    assert_eq!(m.run(&parent).status(), RunStatus::Queued);
 }
 
 #[tokio::test]
@@ -1101,9 +1103,9 @@ async fn a_run_not_started_within_timeouts_start_is_cancelled() {
     let mut ended = m.runs.subscribe_ended();
     assert!(!m.fire(&timer), "a cancelled run is not woken");
     let run = m.run(&late);
-    assert_eq!(run.status, RunStatus::Cancelled);
-    assert_eq!(run.ended_at, Some(T0 + 30 * SECOND));
-    let error = run.error.unwrap();
+    assert_eq!(run.status(), RunStatus::Cancelled);
+    assert_eq!(run.ended_at(), Some(T0 + 30 * SECOND));
+    let error = run.error().unwrap();
     assert_eq!(error.name, "FunctionTimeoutError");
     assert!(
         error.message.contains("timeouts.start"),
@@ -1113,7 +1115,7 @@ async fn a_run_not_started_within_timeouts_start_is_cancelled() {
     assert_eq!(ended.try_recv().unwrap(), late);
 
     assert!(!m.fire(&prompt_timer));
-    assert_eq!(m.run(&prompt).status, RunStatus::Running);
+    assert_eq!(m.run(&prompt).status(), RunStatus::Running);
 }
 
 #[tokio::test]
@@ -1132,8 +1134,8 @@ async fn a_run_over_timeouts_finish_is_cancelled() {
     m.clock.advance(MINUTE);
     assert!(!m.fire(&finish));
     let run = m.run(&key);
-    assert_eq!(run.status, RunStatus::Cancelled);
-    let error = run.error.unwrap();
+    assert_eq!(run.status(), RunStatus::Cancelled);
+    let error = run.error().unwrap();
     assert_eq!(error.name, "FunctionTimeoutError");
     assert!(
         error.message.contains("timeouts.finish"),
@@ -1159,7 +1161,7 @@ async fn a_rate_limit_skips_within_its_period_and_admits_after_it() {
     m.send(json!({})).await;
     assert_eq!(m.statuses(), [RunStatus::Queued, RunStatus::Skipped]);
     let skipped = &m.runs()[1];
-    assert_eq!(skipped.error.as_ref().unwrap().name, "RateLimited");
+    assert_eq!(skipped.error().unwrap().name, "RateLimited");
     assert_eq!(
         skipped.created_at, T0,
         "the transition's time is the clock's"
@@ -1323,14 +1325,14 @@ async fn a_batch_collects_events_until_it_is_full_then_starts_one_run() {
     let runs = m.runs();
     assert_eq!(runs.len(), 1, "one run collects the batch");
     let key = runs[0].key.clone();
-    assert_eq!(runs[0].wake_at, Some(T0 + 10 * SECOND), "held back");
+    assert_eq!(runs[0].wake_at(), Some(T0 + 10 * SECOND), "held back");
     assert_eq!(m.timer(&key, TimerKind::DelayedStart).at, T0 + 10 * SECOND);
     assert_eq!(m.woken(), woken, "nothing starts yet");
 
     m.send(json!({"n": 3})).await;
     let run = m.run(&key);
     assert_eq!(run.event_ids.len(), 3);
-    assert_eq!(run.wake_at, None);
+    assert_eq!(run.wake_at(), None);
     assert_eq!(m.woken(), woken + 1, "full: it starts at once");
     assert!(m.timers_of(&key).is_empty(), "its delayed start goes");
     let ns: Vec<_> = m
@@ -1362,7 +1364,7 @@ async fn a_batch_that_is_not_full_starts_when_its_timeout_fires() {
     m.clock.advance(10 * SECOND);
     assert!(m.fire(&start), "the held-back run is woken");
     let run = m.run(&key);
-    assert_eq!((run.status, run.wake_at), (RunStatus::Queued, None));
+    assert_eq!((run.status(), run.wake_at()), (RunStatus::Queued, None));
     assert_eq!(m.journal.run_events(&key).unwrap().len(), 2);
     assert!(m.timers_of(&key).is_empty());
 
@@ -1383,7 +1385,7 @@ async fn a_skip_singleton_skips_new_runs_while_one_is_active() {
     m.send(json!({})).await;
     assert_eq!(m.statuses(), [RunStatus::Running, RunStatus::Skipped]);
     let skipped = &m.runs()[1];
-    let error = skipped.error.as_ref().unwrap();
+    let error = skipped.error().unwrap();
     assert_eq!(error.name, "Singleton");
     assert!(error.message.contains(&first.run), "{}", error.message);
 
@@ -1418,10 +1420,10 @@ async fn a_cancel_singleton_replaces_the_active_run() {
     let runs = m.runs();
     assert_eq!(runs.len(), 3);
     let old = m.run(&old);
-    assert_eq!(old.status, RunStatus::Cancelled);
-    assert_eq!(old.error.unwrap().name, "Cancelled");
-    assert_eq!(m.run(&other_key).status, RunStatus::Queued, "another key");
-    assert_eq!(runs[2].status, RunStatus::Queued);
+    assert_eq!(old.status(), RunStatus::Cancelled);
+    assert_eq!(old.error().unwrap().name, "Cancelled");
+    assert_eq!(m.run(&other_key).status(), RunStatus::Queued, "another key");
+    assert_eq!(runs[2].status(), RunStatus::Queued);
 }
 
 #[tokio::test]
@@ -1451,9 +1453,9 @@ async fn a_cancel_on_event_cancels_the_matching_active_run() {
     m.clock.advance(SECOND);
     let accepted = m.send_named("a/cancel", json!({"order": "o-1"})).await;
     let run = m.run(&target);
-    assert_eq!(run.status, RunStatus::Cancelled);
-    assert_eq!(run.ended_at, Some(T0 + SECOND));
-    let error = run.error.unwrap();
+    assert_eq!(run.status(), RunStatus::Cancelled);
+    assert_eq!(run.ended_at(), Some(T0 + SECOND));
+    let error = run.error().unwrap();
     assert_eq!(error.name, "Cancelled");
     assert!(
         error.message.contains("a/cancel") && error.message.contains(&accepted.ids[0]),
@@ -1461,7 +1463,7 @@ async fn a_cancel_on_event_cancels_the_matching_active_run() {
         error.message
     );
     assert!(m.timers_of(&target).is_empty(), "its sleep's timer goes");
-    assert_eq!(m.run(&bystander).status, RunStatus::Queued);
+    assert_eq!(m.run(&bystander).status(), RunStatus::Queued);
     assert_eq!(listeners(&m), 1, "the cancelled run's listener goes");
 }
 
@@ -1478,7 +1480,7 @@ async fn a_cancel_on_listener_expires_after_its_timeout() {
     let key = m.new_run(json!({})).await;
     m.clock.advance(MINUTE + 1);
     m.send_named("a/cancel", json!({})).await;
-    assert_eq!(m.run(&key).status, RunStatus::Queued);
+    assert_eq!(m.run(&key).status(), RunStatus::Queued);
 }
 
 /// Cron firing goes through `Runs::run_crons`, the loop the host runs. The
@@ -1564,9 +1566,9 @@ async fn cancelling_a_run_removes_its_timers_and_waiters_and_ends_it() {
     let reason = ErrorRecord::fatal(ErrorName::Cancelled, "by the test");
     let run = m.runs.cancel(&key, reason.clone()).await.unwrap();
     assert_eq!(run, m.run(&key));
-    assert_eq!(run.status, RunStatus::Cancelled);
-    assert_eq!(run.ended_at, Some(T0 + SECOND));
-    assert_eq!((run.error, run.wake_at), (Some(reason.clone()), None));
+    assert_eq!(run.status(), RunStatus::Cancelled);
+    assert_eq!(run.ended_at(), Some(T0 + SECOND));
+    assert_eq!((run.error(), run.wake_at()), (Some(&reason), None));
     assert!(m.timers_of(&key).is_empty(), "every timer goes");
     assert!(m.journal.waiters("t", "shop/paid").unwrap().is_empty());
     assert_eq!(m.scheduler.armed_timers(), 0);
@@ -1720,5 +1722,5 @@ async fn a_cancelled_parent_is_not_written_by_its_childs_end() {
     )
     .await;
     assert_eq!(m.step(&parent, 0).status, StepStatus::Waiting);
-    assert_eq!(m.run(&parent).status, RunStatus::Cancelled);
+    assert_eq!(m.run(&parent).status(), RunStatus::Cancelled);
 }

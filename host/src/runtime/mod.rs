@@ -240,7 +240,8 @@ impl Stepwise {
         }
         let mut resumed = 0;
         for run in self.journal.active_runs()? {
-            if matches!(run.status, RunStatus::Queued | RunStatus::Running) && run.wake_at.is_none()
+            if matches!(run.status(), RunStatus::Queued | RunStatus::Running)
+                && run.wake_at().is_none()
             {
                 self.scheduler.wake(run.key);
                 resumed += 1;

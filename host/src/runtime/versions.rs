@@ -173,10 +173,10 @@ impl Stepwise {
         let mut recent = 0;
         let mut runs = Vec::new();
         for run in self.journal.list_runs(tenant, &filter)? {
-            if run.app != app || run.status == RunStatus::Skipped {
+            if run.app != app || run.status() == RunStatus::Skipped {
                 continue;
             }
-            if run.status.is_terminal() {
+            if run.status().is_terminal() {
                 if recent >= RECENT_RUNS_REPLAYED {
                     continue;
                 }
@@ -202,10 +202,11 @@ impl Stepwise {
                     },
                 }
             };
+            let status = run.status().as_str().into();
             report.push(RunReplay {
                 run: run.key.run,
                 function: run.function,
-                status: run.status.as_str().into(),
+                status,
                 version: run.version,
                 journaled: replayed.journaled,
                 replayed: replayed.replayed,
