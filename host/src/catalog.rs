@@ -56,7 +56,7 @@ impl Catalog {
             .unwrap_or_default()
     }
 
-    /// One function.
+    /// Function `id` of `tenant`, if it is deployed.
     pub fn get(&self, tenant: &str, id: &str) -> Option<FunctionRecord> {
         self.read().get(tenant)?.get(id).cloned()
     }

@@ -79,7 +79,8 @@ pub struct CronTable {
 }
 
 impl CronTable {
-    /// Arms a schedule.
+    /// Arms a schedule. An entry left from an earlier time does no harm:
+    /// firing checks the journal's time first.
     pub fn arm(&self, armed: Armed) {
         self.armed
             .lock()

@@ -157,9 +157,9 @@ pub fn json_value(json: &Json) -> Value {
 /// one for waits and cancellations.
 #[derive(Clone, Copy)]
 pub struct Scope<'a> {
-    /// `event`.
+    /// The run's triggering event, `event` in expressions.
     pub event: &'a EventRecord,
-    /// `async`.
+    /// The event a wait or a `cancelOn` tests, `async` in expressions.
     pub incoming: Option<&'a EventRecord>,
 }
 

@@ -1,13 +1,14 @@
 //! Stepwise: a host for durable step functions compiled to WebAssembly
 //! components.
 //!
-//! Data flows one way: [`api`] (HTTP) → [`runs`] (the run state machine:
-//! ingest, match triggers and waiters, apply every run transition) →
-//! [`journal`] (sled: the only code that touches storage), and
-//! [`scheduler`] (ready runs, timers) → [`executor`] (wasmtime, host calls)
-//! → [`runs`]. [`runtime`] wires them together; [`cli`] is the `stepwise`
-//! command. [`wit`] holds the bindings generated from the WIT package, and
-//! [`config`] the settings and their defaults.
+//! Data flows one way: [`api`] (HTTP) → [`runs`] (the run state machine,
+//! the only writer of run state: ingest, match triggers and waiters, apply
+//! every run transition) → [`journal`] (sled: the only code that touches
+//! storage), and [`scheduler`] (ready runs, timers) → [`executor`] (wasmtime,
+//! host calls, which change runs only through [`runs`], mostly as
+//! [`runs::Transition`]s) → [`runs`]. [`runtime`] wires them together;
+//! [`cli`] is the `stepwise` command. [`wit`] holds the bindings generated
+//! from the WIT package, and [`config`] the settings and their defaults.
 
 pub mod api;
 pub mod catalog;

@@ -46,7 +46,7 @@ pub enum RegistrationError {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("function {function:?}: {problem}")]
 pub struct ConfigError {
-    /// The function's id.
+    /// The id of the function the option belongs to.
     pub function: String,
     /// The option, as Inngest names it (`throttle.period`, `cancelOn.if`).
     pub option: &'static str,

@@ -31,7 +31,8 @@ pub enum TenantError {
     /// The request is malformed.
     #[error("{0}")]
     Invalid(String),
-    /// The host failed.
+    /// The host failed (storage, I/O), not the request: the API answers 500
+    /// and logs it in full.
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
 }
@@ -39,7 +40,7 @@ pub enum TenantError {
 /// Who a key belongs to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Identity {
-    /// The tenant.
+    /// The name of the tenant the key belongs to.
     pub tenant: String,
     /// What the key allows.
     pub kind: KeyKind,
@@ -114,7 +115,7 @@ pub fn check_tenant_name(name: &str) -> Result<(), TenantError> {
 
 impl Tenants {
     /// Loads the tenants from `journal`. In dev mode (no `--require-keys`)
-    /// makes sure the default tenant exists and settles its dev keys
+    /// makes sure the default tenant exists and reconciles its dev keys
     /// ([`dev_keys`]); under `--require-keys` there is no implicit default
     /// tenant and dev keys authenticate nothing. Not durable until the
     /// caller flushes.
@@ -204,7 +205,7 @@ impl Tenants {
         self.state.write().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The default tenant's dev keys as settled at start (dev mode only).
+    /// The default tenant's dev keys as reconciled at start (dev mode only).
     pub fn dev_keys(&self) -> Option<&DevKeys> {
         self.dev_keys.as_ref()
     }
@@ -239,14 +240,14 @@ impl Tenants {
         self.admin_key.is_some()
     }
 
-    /// Every tenant.
+    /// Every tenant, by name.
     pub fn list(&self) -> Vec<TenantRecord> {
         let mut tenants: Vec<_> = self.read().tenants.values().cloned().collect();
         tenants.sort_by(|a, b| a.name.cmp(&b.name));
         tenants
     }
 
-    /// One tenant.
+    /// Tenant `name`, if it exists.
     pub fn get(&self, name: &str) -> Option<TenantRecord> {
         self.read().tenants.get(name).cloned()
     }

@@ -15,7 +15,8 @@ use std::sync::Arc;
 
 /// The tenant a `/v1` call acts for.
 pub struct Caller {
-    /// Its name.
+    /// The tenant's name: the key's owner, or the default tenant when the
+    /// host does not require keys.
     pub tenant: String,
 }
 

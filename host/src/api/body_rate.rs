@@ -17,9 +17,11 @@ use tokio::time::{Instant, Sleep};
 /// At least `min_bytes` of a body (or its end) in every `window`.
 #[derive(Debug, Clone, Copy)]
 pub struct MinRate {
-    /// The window.
+    /// How long the body may take to bring `min_bytes` (`--body-timeout`);
+    /// the next window starts once it has.
     pub window: Duration,
-    /// Bytes each window must bring.
+    /// Bytes each window must bring, unless the body ends
+    /// (`--body-min-bytes`).
     pub min_bytes: u64,
 }
 

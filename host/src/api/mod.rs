@@ -2,7 +2,8 @@
 //!
 //! `POST /e/{event_key}` speaks Inngest's event format, so Inngest's own
 //! clients can send events here; `/v1/...` manages apps, functions, events
-//! and runs. Every error is JSON: `{"error": "...", "status": N}`.
+//! and runs (and, with the admin key, tenants). Every error is JSON:
+//! `{"error": "...", "status": N}`.
 //! [`conn`] serves it, with the caps and timeouts that keep hostile clients
 //! from exhausting the host.
 //!

@@ -28,11 +28,13 @@ pub struct RunView {
     pub ended_at: Option<u64>,
     /// Handler-level attempts used.
     pub attempt: u32,
-    /// When a timed retry is due, ms.
+    /// When a held-back start, or the run's next timed execution (a handler
+    /// retry, a send over budget), is due, ms.
     pub wake_at: Option<u64>,
     /// Output when completed.
     pub output: Option<Value>,
-    /// Error when failed or cancelled, or why it was skipped.
+    /// Why it failed, was cancelled or was skipped; otherwise the last error
+    /// its handler raised outside a step, if any.
     pub error: Option<ErrorRecord>,
     /// `handler`, or `on_failure` for a failure handler's run.
     pub kind: String,
@@ -85,7 +87,8 @@ pub struct StepView {
     pub attempts: u32,
     /// Output (JSON) when completed.
     pub output: Option<Value>,
-    /// The last error.
+    /// The error of the last failed attempt (`retrying`), or the final one
+    /// (`failed`).
     pub error: Option<ErrorRecord>,
     /// When the step (its last attempt) started, ms.
     pub started_at: u64,
@@ -133,7 +136,7 @@ impl From<StepRecord> for StepView {
 /// A run with its timeline and output.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RunDetail {
-    /// The run.
+    /// The run's fields, flattened into this object.
     #[serde(flatten)]
     pub run: RunView,
     /// Its triggering events.
@@ -149,7 +152,7 @@ pub struct RunDetail {
 pub struct LogView {
     /// `stdout` or `stderr`.
     pub stream: String,
-    /// The text.
+    /// What was written, decoded as UTF-8 (invalid bytes replaced).
     pub text: String,
 }
 

@@ -1,6 +1,7 @@
 //! The `stepwise` command: run a host (`serve`, `dev`), build a Python or
-//! JavaScript app (`build`), or talk to a host (`deploy`, `send`, `runs`, `run`, `cancel`,
-//! `functions`, `events`).
+//! JavaScript app (`build`), talk to a host (`deploy`, `replay`,
+//! `versions`, `rollback`, `send`, `runs`, `run`, `cancel`, `functions`,
+//! `events`), or manage its tenants (`tenant`).
 
 mod build;
 mod client;
@@ -67,16 +68,16 @@ enum Command {
     },
     /// List an app's kept versions, with the runs still on each.
     Versions {
-        /// The app.
+        /// The app's name.
         app: String,
         #[command(flatten)]
         server: ServerArgs,
     },
     /// Make an older version current again (its hash or a unique prefix).
     Rollback {
-        /// The app.
+        /// The app's name.
         app: String,
-        /// The version.
+        /// The version: its content hash, or a unique prefix of it.
         version: String,
         #[command(flatten)]
         server: ServerArgs,

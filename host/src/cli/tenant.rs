@@ -36,14 +36,14 @@ pub struct AdminArgs {
 pub enum TenantCommand {
     /// Make a tenant; prints its management key and event key (shown once).
     Create {
-        /// Its name.
+        /// Its name: 1 to 64 letters, digits, '-', '_' or '.'.
         name: String,
     },
     /// List tenants with their key ids, limits and HTTP allowlists.
     List,
     /// Issue a new key for a tenant, revoking its other keys of that kind.
     Rotate {
-        /// The tenant.
+        /// The tenant's name.
         name: String,
         /// `management` or `event`.
         #[arg(long, value_parser = ["management", "event"])]
@@ -54,14 +54,14 @@ pub enum TenantCommand {
     },
     /// Revoke one key of a tenant (its id, from `tenant list`).
     Revoke {
-        /// The tenant.
+        /// The tenant's name.
         name: String,
-        /// The key's id.
+        /// The key's id, as `tenant list` shows it.
         key_id: String,
     },
     /// Set some of a tenant's limits (the others stay as they are).
     Limits {
-        /// The tenant.
+        /// The tenant's name.
         name: String,
         /// Memory per instance, e.g. 64MiB.
         #[arg(long, value_parser = parse_size)]
@@ -106,7 +106,7 @@ pub enum TenantCommand {
     /// Set the hosts a tenant's step bodies may call over HTTP
     /// (`api.example.com`, `api.example.com:8443`, `*.example.com`, `*`).
     Allow {
-        /// The tenant.
+        /// The tenant's name.
         name: String,
         /// The hosts (none: no outgoing HTTP at all).
         hosts: Vec<String>,

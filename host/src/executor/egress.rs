@@ -51,12 +51,13 @@ impl OwnAddress {
 /// One tenant's egress rules.
 #[derive(Debug, Clone)]
 pub struct Egress {
-    /// The tenant's allowlist.
+    /// Hosts the tenant's step bodies may call (its `http_allow`; for the
+    /// default tenant, `--allow-http` too).
     pub allow: Arc<Vec<String>>,
     /// Whether loopback addresses are reachable without being listed (dev
     /// mode's default tenant).
     pub loopback: bool,
-    /// The host's own address.
+    /// Where the host's API listens: never reachable, listed or not.
     pub own: Arc<OwnAddress>,
 }
 

@@ -20,7 +20,8 @@ use wasmtime::Result;
 type GuestResult<T> = std::result::Result<T, StepError>;
 
 impl RunState {
-    /// `send-event(id, events)`.
+    /// `send-event(id, events)`: checks the events and accepts them within
+    /// the step; over the tenant's budget, the run waits and sends later.
     pub(super) async fn send_events(
         &mut self,
         id: String,
@@ -117,7 +118,8 @@ impl RunState {
         Err(Interrupt::Suspended.trap())
     }
 
-    /// `invoke(id, function-id, data, timeout-ms)`.
+    /// `invoke(id, function-id, data, timeout-ms)`: starts a run of the
+    /// function and suspends until it ends or the timeout passes.
     pub(super) async fn invoke_function(
         &mut self,
         id: String,
@@ -183,7 +185,9 @@ impl RunState {
         Err(Interrupt::Suspended.trap())
     }
 
-    /// Journals a finished step of this execution and waits for the flush.
+    /// Has the run state machine journal a finished step of this execution
+    /// ([`Transition::StepDone`]), waits for the flush, and moves the
+    /// logical clock to now.
     async fn record_step(&mut self, step: StepRecord) -> Result<()> {
         self.session()?.replay.record(step.clone());
         self.record(Transition::StepDone(step)).await?;

@@ -1,4 +1,7 @@
 //! The executor: wasmtime, compiled components, and the `step` host calls.
+//! Host calls read the journal and write nothing themselves: what they
+//! change goes through the run state machine, mostly as a
+//! [`crate::runs::Transition`] of their own run.
 //!
 //! One `Engine` with the pooling allocator and epoch interruption; each app
 //! version is compiled once (and cached on disk by content hash and engine),

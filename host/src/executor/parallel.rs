@@ -5,11 +5,11 @@
 //! run runs it itself, in place (the common case after one branch failed and
 //! is retried). Otherwise each branch left becomes a job of its own in the
 //! scheduler's queue (under the run's concurrency keys): an instance replays
-//! the run up to this call, runs that one branch's body, journals it and
-//! stops, on whichever core is free; the run itself suspends and replays
-//! this call when its last branch has finished. A branch that fails follows
-//! the retry rules of its own step: its retry timer wakes the run, and the
-//! retry is another branch job.
+//! the run up to this call, runs that one branch's body, has its outcome
+//! recorded and stops, on whichever core is free; the run itself suspends
+//! and replays this call when its last branch has finished. A branch that
+//! fails follows the retry rules of its own step: its retry timer wakes the
+//! run, and the retry is another branch job.
 
 use super::outcome::{Interrupt, diverged, fault, replay_end};
 use super::replay::Slot;

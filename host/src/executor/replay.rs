@@ -63,7 +63,7 @@ pub enum Slot {
     New {
         /// Position in the call sequence.
         seq: u32,
-        /// Effective id.
+        /// Its effective id (with a `:N` suffix if the id was used before).
         id: String,
     },
 }

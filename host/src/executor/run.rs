@@ -1,5 +1,6 @@
-//! Driving one execution of a run (or of one parallel branch), and applying
-//! timers: the executor's side of the scheduler's [`Dispatch`] trait.
+//! Driving one execution of a run (or of one parallel branch), and dry
+//! replays: the executor's side of the scheduler's [`Dispatch`] trait. What
+//! an execution changes goes to the run state machine as [`Transition`]s.
 
 use super::outcome::Interrupt;
 use super::sandbox::RunFlags;
@@ -38,7 +39,7 @@ pub enum ReplayVerdict {
     },
     /// The replay trapped or failed for another reason.
     Failed {
-        /// Why.
+        /// Why, in words (a trap without its backtrace, or a fault).
         message: String,
     },
 }
@@ -52,7 +53,7 @@ pub struct ReplayReport {
     pub replayed: usize,
     /// Time spent instantiating and replaying.
     pub elapsed: std::time::Duration,
-    /// What it found.
+    /// Whether the code made the journal's calls, and where it differed.
     pub verdict: ReplayVerdict,
 }
 
@@ -131,7 +132,8 @@ impl RunDriver {
         RunDriver { executor, services }
     }
 
-    /// Ends `run` as `status`.
+    /// Ends `run` as `status` through the run state machine
+    /// ([`Transition::End`]); nothing follows.
     async fn finish(
         &self,
         run: RunRecord,

@@ -90,7 +90,9 @@ impl RunFlags {
         self.logical_ms.fetch_max(ms, Ordering::Relaxed);
     }
 
-    /// The logical clock.
+    /// What the guest's clocks read outside step bodies, ms since the
+    /// epoch: the run's start, then the end of each journaled call it has
+    /// passed (never going back).
     pub fn logical_ms(&self) -> u64 {
         self.logical_ms.load(Ordering::Relaxed)
     }

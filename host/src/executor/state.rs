@@ -20,9 +20,9 @@ use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 /// `complete`).
 #[derive(Debug, Clone)]
 pub struct OpenStep {
-    /// Its position.
+    /// Its position in the run's call sequence.
     pub seq: u32,
-    /// Its effective id.
+    /// Its effective id (with the `:N` suffix of a repeated id).
     pub id: String,
     /// The id the guest gave (what `complete` must repeat).
     pub raw_id: String,
@@ -35,20 +35,22 @@ pub struct OpenStep {
 /// Which part of a run an execution is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
-    /// The run itself.
+    /// The run itself, from its handler's start to its end or suspension.
     Main,
     /// One branch of a parallel group: it replays up to the group, runs the
-    /// body of the step at this position, journals it, and stops.
+    /// body of the step at this position, has its outcome recorded, and
+    /// stops.
     Branch(u32),
 }
 
 /// What a run's execution knows beyond the sandbox.
 pub struct Session {
-    /// Journal, commit, events, scheduler.
+    /// What host calls need of the host: the journal to read, the run
+    /// state machine to write through, tenants' limits.
     pub services: Arc<RunServices>,
     /// The run as last written.
     pub run: RunRecord,
-    /// Its triggering events.
+    /// Its triggering events: the first is `event`; a batch has more.
     pub events: Vec<EventRecord>,
     /// The cursor over its journal.
     pub replay: Replay,
@@ -75,13 +77,15 @@ pub struct RunState {
     table: ResourceTable,
     http: WasiHttpCtx,
     http_hooks: StepHttpHooks,
-    /// Memory and table bounds.
+    /// Memory and table bounds, charging growth to the host's memory
+    /// budget.
     pub store_limits: GuestLimiter,
     /// Epoch ticks the guest may run without a host call.
     pub cpu_ticks: u64,
     /// Clock, randomness and HTTP switches.
     pub flags: Arc<RunFlags>,
-    /// Captured stdout and stderr.
+    /// Captured stdout and stderr, until handed to the run state machine
+    /// to journal.
     pub output: Arc<Mutex<OutputBuffer>>,
     /// The run being executed; `None` while an upload is inspected.
     pub session: Option<Session>,

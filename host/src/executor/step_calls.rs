@@ -70,7 +70,7 @@ impl RunState {
         Ok(())
     }
 
-    /// Journal work common to every durable call: log the output written
+    /// What every durable call does first: hand over the output written
     /// since the previous call, then place this call in the sequence.
     pub(super) fn enter_call(&mut self, id: &str, kind: StepKind) -> Result<Slot> {
         self.flags.reset_cpu();
@@ -108,8 +108,9 @@ impl RunState {
         Ok(slot)
     }
 
-    /// Journals the output captured so far (no flush of its own: it rides
-    /// with the next group commit).
+    /// Hands the output captured so far to the run state machine to
+    /// journal ([`Transition::Output`]: no flush of its own, it rides with
+    /// the next group commit).
     pub fn flush_output(&mut self) -> Result<()> {
         let chunks = self.output.lock().unwrap_or_else(|p| p.into_inner()).take();
         if chunks.is_empty() {
@@ -152,7 +153,7 @@ impl RunState {
     }
 
     /// Records a failed attempt of the open step: times the next attempt
-    /// (the run suspends until then), or journals the failure as final.
+    /// (the run suspends until then), or records the failure as final.
     pub async fn fail_attempt(
         &mut self,
         open: OpenStep,
@@ -242,8 +243,8 @@ impl RunState {
         Ok(())
     }
 
-    /// Adds `bytes` of step output to the run's journal, or fails the run if
-    /// that would take it past its tenant's limit.
+    /// Counts `bytes` more of step output against the run's journal limit,
+    /// or fails the run if that would take it past its tenant's limit.
     pub(super) fn count_journal_bytes(&mut self, bytes: usize) -> Result<()> {
         let session = self.session()?;
         let total = session.journal_bytes + bytes as u64;

@@ -2,11 +2,14 @@
 //!
 //! Writers describe changes as a [`Batch`] of [`Op`]s applied atomically, so
 //! the rules (what a step completion or a waiter registration changes) live
-//! with their modules, and a backend only has to store records. Readers use
-//! small traits split by who needs them: [`RunJournal`] for the executor and
-//! scheduler, [`QueryJournal`] for the API. Durability is separate: a write
-//! is on disk only after [`Journal::flush`]; [`GroupCommit`] shares one flush
-//! among every writer that waits at the same time.
+//! with their writers, and a backend only has to store records. Run state
+//! has one writer, the run state machine ([`crate::runs`]); deploys, tenants
+//! and housekeeping write records of their own. Readers use small traits
+//! split by who needs them: [`RunJournal`] for the run state machine and the
+//! executor (which only reads), [`QueryJournal`] for the API. Durability is
+//! separate: a write is on disk only after [`Journal::flush`];
+//! [`GroupCommit`] shares one flush among every writer that waits at the
+//! same time.
 //!
 //! sled is the one backend for now ([`SledJournal`]); a PostgreSQL backend
 //! for many hosts can implement the same traits.
@@ -37,19 +40,21 @@ pub enum Op {
     PutRunEvents(RunKey, Vec<EventRecord>),
     /// Create or replace a journal entry of a run.
     PutStep(RunKey, StepRecord),
-    /// Arm a timer.
+    /// Store a timer; every stored timer is armed again at start.
     PutTimer(Timer),
-    /// Disarm a timer.
+    /// Remove a timer (it fired, or its run moved on).
     DeleteTimer(Timer),
-    /// Register a waiter.
+    /// Store a waiter: events accepted from now on are matched against it.
     PutWaiter(Waiter),
-    /// Remove a waiter.
+    /// Remove a waiter (an event matched it, it timed out, or its run was
+    /// cancelled).
     DeleteWaiter(Waiter),
-    /// Store an accepted event; `dedupe` is the sender's id, if it gave one.
+    /// Store an accepted event, and its id for de-duplication if the sender
+    /// gave it.
     PutEvent {
         /// The owning tenant.
         tenant: String,
-        /// The event.
+        /// The event as accepted, with the id it is stored under.
         event: EventRecord,
         /// Whether the id came from the sender (then it de-duplicates).
         dedupe: bool,
@@ -60,7 +65,7 @@ pub enum Op {
     PutComponent {
         /// Hex SHA-256 of `bytes`.
         hash: String,
-        /// The component.
+        /// The `.wasm` component as uploaded.
         bytes: bytes::Bytes,
     },
     /// Create or replace an app.
@@ -78,7 +83,8 @@ pub enum Op {
     PutIndex {
         /// Which index and key.
         at: IndexRef,
-        /// Its value.
+        /// The entry's value: a run id, a time in ms or a listener's JSON,
+        /// as its [`IndexKind`] says.
         value: String,
     },
     /// Remove an entry of a flow-control index.
@@ -92,14 +98,14 @@ pub enum Op {
     },
     /// Set a host setting.
     PutSetting {
-        /// Setting name.
+        /// The setting's name, e.g. [`usage::USAGE_SETTING`].
         name: String,
-        /// Its value.
+        /// Its value, as text.
         value: String,
     },
     /// Remove a host setting (e.g. a key an older host kept in clear).
     DeleteSetting {
-        /// Setting name.
+        /// The setting's name.
         name: String,
     },
 }
@@ -107,7 +113,7 @@ pub enum Op {
 /// Changes applied all together or not at all.
 pub type Batch = Vec<Op>;
 
-/// Writes and durability.
+/// The whole journal: its reads, plus writes and durability.
 pub trait Journal: RunJournal + QueryJournal + Send + Sync + 'static {
     /// Applies `batch` atomically. Not durable until [`Journal::flush`].
     fn apply(&self, batch: Batch) -> Result<()>;
@@ -119,7 +125,8 @@ pub trait Journal: RunJournal + QueryJournal + Send + Sync + 'static {
     fn usage(&self) -> &usage::StorageUsage;
 }
 
-/// Reads of the executor, the scheduler and event routing.
+/// Reads of the run state machine, the executor and the host's start; the
+/// API reads single runs here too.
 pub trait RunJournal {
     /// A run, if it exists.
     fn run(&self, key: &RunKey) -> Result<Option<RunRecord>>;
@@ -131,7 +138,7 @@ pub trait RunJournal {
     fn run_events(&self, key: &RunKey) -> Result<Vec<EventRecord>>;
     /// A run's journal entries, in call order.
     fn steps(&self, key: &RunKey) -> Result<Vec<StepRecord>>;
-    /// One journal entry of a run.
+    /// Entry `seq` of a run's journal, if the run has made that call.
     fn step(&self, key: &RunKey, seq: u32) -> Result<Option<StepRecord>>;
     /// Every run that has not ended, for resumption after a restart.
     fn active_runs(&self) -> Result<Vec<RunRecord>>;
@@ -141,13 +148,13 @@ pub trait RunJournal {
     fn waiters(&self, tenant: &str, name: &str) -> Result<Vec<Waiter>>;
     /// When an event with this sender id was accepted, if it was.
     fn event_seen(&self, tenant: &str, id: &str) -> Result<Option<u64>>;
-    /// A component's bytes.
+    /// The bytes of the component with content hash `hash`, if stored.
     fn component(&self, hash: &str) -> Result<Option<Vec<u8>>>;
     /// Whether a component is stored (without reading it).
     fn has_component(&self, hash: &str) -> Result<bool>;
     /// Every function of every tenant, to route events at start.
     fn all_functions(&self) -> Result<Vec<FunctionRecord>>;
-    /// A host setting.
+    /// Host setting `name`, if it is set.
     fn setting(&self, name: &str) -> Result<Option<String>>;
     /// Every tenant.
     fn tenants(&self) -> Result<Vec<TenantRecord>>;
@@ -170,15 +177,15 @@ pub struct RunFilter {
 
 /// Reads of the HTTP API.
 pub trait QueryJournal {
-    /// Runs, newest first.
+    /// `tenant`'s runs that pass `filter`, newest first.
     fn list_runs(&self, tenant: &str, filter: &RunFilter) -> Result<Vec<RunRecord>>;
-    /// Accepted events, newest first.
+    /// `tenant`'s last `limit` accepted events, newest first.
     fn list_events(&self, tenant: &str, limit: usize) -> Result<Vec<EventRecord>>;
     /// A run's output, in order.
     fn logs(&self, key: &RunKey) -> Result<Vec<LogChunk>>;
     /// A tenant's apps.
     fn apps(&self, tenant: &str) -> Result<Vec<AppRecord>>;
-    /// One app.
+    /// App `name` of `tenant`, if it was deployed.
     fn app(&self, tenant: &str, name: &str) -> Result<Option<AppRecord>>;
     /// A tenant's functions.
     fn functions(&self, tenant: &str) -> Result<Vec<FunctionRecord>>;

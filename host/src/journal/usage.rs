@@ -19,7 +19,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 /// The host setting the counts are saved in.
 pub const USAGE_SETTING: &str = "storage-usage";
 
-/// Bytes stored per tenant.
+/// Logical bytes each tenant stores, counted in memory and saved now and
+/// then (see the module's note).
 #[derive(Debug, Default)]
 pub struct StorageUsage {
     bytes: Mutex<HashMap<String, u64>>,

@@ -23,7 +23,7 @@ pub trait Clock: Send + Sync + 'static {
     fn sleep_until(&self, at_ms: u64) -> Alarm<'_>;
 }
 
-/// The machine's clock.
+/// The machine's clock: what a host runs on unless started with another.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct SystemClock;
 

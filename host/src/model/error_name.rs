@@ -20,7 +20,7 @@ pub enum ErrorName {
     GuestTrap,
     /// The run's calls differ from its journal.
     DeterminismError,
-    /// The function's `timeouts.finish` passed.
+    /// The function's `timeouts.start` or `timeouts.finish` passed.
     FunctionTimeoutError,
     /// An invoked run did not end in time.
     InvokeTimeoutError,

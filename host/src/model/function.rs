@@ -116,9 +116,10 @@ pub struct BatchConfig {
 /// `cancelOn`: an event that cancels a run.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CancelOnConfig {
-    /// The event name.
+    /// The name of the event that cancels.
     pub event: String,
-    /// Inngest's `match` path.
+    /// Inngest's `match` path: the incoming event must hold the run's
+    /// trigger's value there.
     #[serde(default, rename = "match", skip_serializing_if = "Option::is_none")]
     pub match_path: Option<String>,
     /// Inngest's `if` over `event` and `async`.
@@ -144,7 +145,7 @@ pub struct TimeoutsConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum SingletonMode {
-    /// It is skipped.
+    /// The new run is skipped (recorded as `skipped`).
     Skip,
     /// The active one is cancelled.
     Cancel,
@@ -200,7 +201,8 @@ pub struct FlowConfig {
 pub struct FunctionRecord {
     /// The owning tenant.
     pub tenant: String,
-    /// The function's id.
+    /// Its id, unique in the tenant across apps: what `invoke`, the API
+    /// and the CLI name it by.
     pub id: String,
     /// Its display name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -211,7 +213,8 @@ pub struct FunctionRecord {
     pub version: String,
     /// What starts it.
     pub triggers: Vec<TriggerRecord>,
-    /// Retries per step (0–20).
+    /// Retries per step, and of the handler for errors raised outside
+    /// steps (0–20).
     pub retries: u32,
     /// Flow control and run bounds.
     #[serde(default, flatten)]

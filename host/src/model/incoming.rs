@@ -14,9 +14,9 @@ pub const MAX_EVENTS_PER_REQUEST: usize = 5_000;
 /// An event as a sender gave it, checked but not yet accepted.
 #[derive(Debug, Clone, PartialEq)]
 pub struct IncomingEvent {
-    /// The event name.
+    /// The event's name, checked (printable, 1 to 256 characters).
     pub name: String,
-    /// The `data` object.
+    /// The `data` object (`{}` if the sender gave none or `null`).
     pub data: Value,
     /// The sender's id (its de-duplication key), if any.
     pub id: Option<String>,
@@ -43,7 +43,7 @@ pub enum EventError {
         index: usize,
         /// Its size in bytes.
         bytes: usize,
-        /// The most allowed.
+        /// The most bytes an event may have (the tenant's limit).
         max: usize,
     },
 }

@@ -1,7 +1,8 @@
 //! Domain records: what the journal stores and the API shows.
 //!
-//! Every record carries its tenant, so that multi-tenant hosting and other
-//! storage backends need no migration. These types know nothing of wasm,
+//! Runs, functions, apps, timers and waiters carry their tenant, and steps,
+//! output and events are stored under keys that start with it, so another
+//! storage backend needs no migration. These types know nothing of wasm,
 //! HTTP or sled.
 
 mod clock;
@@ -25,7 +26,8 @@ pub use tenant::*;
 use serde::{Deserialize, Serialize};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-/// The tenant every call belongs to until multi-tenant hosting lands.
+/// The tenant a `/v1` call without a key acts for when the host does not
+/// require keys (dev mode), and the one `dev` deploys its examples to.
 pub const DEFAULT_TENANT: &str = "default";
 
 /// Milliseconds since the Unix epoch, the time unit of every record.
@@ -98,9 +100,10 @@ impl std::fmt::Display for RunKey {
 pub struct EventRecord {
     /// The sender's id, or a ULID the host made.
     pub id: String,
-    /// The event name.
+    /// What triggers, waits and `cancelOn` match on, e.g.
+    /// `shop/order.created`.
     pub name: String,
-    /// The `data` object.
+    /// The payload: always a JSON object (`{}` if the sender gave none).
     pub data: serde_json::Value,
     /// The `user` object, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -124,7 +127,8 @@ pub enum RunStatus {
     Running,
     /// Suspended in `step.sleep`.
     Sleeping,
-    /// Suspended in `step.wait_for_event`.
+    /// Suspended in `step.wait_for_event`, or in `step.invoke` until the
+    /// invoked run ends.
     Waiting,
     /// Finished with an output.
     Completed,
@@ -214,14 +218,17 @@ impl RunKind {
 pub struct ParentStep {
     /// The invoking run's id (same tenant).
     pub run: String,
-    /// Its `invoke` step.
+    /// The position of its `invoke` step, which gets this run's output or
+    /// error.
     pub seq: u32,
 }
 
 /// A concurrency limit a run counts against while one of its steps executes.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct ConcurrencyKey {
-    /// Scope, function and evaluated key, e.g. `fn:default/sync-crm:u-1`.
+    /// Runs whose keys are equal share the limit. Made of the scope (`fn`
+    /// or `tenant`), the tenant, the function id (for a tenant-wide limit,
+    /// the key expression) and the evaluated key, joined by `\0`.
     pub key: String,
     /// Steps executing at once under this key.
     pub limit: u32,
@@ -230,7 +237,8 @@ pub struct ConcurrencyKey {
 /// The throttle a run's first start counts against.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct ThrottleKey {
-    /// Function and evaluated key.
+    /// Tenant, function id and evaluated key, joined by `\0`: runs whose
+    /// keys are equal share the throttle.
     pub key: String,
     /// Runs started per period.
     pub limit: u32,
@@ -295,18 +303,19 @@ impl IndexKind {
 /// One entry of a secondary index.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct IndexRef {
-    /// Which index.
+    /// Which index: each has a key space of its own.
     pub kind: IndexKind,
-    /// The entry's key.
+    /// The entry's key within its index (its layout: see [`IndexKind`]).
     pub key: String,
 }
 
 /// What a `cancelOn` listener stores.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CancelListener {
-    /// The run it cancels.
+    /// The id of the run it cancels, in the tenant of its key.
     pub run: String,
-    /// The `match` path.
+    /// Inngest's `match` path, e.g. `data.userId`: the incoming event must
+    /// hold `match_value` there.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub match_path: Option<String>,
     /// The run's triggering event's value at `match_path`.
@@ -398,7 +407,8 @@ pub struct StepRecord {
     /// The output as JSON text (`null` for sleeps and timed-out waits).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub output: Option<String>,
-    /// The last error.
+    /// The error of the last failed attempt (`retrying`), or the final one
+    /// (`failed`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<ErrorRecord>,
     /// When the call was first made, in ms.
@@ -459,16 +469,17 @@ pub enum TimerKind {
     FinishTimeout,
 }
 
-/// A durable timer: the run `key` must be resumed at `at`.
+/// A durable timer: at `at`, the run state machine acts on run `key` as
+/// `kind` says (wakes it, retries, times it out, lets it start).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Timer {
-    /// When it fires, in ms.
+    /// When it fires, ms since the epoch.
     pub at: u64,
-    /// The run.
+    /// The run it acts on (tenant and id).
     pub key: RunKey,
-    /// The step it belongs to (`u32::MAX` for run-level timers).
+    /// The step it belongs to ([`RUN_LEVEL_SEQ`] for run-level timers).
     pub seq: u32,
-    /// Why.
+    /// Why it exists, which says what firing it does.
     pub kind: TimerKind,
 }
 
@@ -478,13 +489,13 @@ pub const RUN_LEVEL_SEQ: u32 = u32::MAX;
 /// A run waiting for an event.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Waiter {
-    /// The run.
+    /// The waiting run (tenant and id).
     pub key: RunKey,
-    /// The waiting step.
+    /// The position of its `wait_for_event` step, which gets the event.
     pub seq: u32,
-    /// What it waits for.
+    /// The event name, `match` and `if` an event must pass.
     pub spec: WaitSpec,
-    /// When it gives up, in ms.
+    /// When it gives up (its `WaitTimeout` timer), ms since the epoch.
     pub timeout_at: u64,
 }
 
@@ -514,7 +525,7 @@ pub struct LogChunk {
 pub struct AppRecord {
     /// The owning tenant.
     pub tenant: String,
-    /// The app's name.
+    /// The app's name, unique in its tenant (part of URLs and keys).
     pub name: String,
     /// Content hash of the current version.
     pub version: String,

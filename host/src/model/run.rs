@@ -24,9 +24,10 @@ pub enum RunState {
         /// When it may start, ms.
         start_at: Option<u64>,
     },
-    /// Executing, or waiting for its handler's next attempt at `retry_at`.
+    /// Executing, or waiting until `retry_at` to execute again (a handler
+    /// retry, or a send over its tenant's budget).
     Running {
-        /// When the handler is tried again, ms.
+        /// When it executes again, ms.
         retry_at: Option<u64>,
     },
     /// Suspended in `step.sleep` (its timer wakes it).
@@ -35,36 +36,38 @@ pub enum RunState {
     Waiting,
     /// Finished with an output.
     Completed {
-        /// When, ms.
+        /// When it ended, ms since the epoch.
         ended_at: u64,
         /// The handler's output.
         output: Value,
     },
     /// Finished with an error.
     Failed {
-        /// When, ms.
+        /// When it ended, ms since the epoch.
         ended_at: u64,
-        /// Why.
+        /// Why: the handler's error, or the host's (a trap, a limit).
         error: ErrorRecord,
     },
     /// Stopped by a user, a `cancelOn` event, a singleton or a timeout.
     Cancelled {
-        /// When, ms.
+        /// When it ended, ms since the epoch.
         ended_at: u64,
-        /// By what.
+        /// Who or what cancelled it: the API, a `cancelOn` event, a newer
+        /// singleton run, a timeout.
         error: ErrorRecord,
     },
     /// Never started: flow control turned its event away.
     Skipped {
-        /// When, ms.
+        /// When it ended, ms since the epoch.
         ended_at: u64,
-        /// Which rule.
+        /// The rule that turned it away (`RateLimited`, `Singleton`), and
+        /// why.
         error: ErrorRecord,
     },
 }
 
 impl RunState {
-    /// Its status word.
+    /// The status this state is, without its data.
     pub fn status(&self) -> RunStatus {
         match self {
             RunState::Queued { .. } => RunStatus::Queued,
@@ -159,7 +162,7 @@ pub struct RunRecord {
     pub app: String,
     /// Content hash of the component version the run is pinned to.
     pub version: String,
-    /// The function's id.
+    /// The id of the function it runs (of `app`, at `version`).
     pub function: String,
     /// Where it is in its life.
     pub state: RunState,
@@ -213,7 +216,7 @@ impl RunRecord {
         }
     }
 
-    /// Its status word.
+    /// Its status, without the data of its state.
     pub fn status(&self) -> RunStatus {
         self.state.status()
     }

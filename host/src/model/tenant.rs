@@ -122,7 +122,8 @@ impl TenantLimits {
     }
 }
 
-/// A tenant.
+/// A tenant as stored: its keys (hashed), its own limits and its HTTP
+/// allowlist.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TenantRecord {
     /// Its name, unique on the host; part of every key it owns.
@@ -132,7 +133,7 @@ pub struct TenantRecord {
     /// Its keys, revoked ones included.
     #[serde(default)]
     pub keys: Vec<KeyRecord>,
-    /// Its own bounds.
+    /// Its own limits; each one it does not set is the host's default.
     #[serde(default)]
     pub limits: TenantLimits,
     /// Hosts its step bodies may call over HTTP: `api.example.com`,

@@ -1,6 +1,7 @@
-//! Cron triggers in the ingestion order: writing a deployed function's
-//! schedules, arming them at start, and firing them (the run and the next
-//! fire time in one write, so a missed time runs once, never twice).
+//! Cron triggers, in the one order of changes: writing a deployed
+//! function's schedules, arming them at start, and firing them (the run and
+//! the next fire time in one write, so a missed time runs once, never
+//! twice).
 
 use super::{Effects, Runs, admit};
 use crate::cron::{self, Armed, Schedule};

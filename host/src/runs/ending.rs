@@ -1,7 +1,9 @@
-//! What ending a run changes besides its record: its index entries go
-//! (cancel-on listeners, singleton claim, a held-back batch), the run that
-//! invoked it gets its result, and a final failure starts the function's
-//! `on-failure` run and emits Inngest's `inngest/function.failed` event.
+//! What ending a run changes besides its record: its `timeouts.finish`
+//! timer is disarmed, its index entries go (cancel-on listeners, singleton
+//! claim, a held-back batch), the run that invoked it gets its result
+//! (unless that run has ended too), and a final failure starts the
+//! function's `on-failure` run and emits Inngest's `inngest/function.failed`
+//! event. Cancelling also removes the run's other timers and its waiters.
 
 use super::{Tx, admit};
 use crate::journal::Op;
@@ -253,7 +255,8 @@ fn failed(tx: &mut Tx<'_>, run: &RunRecord) -> Result<()> {
     Ok(())
 }
 
-/// Whether `step`, a wait, is satisfied by `event` (name already matches).
+/// Whether `event` (whose name matches) satisfies the wait `step_wait` of
+/// `run`: its `match`, then its `if` over the run's trigger and `event`.
 pub fn wait_satisfied(
     tx: &Tx<'_>,
     step_wait: &crate::model::WaitSpec,
@@ -282,7 +285,8 @@ pub fn wait_satisfied(
     }))
 }
 
-/// The `cancelOn` listeners of `event` in `tenant` that cancel a run.
+/// Cancels the runs of `tenant` whose `cancelOn` listeners `event` matches
+/// (not expired, the same `match` value, the `if` true).
 pub fn cancellations(tx: &mut Tx<'_>, tenant: &str, event: &EventRecord) -> Result<()> {
     let prefix = format!("{tenant}\0{}\0", event.name);
     for (key, value) in tx

@@ -67,12 +67,14 @@ pub enum CancelError {
     /// The run is over already.
     #[error("run {0} has already ended ({1})")]
     AlreadyEnded(String, &'static str),
-    /// The host failed.
+    /// The host failed (storage, I/O), not the request: the API answers 500
+    /// and logs it in full.
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
 }
 
-/// Routes events to functions and waiters, and orders run transitions.
+/// The run state machine: routes events to functions and waiters, applies
+/// transitions, fires timers and crons, all in one order.
 pub struct Runs {
     journal: Arc<dyn Journal>,
     commit: GroupCommit,

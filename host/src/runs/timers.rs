@@ -1,6 +1,6 @@
-//! Timers, applied in the ingestion order: a sleep ends, a retry is due, a
-//! wait or an invoke times out, a held-back run (debounce, batch) may
-//! start, a run is past its timeouts.
+//! Timers, applied in the one order of changes: a sleep ends, a retry is
+//! due, a wait or an invoke times out, a held-back run (debounce, batch)
+//! may start, a run is past its timeouts.
 
 use super::{Effects, Runs, Tx, ending, resolve_wait};
 use crate::journal::Op;

@@ -46,12 +46,12 @@ pub enum Transition {
     /// The run resumed at a sleep, wait or invoke that is not over: it goes
     /// back to sleeping or waiting until its timer or event wakes it.
     Park(Suspended),
-    /// A new wait for an event, registered in the ingestion order: only
-    /// events accepted after this can match it.
+    /// A new wait for an event, registered in the order events are accepted
+    /// in: only events accepted after this can match it.
     Wait {
         /// The step, `waiting`, with its timeout as `wake_at`.
         step: StepRecord,
-        /// What matches it.
+        /// The waiter incoming events are matched against.
         waiter: Waiter,
     },
     /// A new invoke: the child run starts, and the step (`waiting`, with
@@ -62,7 +62,7 @@ pub enum Transition {
         /// The function invoked (boxed: it is large, and the other
         /// transitions are small).
         function: Box<FunctionRecord>,
-        /// The child's event data.
+        /// The `data` of the child's `inngest/function.invoked` event.
         data: Value,
     },
     /// Branches of a parallel group to execute, each in an instance of its
@@ -75,11 +75,13 @@ pub enum Transition {
     /// step and is retried (`error` set, `attempt` counted), or a send
     /// waits for the tenant's budget (no error, the same attempt).
     RetryLater {
-        /// When.
+        /// When the run executes again, ms since the epoch (its `RunRetry`
+        /// timer).
         wake_at: u64,
         /// The run's attempt from then on.
         attempt: u32,
-        /// Why, if it failed.
+        /// The handler's error, kept on the run while it is retried (`None`
+        /// for a send that waits).
         error: Option<ErrorRecord>,
     },
     /// The run ends.
@@ -96,9 +98,9 @@ pub enum Transition {
 /// What a parked run goes back to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Suspended {
-    /// A sleep.
+    /// Sleeping, until the sleep's timer fires.
     Sleeping,
-    /// A wait for an event, or an invoke.
+    /// Waiting for an event or for an invoked run's end (or the timeout).
     Waiting,
 }
 

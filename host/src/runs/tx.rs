@@ -1,5 +1,6 @@
-//! A change made in the ingestion order: the journal writes it consists of,
-//! and what the scheduler must do once they are durable.
+//! One change to run state, made in the one order of changes: the journal
+//! writes it consists of, and what the scheduler must do once they are
+//! durable.
 
 use super::live::Executing;
 use crate::catalog::Catalog;
@@ -15,7 +16,7 @@ pub struct Effects {
     pub wake: Vec<RunKey>,
     /// Runs whose tasks must stop (cancelled).
     pub abort: Vec<RunKey>,
-    /// Timers to arm.
+    /// Timers to arm in memory (the change wrote them to the journal).
     pub timers: Vec<Timer>,
     /// Timers to disarm (their runs moved on).
     pub disarm: Vec<Timer>,
@@ -68,13 +69,14 @@ impl Effects {
 pub struct Tx<'a> {
     /// Storage (reads, and the final write).
     pub journal: &'a dyn Journal,
-    /// The deployed functions.
+    /// The deployed functions: what an event triggers, what a failure
+    /// starts.
     pub catalog: &'a Catalog,
     /// The runs being executed, and whether each has ended since.
     pub executing: &'a Executing,
     /// The time of the change, ms.
     pub now: u64,
-    /// Writes so far.
+    /// The writes collected so far, applied together by [`Tx::apply`].
     pub ops: Batch,
     /// What follows once they are durable.
     pub effects: Effects,
@@ -108,7 +110,7 @@ impl<'a> Tx<'a> {
         Ok(self.effects)
     }
 
-    /// Writes a run record.
+    /// Writes `run`'s whole record with the change, replacing the stored one.
     pub fn put_run(&mut self, run: RunRecord) {
         self.ops.push(Op::PutRun(run));
     }
@@ -125,7 +127,8 @@ impl<'a> Tx<'a> {
         self.effects.disarm.push(timer);
     }
 
-    /// Sets an index entry.
+    /// Sets entry `key` of index `kind` to `value` with the change, replacing
+    /// any.
     pub fn put_index(&mut self, kind: IndexKind, key: &str, value: impl Into<String>) {
         self.ops.push(Op::PutIndex {
             at: IndexRef {

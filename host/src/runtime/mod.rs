@@ -37,7 +37,8 @@ pub enum DeployError {
     /// A replay of recorded runs on the new version diverged.
     #[error("{} of the {} runs replayed diverge on this version; it was not deployed", .0.diverged, .0.runs.len())]
     Diverged(versions::ReplayCheck),
-    /// The host failed.
+    /// The host failed (storage, I/O), not the request: the API answers 500
+    /// and logs it in full.
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
 }
@@ -54,7 +55,7 @@ impl From<InspectError> for DeployError {
 /// What a deploy registered.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Deployed {
-    /// The app.
+    /// The app's name.
     pub app: String,
     /// The version's content hash.
     pub version: String,
@@ -78,7 +79,8 @@ pub struct Stepwise {
     pub commit: GroupCommit,
     /// Deployed functions by tenant and trigger, for routing events.
     pub catalog: Arc<Catalog>,
-    /// The run state machine: events, transitions and their effects.
+    /// The run state machine, the only writer of run state: events,
+    /// transitions, timers and their effects.
     pub runs: Arc<Runs>,
     /// Which jobs execute now and which timers wake them later.
     pub scheduler: Scheduler,
@@ -101,9 +103,9 @@ pub enum SendError {
     /// The tenant sent more events per second than it may.
     #[error("this tenant may send {per_second} events per second; retry in {retry_after_ms} ms")]
     TooFast {
-        /// The tenant's limit.
+        /// Events per second the tenant may send.
         per_second: u32,
-        /// When there will be room, ms.
+        /// How long until the events would fit, ms.
         retry_after_ms: u64,
     },
     /// The tenant has as many runs waiting as it may.
@@ -111,7 +113,7 @@ pub enum SendError {
         "this tenant has {queued} runs waiting to execute, the most it may now (its own queued-runs limit, or its share of the host's, which all tenants share); retry when they have started (or ask the operator to raise the limit)"
     )]
     QueueFull {
-        /// Runs waiting.
+        /// The tenant's runs waiting to execute now.
         queued: usize,
     },
     /// One request holds more events than the tenant may send in a second:
@@ -122,7 +124,7 @@ pub enum SendError {
     BatchOverRate {
         /// Events in the request.
         count: usize,
-        /// The tenant's limit.
+        /// Events per second the tenant may send.
         per_second: u32,
     },
     /// The tenant stores as much as its quota allows.
@@ -130,12 +132,13 @@ pub enum SendError {
         "StorageQuotaExceeded: this tenant stores {used} bytes of events and run journals, and its quota is {quota}; no more events are accepted until old data is deleted or the operator raises the quota (stepwise tenant limits NAME --storage SIZE)"
     )]
     StorageQuotaExceeded {
-        /// Bytes stored.
+        /// Logical bytes the tenant stores now (events and run journals).
         used: u64,
-        /// The tenant's quota.
+        /// The most it may store.
         quota: u64,
     },
-    /// The host failed.
+    /// The host failed (storage, I/O), not the request: the API answers 500
+    /// and logs it in full.
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
 }

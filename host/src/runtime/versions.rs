@@ -31,11 +31,11 @@ pub struct VersionView {
 /// One run replayed against a candidate.
 #[derive(Debug, Clone, Serialize)]
 pub struct RunReplay {
-    /// The run.
+    /// The run's id.
     pub run: String,
-    /// Its function.
+    /// The id of the function it runs.
     pub function: String,
-    /// Its status.
+    /// Its status when replayed, e.g. `waiting` or `completed`.
     pub status: String,
     /// The version it ran on.
     pub version: String,
@@ -67,7 +67,8 @@ pub enum VersionError {
     /// No such app, or no such version of it.
     #[error("{0}")]
     NotFound(String),
-    /// The host failed.
+    /// The host failed (storage, I/O), not the request: the API answers 500
+    /// and logs it in full.
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
 }

@@ -37,14 +37,14 @@ pub type Score = i64;
 /// Something to execute: a run's handler, or one branch of a parallel group.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Job {
-    /// The run.
+    /// The run to execute (tenant and id).
     pub run: RunKey,
     /// The parallel branch (its step's position), or `None` for the run.
     pub branch: Option<u32>,
 }
 
 impl Job {
-    /// The run's own job.
+    /// The run's own job (its handler, not a branch).
     pub fn run(run: RunKey) -> Self {
         Job { run, branch: None }
     }
@@ -53,7 +53,8 @@ impl Job {
 /// How a job is queued.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Admission {
-    /// Its limits and priority.
+    /// Its run's concurrency keys (its tenant's cap among them), throttle
+    /// and priority.
     pub spec: QueueSpec,
     /// Whether it is the run's first start (throttles count only those).
     pub first_start: bool,
