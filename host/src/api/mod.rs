@@ -220,9 +220,9 @@ struct Limit {
 
 /// `answer`, once every write it may show is on disk. It was read before
 /// this call, so one group commit from now covers it; with nothing
-/// unflushed, the flush writes nothing and returns at once.
+/// unflushed since the last flush, it returns at once.
 async fn once_durable<T>(host: &Stepwise, answer: T) -> ApiResult<T> {
-    host.commit.durable().await?;
+    host.commit.settled().await?;
     Ok(answer)
 }
 

@@ -48,6 +48,16 @@ impl GroupCommit {
         }
     }
 
+    /// Returns once every write applied before this call is on disk; at
+    /// once, with no flush, if nothing applied since the last flush (what
+    /// readers wait on: an idle journal costs them nothing).
+    pub async fn settled(&self) -> Result<()> {
+        if !self.shared.journal.unflushed() {
+            return Ok(());
+        }
+        self.durable().await
+    }
+
     /// Returns once every write applied before this call is on disk.
     pub async fn durable(&self) -> Result<()> {
         let shared = &self.shared;
@@ -160,5 +170,35 @@ mod tests {
         assert_eq!(progress.durable, 64, "every ticket is covered");
         assert!(!progress.flushing);
         assert_eq!(journal.setting("w63").unwrap().as_deref(), Some("x"));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn readers_wait_for_a_flush_only_while_something_is_unflushed() {
+        let dir = tempfile::tempdir().unwrap();
+        let journal: Arc<dyn Journal> = Arc::new(SledJournal::open(dir.path()).unwrap());
+        let commit = GroupCommit::start(journal.clone());
+        let write = |name: &str| {
+            journal
+                .apply(vec![Op::PutSetting {
+                    name: name.into(),
+                    value: "x".into(),
+                }])
+                .unwrap()
+        };
+        write("a");
+        assert!(journal.unflushed(), "a write no flush has covered");
+        commit.settled().await.unwrap();
+        assert!(!journal.unflushed(), "settled flushed it");
+        assert_eq!(commit.shared.progress.borrow().durable, 1);
+        commit.settled().await.unwrap();
+        assert_eq!(
+            commit.shared.progress.borrow().durable,
+            1,
+            "nothing new: no flush, no ticket"
+        );
+        write("b");
+        assert!(journal.unflushed());
+        commit.durable().await.unwrap();
+        assert!(!journal.unflushed());
     }
 }

@@ -121,6 +121,11 @@ pub trait Journal: RunJournal + QueryJournal + Send + Sync + 'static {
     /// Makes every write applied so far durable (fsync). Blocking.
     fn flush(&self) -> Result<()>;
 
+    /// Whether a write applied so far may not be durable yet (false for a
+    /// backend whose writes are durable once applied). May say true when
+    /// all is durable, never false when something is not.
+    fn unflushed(&self) -> bool;
+
     /// Logical bytes each tenant stores, counted as batches are applied.
     fn usage(&self) -> &usage::StorageUsage;
 }

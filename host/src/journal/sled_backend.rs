@@ -17,6 +17,7 @@ use serde::de::DeserializeOwned;
 use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// The trees, indexed by [`TreeId`].
 const TREE_NAMES: [&str; 15] = [
@@ -61,6 +62,20 @@ pub struct SledJournal {
     db: sled::Db,
     trees: Vec<sled::Tree>,
     usage: StorageUsage,
+    writes: WriteCounts,
+}
+
+/// Counts that tell whether anything applied may not be on disk yet, so a
+/// reader that waits for durability waits only when it must.
+#[derive(Default)]
+struct WriteCounts {
+    /// Batches whose apply has begun.
+    begun: AtomicU64,
+    /// Batches whose apply has ended.
+    done: AtomicU64,
+    /// How many had ended when the last completed flush began: a flush
+    /// covers every write that ended before it began.
+    flushed: AtomicU64,
 }
 
 /// A write prepared outside any transaction (sled may re-run a
@@ -71,6 +86,78 @@ enum Write {
 }
 
 impl SledJournal {
+    /// Applies `batch` atomically (see [`Journal::apply`]).
+    fn apply_batch(&self, batch: Batch) -> Result<()> {
+        let mut writes = Vec::with_capacity(batch.len() + 1);
+        let mut stored: Vec<(String, u64)> = Vec::new();
+        for op in batch {
+            let tenant = counted_tenant(&op).map(str::to_string);
+            let before = writes.len();
+            writes.extend(Self::prepare(op)?);
+            if let Some(tenant) = tenant {
+                let bytes = writes[before..]
+                    .iter()
+                    .map(|w| match w {
+                        Write::Put(_, key, value) => (key.len() + value.len()) as u64,
+                        Write::Delete(..) => 0,
+                    })
+                    .sum();
+                stored.push((tenant, bytes));
+            }
+        }
+        let count = |usage: &StorageUsage| {
+            for (tenant, bytes) in &stored {
+                usage.add(tenant, *bytes);
+            }
+        };
+        if let [write] = writes.as_slice() {
+            match write {
+                Write::Put(tree, key, value) => {
+                    self.tree(*tree).insert(key.as_slice(), value.as_slice())?;
+                }
+                Write::Delete(tree, key) => {
+                    self.tree(*tree).remove(key.as_slice())?;
+                }
+            }
+            count(&self.usage);
+            return Ok(());
+        }
+        // Only the trees this batch writes take part in the transaction:
+        // each one costs sled a lock and a staging area.
+        let mut slot = [usize::MAX; TREE_NAMES.len()];
+        let mut touched: Vec<&sled::Tree> = Vec::new();
+        for write in &writes {
+            let (Write::Put(tree, ..) | Write::Delete(tree, _)) = write;
+            if slot[*tree as usize] == usize::MAX {
+                slot[*tree as usize] = touched.len();
+                touched.push(self.tree(*tree));
+            }
+        }
+        touched
+            .as_slice()
+            .transaction(|trees| {
+                for write in &writes {
+                    match write {
+                        Write::Put(tree, key, value) => {
+                            trees[slot[*tree as usize]].insert(key.as_slice(), value.as_slice())?;
+                        }
+                        Write::Delete(tree, key) => {
+                            trees[slot[*tree as usize]].remove(key.as_slice())?;
+                        }
+                    }
+                }
+                Ok::<_, ConflictableTransactionError<()>>(())
+            })
+            .map_err(|e| match e {
+                TransactionError::Abort(()) => anyhow::anyhow!("journal transaction aborted"),
+                TransactionError::Storage(e) => {
+                    anyhow::Error::new(e).context("journal transaction failed")
+                }
+            })?;
+        count(&self.usage);
+        Ok(())
+    }
+
     /// Opens (or creates) the journal in `dir`.
     pub fn open(dir: &Path) -> Result<Self> {
         recover_interrupted_rewrite(dir)?;
@@ -91,7 +178,12 @@ impl SledJournal {
             .context("reading the storage usage")?
             .and_then(|bytes| String::from_utf8(bytes.to_vec()).ok());
         let usage = StorageUsage::restore(saved.as_deref());
-        Ok(SledJournal { db, trees, usage })
+        Ok(SledJournal {
+            db,
+            trees,
+            usage,
+            writes: WriteCounts::default(),
+        })
     }
 
     /// Rewrites the (closed) journal in `dir` into a fresh copy holding only
@@ -270,74 +362,19 @@ fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
 
 impl Journal for SledJournal {
     fn apply(&self, batch: Batch) -> Result<()> {
-        let mut writes = Vec::with_capacity(batch.len() + 1);
-        let mut stored: Vec<(String, u64)> = Vec::new();
-        for op in batch {
-            let tenant = counted_tenant(&op).map(str::to_string);
-            let before = writes.len();
-            writes.extend(Self::prepare(op)?);
-            if let Some(tenant) = tenant {
-                let bytes = writes[before..]
-                    .iter()
-                    .map(|w| match w {
-                        Write::Put(_, key, value) => (key.len() + value.len()) as u64,
-                        Write::Delete(..) => 0,
-                    })
-                    .sum();
-                stored.push((tenant, bytes));
-            }
-        }
-        let count = |usage: &StorageUsage| {
-            for (tenant, bytes) in &stored {
-                usage.add(tenant, *bytes);
-            }
-        };
-        if let [write] = writes.as_slice() {
-            match write {
-                Write::Put(tree, key, value) => {
-                    self.tree(*tree).insert(key.as_slice(), value.as_slice())?;
-                }
-                Write::Delete(tree, key) => {
-                    self.tree(*tree).remove(key.as_slice())?;
-                }
-            }
-            count(&self.usage);
-            return Ok(());
-        }
-        // Only the trees this batch writes take part in the transaction:
-        // each one costs sled a lock and a staging area.
-        let mut slot = [usize::MAX; TREE_NAMES.len()];
-        let mut touched: Vec<&sled::Tree> = Vec::new();
-        for write in &writes {
-            let (Write::Put(tree, ..) | Write::Delete(tree, _)) = write;
-            if slot[*tree as usize] == usize::MAX {
-                slot[*tree as usize] = touched.len();
-                touched.push(self.tree(*tree));
-            }
-        }
-        touched
-            .as_slice()
-            .transaction(|trees| {
-                for write in &writes {
-                    match write {
-                        Write::Put(tree, key, value) => {
-                            trees[slot[*tree as usize]].insert(key.as_slice(), value.as_slice())?;
-                        }
-                        Write::Delete(tree, key) => {
-                            trees[slot[*tree as usize]].remove(key.as_slice())?;
-                        }
-                    }
-                }
-                Ok::<_, ConflictableTransactionError<()>>(())
-            })
-            .map_err(|e| match e {
-                TransactionError::Abort(()) => anyhow::anyhow!("journal transaction aborted"),
-                TransactionError::Storage(e) => {
-                    anyhow::Error::new(e).context("journal transaction failed")
-                }
-            })?;
-        count(&self.usage);
-        Ok(())
+        self.writes.begun.fetch_add(1, Ordering::SeqCst);
+        let applied = self.apply_batch(batch);
+        self.writes.done.fetch_add(1, Ordering::SeqCst);
+        applied
+    }
+
+    fn unflushed(&self) -> bool {
+        // Reads `flushed` first: `done` never exceeds `begun`, so if the
+        // last flush counted as many ended writes as have begun by now,
+        // every write begun so far had ended before that flush, which
+        // covered it.
+        let flushed = self.writes.flushed.load(Ordering::SeqCst);
+        flushed < self.writes.begun.load(Ordering::SeqCst)
     }
 
     fn usage(&self) -> &StorageUsage {
@@ -345,7 +382,9 @@ impl Journal for SledJournal {
     }
 
     fn flush(&self) -> Result<()> {
+        let ended = self.writes.done.load(Ordering::SeqCst);
         self.db.flush().context("flushing the journal to disk")?;
+        self.writes.flushed.fetch_max(ended, Ordering::SeqCst);
         Ok(())
     }
 }

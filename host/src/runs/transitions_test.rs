@@ -46,6 +46,9 @@ impl Journal for Counted {
     fn flush(&self) -> Result<()> {
         self.sled.flush()
     }
+    fn unflushed(&self) -> bool {
+        self.sled.unflushed()
+    }
     fn usage(&self) -> &StorageUsage {
         self.sled.usage()
     }
