@@ -11,7 +11,7 @@ use crate::model::ErrorName;
 use crate::model::{
     ErrorRecord, EventRecord, RunKey, RunKind, RunRecord, RunStatus, StepRecord, StepStatus,
 };
-use crate::runs::{Recorded, Transition};
+use crate::runs::Transition;
 use crate::scheduler::{BoxFuture, Dispatch, Job};
 use crate::wit::types::{FailureContext, RunContext, StepError};
 use crate::wit::{App, AppPre};
@@ -280,22 +280,17 @@ impl RunDriver {
         let _permit = self.executor.permits.clone().acquire_owned().await?;
         // Registered for as long as this function runs: the run state
         // machine then knows, without a read per step, whether it ends.
-        let Some(_execution) = self.services.runs.enter(key)? else {
-            return Ok(None);
-        };
-        let Recorded::Run(run) = self.services.runs.record(key, Transition::Start).await? else {
+        let Some((run, _execution)) = self.services.runs.start(key)? else {
             return Ok(None);
         };
         let steps = journal.steps(key)?;
         let events = journal.run_events(key)?;
         if events.is_empty() {
             let error = ErrorRecord::fatal(ErrorName::RunError, "the run has no triggering event");
-            return self
-                .finish(*run, RunStatus::Failed, None, Some(error))
-                .await;
+            return self.finish(run, RunStatus::Failed, None, Some(error)).await;
         }
         let function = run.function.clone();
-        let (mut store, entry) = self.prepare(*run, steps, events, false, Role::Main)?;
+        let (mut store, entry) = self.prepare(run, steps, events, false, Role::Main)?;
         let result = entry.call(&version.pre, &mut store, &function).await;
         if let Err(error) = store.data_mut().flush_output() {
             tracing::warn!(run = %key, %error, "could not log the run's output");

@@ -9,8 +9,9 @@
 //! end has not ended. An execution registers with [`Runs::enter`] (which
 //! reads the run once) and leaves when its [`Execution`] is dropped.
 
-use super::Runs;
-use crate::model::RunKey;
+use super::transition::apply;
+use super::{Recorded, Runs, Transition};
+use crate::model::{RunKey, RunRecord};
 use anyhow::Result;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -74,8 +75,35 @@ impl Drop for Execution {
 }
 
 impl Runs {
-    /// Registers an execution of run `key`, unless the run has ended (or
-    /// does not exist): then `None`, and there is nothing to execute.
+    /// Starts an execution of run `key` ([`Transition::Start`]) and
+    /// registers it, in one change; `None` if the run has ended (or does
+    /// not exist). Nothing waits for the start's flush (see
+    /// [`Transition`]).
+    pub fn start(self: &Arc<Self>, key: &RunKey) -> Result<Option<(RunRecord, Execution)>> {
+        let (recorded, effects) = self.change_and(
+            |tx| apply(tx, key, Transition::Start),
+            |recorded, executing| {
+                if let Recorded::Run(_) = recorded {
+                    executing.enter(key);
+                }
+            },
+        )?;
+        self.hand_over(effects);
+        match recorded {
+            Recorded::Run(run) => Ok(Some((
+                *run,
+                Execution {
+                    runs: self.clone(),
+                    key: key.clone(),
+                },
+            ))),
+            _ => Ok(None),
+        }
+    }
+
+    /// Registers an execution of run `key` (a parallel branch: the run has
+    /// started already), unless the run has ended (or does not exist):
+    /// then `None`, and there is nothing to execute.
     pub fn enter(self: &Arc<Self>, key: &RunKey) -> Result<Option<Execution>> {
         let mut executing = self.executing();
         match self.journal.run_status(key)? {

@@ -165,6 +165,16 @@ impl Runs {
     /// are applied atomically (not yet durable). Keep `f` short and free of
     /// awaits.
     pub fn change<R>(&self, f: impl FnOnce(&mut Tx<'_>) -> Result<R>) -> Result<(R, Effects)> {
+        self.change_and(f, |_, _| {})
+    }
+
+    /// [`Runs::change`], then `after` with its result and the runs being
+    /// executed, still in the same place in the order.
+    fn change_and<R>(
+        &self,
+        f: impl FnOnce(&mut Tx<'_>) -> Result<R>,
+        after: impl FnOnce(&R, &mut live::Executing),
+    ) -> Result<(R, Effects)> {
         let mut executing = self.executing();
         let mut tx = Tx::new(
             self.journal.as_ref(),
@@ -177,6 +187,7 @@ impl Runs {
         for key in &effects.ended {
             executing.mark_ended(key);
         }
+        after(&result, &mut executing);
         Ok((result, effects))
     }
 

@@ -176,7 +176,7 @@ pub enum Recorded {
 }
 
 /// `transition` in `tx`, on the run as the journal has it.
-fn apply(tx: &mut Tx<'_>, key: &RunKey, transition: Transition) -> Result<Recorded> {
+pub(super) fn apply(tx: &mut Tx<'_>, key: &RunKey, transition: Transition) -> Result<Recorded> {
     match transition {
         Transition::Output(_)
         | Transition::StepDone(_)

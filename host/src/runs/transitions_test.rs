@@ -1727,3 +1727,31 @@ async fn a_cancelled_parent_is_not_written_by_its_childs_end() {
     assert_eq!(m.step(&parent, 0).status, StepStatus::Waiting);
     assert_eq!(m.run(&parent).status(), RunStatus::Cancelled);
 }
+
+/// `start` starts the run and registers its execution in one change: the
+/// run is running, and once cancelled its execution's steps are refused.
+#[tokio::test]
+async fn start_runs_the_run_and_registers_its_execution_at_once() {
+    let m = machine(|_| {});
+    let key = m.new_run(json!({})).await;
+    let (run, execution) = m.runs.start(&key).unwrap().expect("a queued run starts");
+    assert_eq!(run.status(), RunStatus::Running);
+    assert_eq!(run.started_at, Some(T0));
+    assert_eq!(m.run(&key), run);
+    let error = ErrorRecord::fatal(ErrorName::Cancelled, "by the test");
+    m.runs.cancel(&key, error).await.unwrap();
+    let late = entry(0, StepKind::Run, StepStatus::Completed);
+    assert!(matches!(
+        m.runs
+            .record(&key, Transition::StepDone(late))
+            .await
+            .unwrap(),
+        Recorded::Ended
+    ));
+    drop(execution);
+    assert!(
+        m.runs.start(&key).unwrap().is_none(),
+        "an ended run does not start"
+    );
+    assert!(m.journal.steps(&key).unwrap().is_empty());
+}
