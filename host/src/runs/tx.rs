@@ -32,9 +32,7 @@ impl Effects {
     /// Hands everything to the scheduler.
     pub fn apply(self, scheduler: &Scheduler) {
         for (run, seq) in self.branches {
-            if !scheduler.branch_pending(&run, seq) {
-                scheduler.spawn_branch(run, seq);
-            }
+            scheduler.spawn_branch(run, seq);
         }
         for run in &self.abort {
             scheduler.abort(run);

@@ -161,14 +161,19 @@ impl Scheduler {
     }
 
     /// Asks for branch `seq` of `run` to be executed in an instance of its
-    /// own. The run is woken when its last requested branch has finished.
+    /// own, unless it is asked for already and not finished. The run is
+    /// woken when its last requested branch has finished.
     pub fn spawn_branch(&self, run: RunKey, seq: u32) {
-        self.shared
+        let new = self
+            .shared
             .state()
             .branches
             .entry(run.clone())
             .or_default()
             .insert(seq);
+        if !new {
+            return;
+        }
         self.send(Job {
             run,
             branch: Some(seq),
