@@ -3,6 +3,13 @@
 //! One tree per record kind; records are JSON. A batch of one op is a plain
 //! insert (the step path: ~5 µs); a larger batch is one multi-tree
 //! transaction, so that, say, a waiter and its step never exist apart.
+//!
+//! A sled transaction is costly beyond its own writes: it takes sled's
+//! global write lock, which waits for a flush in progress and, while it
+//! waits, holds back every other insert. So a batch that is one run record
+//! (a run starting or ending: two keys, the run and its entry in the set of
+//! active runs) is written as two inserts in an order that is safe without
+//! one (see `SledJournal::prepare`).
 
 use super::keys;
 use super::usage::{StorageUsage, counted_tenant};
@@ -90,6 +97,7 @@ impl SledJournal {
     fn apply_batch(&self, batch: Batch) -> Result<()> {
         let mut writes = Vec::with_capacity(batch.len() + 1);
         let mut stored: Vec<(String, u64)> = Vec::new();
+        let one_run = matches!(batch.as_slice(), [Op::PutRun(_)]);
         for op in batch {
             let tenant = counted_tenant(&op).map(str::to_string);
             let before = writes.len();
@@ -110,13 +118,17 @@ impl SledJournal {
                 usage.add(tenant, *bytes);
             }
         };
-        if let [write] = writes.as_slice() {
-            match write {
-                Write::Put(tree, key, value) => {
-                    self.tree(*tree).insert(key.as_slice(), value.as_slice())?;
-                }
-                Write::Delete(tree, key) => {
-                    self.tree(*tree).remove(key.as_slice())?;
+        if writes.len() == 1 || one_run {
+            // In order: sled recovers its log as a prefix, so a crash keeps
+            // the first of these writes whenever it keeps a later one.
+            for write in &writes {
+                match write {
+                    Write::Put(tree, key, value) => {
+                        self.tree(*tree).insert(key.as_slice(), value.as_slice())?;
+                    }
+                    Write::Delete(tree, key) => {
+                        self.tree(*tree).remove(key.as_slice())?;
+                    }
                 }
             }
             count(&self.usage);
@@ -245,14 +257,19 @@ impl SledJournal {
     fn prepare(op: Op) -> Result<Vec<Write>> {
         use TreeId::*;
         Ok(match op {
+            // Ordered so that the writes need no transaction when the run
+            // is the whole batch: a run that has not ended is in the active
+            // set before its record changes, and an ended one leaves it only
+            // after. A crash between the two leaves an active entry whose
+            // run is missing or has ended, which `active_runs` skips.
             Op::PutRun(run) => {
                 let key = keys::run(&run.key);
-                let active = if run.status().is_terminal() {
-                    Write::Delete(Active, key.clone())
+                let record = Write::Put(Runs, key.clone(), encode(&run)?);
+                if run.status().is_terminal() {
+                    vec![record, Write::Delete(Active, key)]
                 } else {
-                    Write::Put(Active, key.clone(), Vec::new())
-                };
-                vec![Write::Put(Runs, key, encode(&run)?), active]
+                    vec![Write::Put(Active, key, Vec::new()), record]
+                }
             }
             Op::PutRunEvents(key, events) => {
                 vec![Write::Put(RunEvents, keys::run(&key), encode(&events)?)]
@@ -436,7 +453,11 @@ impl RunJournal for SledJournal {
         let mut runs = Vec::new();
         for entry in self.tree(TreeId::Active).iter() {
             let (key, _) = entry?;
-            if let Some(run) = self.get(TreeId::Runs, &key)? {
+            // A crash between a run's two writes may leave its entry here
+            // with no record yet, or after its end (see `prepare`).
+            if let Some(run) = self.get::<RunRecord>(TreeId::Runs, &key)?
+                && !run.status().is_terminal()
+            {
                 runs.push(run);
             }
         }
@@ -670,5 +691,62 @@ mod tests {
                 .unwrap()
                 .is_empty()
         );
+    }
+
+    #[test]
+    fn a_lone_run_record_keeps_the_active_set_in_step_with_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let journal = SledJournal::open(dir.path()).unwrap();
+        journal
+            .apply(vec![Op::PutRun(run("a", RunStatus::Running))])
+            .unwrap();
+        journal
+            .apply(vec![Op::PutRun(run("b", RunStatus::Running))])
+            .unwrap();
+        journal
+            .apply(vec![Op::PutRun(run("b", RunStatus::Completed))])
+            .unwrap();
+        let active: Vec<_> = journal
+            .active_runs()
+            .unwrap()
+            .into_iter()
+            .map(|r| r.key.run)
+            .collect();
+        assert_eq!(active, ["a"]);
+        assert!(
+            journal
+                .tree(TreeId::Active)
+                .get(keys::run(&run("b", RunStatus::Completed).key))
+                .unwrap()
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn active_entries_a_crash_left_behind_are_skipped() {
+        let dir = tempfile::tempdir().unwrap();
+        let journal = SledJournal::open(dir.path()).unwrap();
+        // What a crash between a run's two writes can leave: an ended run
+        // still in the active set, and an entry whose record never came.
+        journal
+            .apply(vec![Op::PutRun(run("ended", RunStatus::Failed))])
+            .unwrap();
+        for id in ["ended", "never-written"] {
+            let key = keys::run(&RunKey::new("default", id));
+            journal
+                .tree(TreeId::Active)
+                .insert(key, Vec::new())
+                .unwrap();
+        }
+        journal
+            .apply(vec![Op::PutRun(run("live", RunStatus::Sleeping))])
+            .unwrap();
+        let active: Vec<_> = journal
+            .active_runs()
+            .unwrap()
+            .into_iter()
+            .map(|r| r.key.run)
+            .collect();
+        assert_eq!(active, ["live"]);
     }
 }
