@@ -1,11 +1,14 @@
 //! A `stepwise` host as a child process, and the HTTP calls tests make to it.
 
 use anyhow::{Context, Result, bail};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+use stepwise_host::api::views::{RunDetail, RunView};
 
 /// How a host is started.
 #[derive(Debug, Clone)]
@@ -269,12 +272,12 @@ impl Api {
     }
 
     /// The runs of `function`, newest first.
-    pub async fn runs_of(&self, function: &str) -> Result<Vec<Value>> {
+    pub async fn runs_of(&self, function: &str) -> Result<Vec<RunView>> {
         Ok(self
             .runs()
             .await?
             .into_iter()
-            .filter(|r| r["function"] == function)
+            .filter(|r| r.function == function)
             .collect())
     }
 
@@ -284,8 +287,8 @@ impl Api {
         &self,
         function: &str,
         timeout: Duration,
-        done: impl Fn(&[Value]) -> bool,
-    ) -> Result<Vec<Value>> {
+        done: impl Fn(&[RunView]) -> bool,
+    ) -> Result<Vec<RunView>> {
         let deadline = Instant::now() + timeout;
         loop {
             let runs = self.runs_of(function).await?;
@@ -294,8 +297,8 @@ impl Api {
             }
             if Instant::now() > deadline {
                 bail!(
-                    "the runs of {function} did not get there in {timeout:?}; they are:\n{:#}\nhost log:\n{}",
-                    Value::Array(runs),
+                    "the runs of {function} did not get there in {timeout:?}; they are:\n{}\nhost log:\n{}",
+                    pretty(&runs),
                     self.log()
                 );
             }
@@ -309,8 +312,8 @@ impl Api {
     pub async fn wait_for_runs(
         &self,
         timeout: Duration,
-        done: impl Fn(&[Value]) -> bool,
-    ) -> Result<Vec<Value>> {
+        done: impl Fn(&[RunView]) -> bool,
+    ) -> Result<Vec<RunView>> {
         let deadline = Instant::now() + timeout;
         loop {
             let runs = self.runs().await?;
@@ -320,7 +323,7 @@ impl Api {
             if Instant::now() > deadline {
                 let mut statuses: std::collections::BTreeMap<String, usize> = Default::default();
                 for run in &runs {
-                    *statuses.entry(run["status"].to_string()).or_default() += 1;
+                    *statuses.entry(run.status.clone()).or_default() += 1;
                 }
                 bail!(
                     "the runs did not get there in {timeout:?}: {} runs, by status {statuses:?}\nhost log:\n{}",
@@ -337,20 +340,22 @@ impl Api {
         self.json(self.request(reqwest::Method::GET, path)).await
     }
 
+    /// `GET path`, answered with JSON read as a `T` (a run, a list of
+    /// runs); an answer of another shape is an error with the body.
+    pub async fn get_as<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
+        let body = self.get(path).await?;
+        serde_json::from_value(body.clone())
+            .with_context(|| format!("GET {path} answered with an unexpected shape: {body:#}"))
+    }
+
     /// A run with its steps and logs.
-    pub async fn run(&self, id: &str) -> Result<Value> {
-        self.get(&format!("/v1/runs/{id}")).await
+    pub async fn run(&self, id: &str) -> Result<RunDetail> {
+        self.get_as(&format!("/v1/runs/{id}")).await
     }
 
     /// Runs, newest first.
-    pub async fn runs(&self) -> Result<Vec<Value>> {
-        let body = self
-            .json(self.request(reqwest::Method::GET, "/v1/runs?limit=10000"))
-            .await?;
-        match body {
-            Value::Array(runs) => Ok(runs),
-            other => bail!("GET /v1/runs answered with no list of runs: {other}"),
-        }
+    pub async fn runs(&self) -> Result<Vec<RunView>> {
+        self.get_as("/v1/runs?limit=10000").await
     }
 
     /// The run started by event `event_id`, once it exists.
@@ -358,11 +363,8 @@ impl Api {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             for run in self.runs().await? {
-                if run["event_ids"]
-                    .as_array()
-                    .is_some_and(|ids| ids.iter().any(|i| i == event_id))
-                {
-                    return Ok(run["id"].as_str().unwrap_or_default().to_string());
+                if run.event_ids.iter().any(|i| i == event_id) {
+                    return Ok(run.id);
                 }
             }
             if Instant::now() > deadline {
@@ -377,8 +379,8 @@ impl Api {
         &self,
         id: &str,
         timeout: Duration,
-        done: impl Fn(&Value) -> bool,
-    ) -> Result<Value> {
+        done: impl Fn(&RunDetail) -> bool,
+    ) -> Result<RunDetail> {
         let deadline = Instant::now() + timeout;
         loop {
             let run = self.run(id).await?;
@@ -387,7 +389,8 @@ impl Api {
             }
             if Instant::now() > deadline {
                 bail!(
-                    "run {id} did not get there in {timeout:?}; it is:\n{run:#}\nhost log:\n{}",
+                    "run {id} did not get there in {timeout:?}; it is:\n{}\nhost log:\n{}",
+                    pretty(&run),
                     self.log()
                 );
             }
@@ -397,21 +400,32 @@ impl Api {
 
     /// Polls run `id` until its status is `status`; fails at once if the
     /// run ends with another status.
-    pub async fn wait_status(&self, id: &str, status: &str, timeout: Duration) -> Result<Value> {
+    pub async fn wait_status(
+        &self,
+        id: &str,
+        status: &str,
+        timeout: Duration,
+    ) -> Result<RunDetail> {
         let terminal = ["completed", "failed", "cancelled"];
         let run = self
             .wait_for(id, timeout, |run| {
-                run["status"] == status || terminal.iter().any(|t| run["status"] == *t)
+                run.run.status == status || terminal.contains(&run.run.status.as_str())
             })
             .await?;
-        if run["status"] != status {
+        if run.run.status != status {
             bail!(
-                "run {id} ended {} while waiting for it to be {status}:\n{run:#}",
-                run["status"]
+                "run {id} ended {:?} while waiting for it to be {status}:\n{}",
+                run.run.status,
+                pretty(&run)
             );
         }
         Ok(run)
     }
+}
+
+/// `value` as the API answered it: pretty JSON (for failure messages).
+pub fn pretty(value: &impl Serialize) -> String {
+    serde_json::to_string_pretty(value).unwrap_or_else(|e| format!("(not serialisable: {e})"))
 }
 
 impl Drop for HostProcess {

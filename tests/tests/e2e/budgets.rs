@@ -43,7 +43,7 @@ async fn guests_holding_memory_wait_for_the_budget_instead_of_exhausting_the_hos
         .await
         .unwrap()
         .into_iter()
-        .filter(|r| r["status"] == "queued")
+        .filter(|r| r.status == "queued")
         .count();
     assert_eq!(queued, 9, "waiting, not failed");
     let held = host.rss_bytes().unwrap().saturating_sub(idle);
@@ -60,7 +60,7 @@ async fn guests_holding_memory_wait_for_the_budget_instead_of_exhausting_the_hos
         .wait_status(&run, "completed", PATIENCE)
         .await
         .unwrap();
-    assert_eq!(done["output"], 45);
+    assert_eq!(done.run.output, Some(json!(45)));
     assert_eq!(loopback.in_flight(), 3);
 
     // As memory is given back the others run (reserving the 200 MiB the
@@ -68,7 +68,7 @@ async fn guests_holding_memory_wait_for_the_budget_instead_of_exhausting_the_hos
     loopback.release();
     let runs = hog
         .wait_runs("script", PATIENCE * 2, |runs| {
-            runs.len() == 12 && runs.iter().all(|r| r["status"] == "completed")
+            runs.len() == 12 && runs.iter().all(|r| r.status == "completed")
         })
         .await
         .unwrap();
@@ -204,7 +204,7 @@ async fn the_queue_is_bounded_host_wide_and_a_flooding_tenant_leaves_room_for_ot
     loopback.release();
     let runs = neighbour
         .wait_runs("ten-steps", PATIENCE * 2, |runs| {
-            runs.len() == 3 && runs.iter().all(|r| r["status"] == "completed")
+            runs.len() == 3 && runs.iter().all(|r| r.status == "completed")
         })
         .await
         .unwrap();

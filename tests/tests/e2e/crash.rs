@@ -3,7 +3,7 @@
 //! finishes and no completed step body runs twice (counted by the loopback
 //! server the step bodies call).
 
-use crate::{PATIENCE, deployed, start_script};
+use crate::{PATIENCE, deployed, output, start_script};
 use serde_json::json;
 use std::time::Duration;
 use stepwise_tests::{Loopback, Plan, guests};
@@ -33,7 +33,7 @@ async fn killed_mid_step_the_run_resumes_and_completed_steps_do_not_rerun() {
         "the interrupted body runs again: it never completed"
     );
     assert_eq!(loopback.hits(&run, "c"), 1);
-    assert_eq!(done["output"][2]["hit"], 2);
+    assert_eq!(output(&done.run)[2]["hit"], 2);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -52,8 +52,8 @@ async fn killed_while_sleeping_the_run_wakes_after_restart() {
         loopback.hits_of_run(&run),
         [("a".to_string(), 1), ("b".to_string(), 1)].into()
     );
-    let nap = &done["steps"][1];
-    assert!(nap["duration_ms"].as_u64().unwrap() >= 1_500, "{nap:#}");
+    let nap = &done.steps[1];
+    assert!(nap.duration_ms.unwrap() >= 1_500, "{nap:#?}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -77,14 +77,14 @@ async fn killed_while_waiting_the_run_still_receives_its_event() {
 
     host.kill();
     host.restart().unwrap();
-    assert_eq!(host.run(&run).await.unwrap()["status"], "waiting");
+    assert_eq!(host.run(&run).await.unwrap().run.status, "waiting");
     host.send("probe/approved", json!({"key": "k-1", "by": "ops"}))
         .await
         .unwrap();
     let done = host.wait_status(&run, "completed", PATIENCE).await.unwrap();
 
     assert_eq!(
-        done["output"][1]["data"],
+        output(&done.run)[1]["data"],
         json!({"key": "k-1", "by": "ops"})
     );
     assert_eq!(
@@ -132,7 +132,7 @@ async fn a_cancelled_sleeping_run_never_resumes() {
     assert_eq!(cancelled.status(), 200);
     tokio::time::sleep(Duration::from_millis(1_200)).await;
     let after = host.run(&run).await.unwrap();
-    assert_eq!(after["status"], "cancelled");
+    assert_eq!(after.run.status, "cancelled");
     assert_eq!(
         loopback.hits(&run, "b"),
         0,

@@ -1,7 +1,7 @@
 //! What the sandbox enforces outside step bodies: logical time, seeded
 //! randomness, no network, stable step ids, and output logged once.
 
-use crate::{PATIENCE, deployed, log_text, start_script, step_ids};
+use crate::{PATIENCE, deployed, error, log_text, output, start_script, step_ids};
 use serde_json::json;
 use stepwise_tests::{Loopback, Plan, guests};
 
@@ -14,14 +14,14 @@ async fn clock_and_random_outside_steps_replay_identically() {
     let run = start_script(&host, json!({"ops": ops})).await;
     let done = host.wait_status(&run, "completed", PATIENCE).await.unwrap();
     let ids = step_ids(&done);
-    assert_eq!(ids.len(), 4, "{done:#}");
+    assert_eq!(ids.len(), 4, "{done:#?}");
     assert!(
         ids[0].starts_with("clock-") && ids[1].starts_with("rand-"),
         "{ids:?}"
     );
     // The clock outside steps is the run's logical time: when it started.
     let clock: u64 = ids[0]["clock-".len()..].parse().unwrap();
-    assert_eq!(Some(clock), done["started_at"].as_u64());
+    assert_eq!(Some(clock), done.run.started_at);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -33,8 +33,8 @@ async fn code_that_calls_other_steps_on_replay_fails_with_a_determinism_error() 
     let ops = json!([{"local": "a"}, {"attempt_step": "flip"}]);
     let run = start_script(&host, json!({"url": loopback.url, "ops": ops})).await;
     let failed = host.wait_status(&run, "failed", PATIENCE).await.unwrap();
-    assert_eq!(failed["error"]["name"], "DeterminismError", "{failed:#}");
-    let message = failed["error"]["message"].as_str().unwrap();
+    assert_eq!(error(&failed.run).name, "DeterminismError", "{failed:#?}");
+    let message = error(&failed.run).message.as_str();
     assert!(
         message.contains("journal has run \"flip-0\" but the code called run \"flip-1\""),
         "{message}"
@@ -71,10 +71,10 @@ async fn http_outside_a_step_is_refused_with_the_rule() {
         .unwrap();
     let run = host.run_for_event(&event).await.unwrap();
     let done = host.wait_status(&run, "completed", PATIENCE).await.unwrap();
-    let error = done["output"][0]["error"].as_str().unwrap_or_default();
+    let error = output(&done.run)[0]["error"].as_str().unwrap_or_default();
     assert!(
         error.contains("only allowed inside a step body"),
-        "{done:#}"
+        "{done:#?}"
     );
     assert_eq!(
         loopback.hits(&run, "inside"),
@@ -106,16 +106,11 @@ async fn a_guest_side_sleep_is_refused_outside_steps_and_allowed_inside() {
         .wait_status(&inside, "completed", PATIENCE)
         .await
         .unwrap();
-    assert_eq!(done["output"], json!([20]));
+    assert_eq!(done.run.output, Some(json!([20])));
     let failed = host
         .wait_status(&outside, "failed", PATIENCE)
         .await
         .unwrap();
-    assert_eq!(failed["error"]["name"], "SandboxError", "{failed:#}");
-    assert!(
-        failed["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("Use step.sleep")
-    );
+    assert_eq!(error(&failed.run).name, "SandboxError", "{failed:#?}");
+    assert!(error(&failed.run).message.contains("Use step.sleep"));
 }

@@ -6,6 +6,7 @@ use crate::PATIENCE;
 use crate::tenants::{ADMIN, admin_host, create_tenant, status};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
+use stepwise_host::api::views::RunDetail;
 use stepwise_tests::{Api, Loopback, guests};
 
 /// Sets `tenant`'s HTTP allowlist.
@@ -21,7 +22,7 @@ async fn allow(admin: &Api, tenant: &str, hosts: Value) {
 }
 
 /// Runs the hostile app's `http-elsewhere` against `url`: its run, ended.
-async fn call(tenant: &Api, url: &str) -> Value {
+async fn call(tenant: &Api, url: &str) -> RunDetail {
     let event = tenant
         .send("attack/http-elsewhere", json!({ "url": url }))
         .await
@@ -29,7 +30,7 @@ async fn call(tenant: &Api, url: &str) -> Value {
     let run = tenant.run_for_event(&event).await.unwrap();
     tenant
         .wait_for(&run, PATIENCE, |r| {
-            ["completed", "failed"].contains(&r["status"].as_str().unwrap_or(""))
+            ["completed", "failed"].contains(&r.run.status.as_str())
         })
         .await
         .unwrap()
@@ -55,8 +56,8 @@ async fn step_http_never_reaches_the_host_itself_or_internal_addresses_unless_li
     let counter = format!("{}/egress/probe", loopback.url);
     for url in [&own_api, &by_name, &metadata, &private, &counter] {
         let ended = call(&tenant, url).await;
-        assert_eq!(ended["status"], "failed", "{url}: {ended:#}");
-        let error = ended["error"].to_string();
+        assert_eq!(ended.run.status, "failed", "{url}: {ended:#?}");
+        let error = serde_json::to_string(&ended.run.error).unwrap();
         assert!(
             error.contains("internal address") || error.contains("own API"),
             "{url}: {error}"
@@ -73,12 +74,12 @@ async fn step_http_never_reaches_the_host_itself_or_internal_addresses_unless_li
     )
     .await;
     let reached = call(&tenant, &counter).await;
-    assert_eq!(reached["status"], "completed", "{reached:#}");
-    assert_eq!(reached["output"], 200);
+    assert_eq!(reached.run.status, "completed", "{reached:#?}");
+    assert_eq!(reached.run.output, Some(json!(200)));
     assert_eq!(loopback.total_hits(), 1);
     let refused = call(&tenant, &format!("http://127.0.0.1:{host_port}/health")).await;
-    assert_eq!(refused["status"], "failed", "{refused:#}");
-    let error = refused["error"].to_string();
+    assert_eq!(refused.run.status, "failed", "{refused:#?}");
+    let error = serde_json::to_string(&refused.run.error).unwrap();
     assert!(error.contains("own API"), "{error}");
     assert!(
         host.log().contains("refused outgoing HTTP"),

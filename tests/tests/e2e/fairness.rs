@@ -112,7 +112,7 @@ async fn a_tenant_flooding_blocking_steps_does_not_hold_back_another_tenants_run
             .wait_status(&run, "completed", PATIENCE)
             .await
             .unwrap();
-        assert_eq!(done["output"], 45, "{done:#}");
+        assert_eq!(done.run.output, Some(json!(45)), "{done:#?}");
     }
     assert_eq!(
         loopback.in_flight(),
@@ -125,7 +125,7 @@ async fn a_tenant_flooding_blocking_steps_does_not_hold_back_another_tenants_run
     loopback.release();
     let runs = hog
         .wait_runs("script", PATIENCE * 2, |runs| {
-            runs.len() == 300 && runs.iter().all(|r| r["status"] == "completed")
+            runs.len() == 300 && runs.iter().all(|r| r.status == "completed")
         })
         .await
         .unwrap();
@@ -166,11 +166,14 @@ async fn a_step_that_waits_past_the_step_timeout_fails_its_attempt_and_is_retrie
             .unwrap();
         let run = tenant.run_for_event(&event).await.unwrap();
         let ended = tenant.wait_status(&run, "failed", PATIENCE).await.unwrap();
-        let error = ended["error"].to_string();
-        assert!(error.contains("StepTimeoutError"), "{ended:#}");
+        let error = serde_json::to_string(&ended.run.error).unwrap();
+        assert!(error.contains("StepTimeoutError"), "{ended:#?}");
         assert!(error.contains("1000 ms of wall-clock time"), "{error}");
-        let attempts = ended["steps"][0]["attempts"].as_u64().unwrap_or_default();
-        assert_eq!(attempts, 4, "{step}: retried by the usual rules: {ended:#}");
+        let attempts = ended.steps.first().map_or(0, |s| s.attempts);
+        assert_eq!(
+            attempts, 4,
+            "{step}: retried by the usual rules: {ended:#?}"
+        );
         if step == "held" {
             assert_eq!(loopback.hits(&run, "held"), 4);
         }

@@ -52,13 +52,13 @@ async fn a_data_directory_of_the_previous_release_opens_and_finishes_its_runs() 
     let sleeping = api.run_for_event("fixture-sleeping").await.unwrap();
     let waiting = api.run_for_event("fixture-waiting").await.unwrap();
     let completed = api.run_for_event("fixture-completed").await.unwrap();
-    assert_eq!(api.run(&completed).await.unwrap()["status"], "completed");
+    assert_eq!(api.run(&completed).await.unwrap().run.status, "completed");
 
     // The sleep ended long ago: the run goes on to wait for its payment.
     api.wait_status(&sleeping, "waiting", PATIENCE)
         .await
         .unwrap();
-    assert_eq!(api.run(&waiting).await.unwrap()["status"], "waiting");
+    assert_eq!(api.run(&waiting).await.unwrap().run.status, "waiting");
     for (order, run) in [("o-sleeping", &sleeping), ("o-waiting", &waiting)] {
         api.send(
             "shop/payment.success",
@@ -71,7 +71,7 @@ async fn a_data_directory_of_the_previous_release_opens_and_finishes_its_runs() 
         assert_eq!(
             steps,
             ["get-user", "wait-for-payment", "wait-payment", "ship-order"],
-            "{done:#}"
+            "{done:#?}"
         );
     }
 }

@@ -3,26 +3,26 @@
 //! `tests/guests/flow` (or an example) on a real host; the loopback server
 //! sees which step bodies ran, in which order and how many at once.
 
-use crate::{PATIENCE, deployed};
+use crate::{PATIENCE, deployed, error, output};
 use serde_json::{Value, json};
 use std::time::Duration;
+use stepwise_host::api::views::RunView;
 use stepwise_tests::{Loopback, Plan, guests};
 
-fn ended(runs: &[Value], n: usize) -> bool {
+fn ended(runs: &[RunView], n: usize) -> bool {
     runs.len() >= n
-        && runs.iter().all(|r| {
-            ["completed", "failed", "cancelled", "skipped"]
-                .contains(&r["status"].as_str().unwrap_or(""))
-        })
+        && runs
+            .iter()
+            .all(|r| ["completed", "failed", "cancelled", "skipped"].contains(&r.status.as_str()))
 }
 
-fn count(runs: &[Value], status: &str) -> usize {
-    runs.iter().filter(|r| r["status"] == status).count()
+fn count(runs: &[RunView], status: &str) -> usize {
+    runs.iter().filter(|r| r.status == status).count()
 }
 
 /// Runs oldest first (the API lists newest first).
-fn oldest_first(mut runs: Vec<Value>) -> Vec<Value> {
-    runs.sort_by_key(|r| r["id"].as_str().map(str::to_string));
+fn oldest_first(mut runs: Vec<RunView>) -> Vec<RunView> {
+    runs.sort_by_key(|r| r.id.clone());
     runs
 }
 
@@ -93,10 +93,7 @@ async fn a_throttle_delays_starts_in_order_and_drops_nothing() {
         .unwrap();
     assert_eq!(count(&runs, "completed"), 5);
     let runs = oldest_first(runs);
-    let started: Vec<u64> = runs
-        .iter()
-        .map(|r| r["started_at"].as_u64().unwrap())
-        .collect();
+    let started: Vec<u64> = runs.iter().map(|r| r.started_at.unwrap()).collect();
     // First in, first out: no run starts a throttle window before one
     // created earlier (the two of a burst start together, on two cores).
     for (i, earlier) in started.iter().enumerate() {
@@ -136,19 +133,12 @@ async fn a_rate_limit_starts_ten_of_thirty_and_records_the_rest_as_skipped() {
         .unwrap();
     assert_eq!(count(&runs, "completed"), 11, "10 for u-1, 1 for u-2");
     assert_eq!(count(&runs, "skipped"), 20);
-    let skipped = runs.iter().find(|r| r["status"] == "skipped").unwrap();
-    assert_eq!(skipped["error"]["name"], "RateLimited");
-    assert!(
-        skipped["started_at"].is_null(),
-        "a skipped run never starts"
-    );
+    let skipped = runs.iter().find(|r| r.status == "skipped").unwrap();
+    assert_eq!(error(skipped).name, "RateLimited");
+    assert!(skipped.started_at.is_none(), "a skipped run never starts");
     assert_eq!(loopback.total_hits(), 11, "skipped runs call nothing");
-    let listed = host.get("/v1/runs?status=skipped").await.unwrap();
-    assert_eq!(
-        listed.as_array().unwrap().len(),
-        20,
-        "skipped runs are listed"
-    );
+    let listed: Vec<RunView> = host.get_as("/v1/runs?status=skipped").await.unwrap();
+    assert_eq!(listed.len(), 20, "skipped runs are listed");
 }
 
 #[tokio::test]
@@ -170,7 +160,7 @@ async fn debounce_runs_once_with_the_last_event_and_its_timeout_bounds_the_delay
         .await
         .unwrap();
     assert_eq!(runs.len(), 2, "one run per key: {runs:#?}");
-    let mut outputs: Vec<Value> = runs.iter().map(|r| r["output"].clone()).collect();
+    let mut outputs: Vec<Value> = runs.iter().map(|r| output(r).clone()).collect();
     outputs.sort_by_key(|o| o["id"].as_str().map(str::to_string));
     assert_eq!(
         outputs,
@@ -180,7 +170,11 @@ async fn debounce_runs_once_with_the_last_event_and_its_timeout_bounds_the_delay
 
     // Events every 400 ms for 6 s never leave a 1 s quiet window: only the
     // 4 s timeout can start a run while they keep coming.
-    let busy = |runs: &[Value]| runs.iter().filter(|r| r["output"]["id"] == "busy").count();
+    let busy = |runs: &[RunView]| {
+        runs.iter()
+            .filter(|r| r.output.as_ref().is_some_and(|o| o["id"] == "busy"))
+            .count()
+    };
     let mut started_while_sending = false;
     for n in 0..15 {
         host.send("flow/debounced", json!({"id": "busy", "n": n}))
@@ -199,7 +193,7 @@ async fn debounce_runs_once_with_the_last_event_and_its_timeout_bounds_the_delay
         .unwrap();
     assert!(
         runs.iter()
-            .any(|r| r["output"] == json!({"id": "busy", "n": 14})),
+            .any(|r| r.output == Some(json!({"id": "busy", "n": 14}))),
         "the run after the last window got the last event: {runs:#?}"
     );
 }
@@ -217,7 +211,12 @@ async fn batches_hand_several_events_to_one_run() {
         .unwrap();
     let mut sizes: Vec<usize> = runs
         .iter()
-        .map(|r| r["output"].as_array().map(Vec::len).unwrap_or(0))
+        .map(|r| {
+            r.output
+                .as_ref()
+                .and_then(Value::as_array)
+                .map_or(0, Vec::len)
+        })
         .collect();
     sizes.sort();
     assert_eq!(
@@ -227,7 +226,13 @@ async fn batches_hand_several_events_to_one_run() {
     );
     let mut all: Vec<i64> = runs
         .iter()
-        .flat_map(|r| r["output"].as_array().cloned().unwrap_or_default())
+        .flat_map(|r| {
+            r.output
+                .as_ref()
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default()
+        })
         .filter_map(|n| n.as_i64())
         .collect();
     all.sort();
@@ -262,7 +267,7 @@ async fn an_idempotency_key_starts_one_run_per_value() {
         .await
         .unwrap();
     assert_eq!(runs.len(), 2, "one run per order id: {runs:#?}");
-    let mut outputs: Vec<Value> = runs.iter().map(|r| r["output"].clone()).collect();
+    let mut outputs: Vec<Value> = runs.iter().map(|r| output(r).clone()).collect();
     outputs.sort_by_key(|o| o["orderId"].as_str().map(str::to_string));
     assert_eq!(
         outputs,
@@ -300,15 +305,15 @@ async fn singletons_skip_or_replace_the_active_run() {
             .unwrap();
         if function == "single-skip" {
             let skipped = host.run(&second).await.unwrap();
-            assert_eq!(skipped["status"], "skipped", "{skipped:#}");
-            assert_eq!(skipped["error"]["name"], "Singleton");
-            assert_eq!(host.run(&first).await.unwrap()["status"], "sleeping");
+            assert_eq!(skipped.run.status, "skipped", "{skipped:#?}");
+            assert_eq!(error(&skipped.run).name, "Singleton");
+            assert_eq!(host.run(&first).await.unwrap().run.status, "sleeping");
         } else {
             host.wait_status(&second, "sleeping", PATIENCE)
                 .await
                 .unwrap();
             let replaced = host.run(&first).await.unwrap();
-            assert_eq!(replaced["status"], "cancelled", "{replaced:#}");
+            assert_eq!(replaced.run.status, "cancelled", "{replaced:#?}");
         }
     }
 }

@@ -4,12 +4,13 @@
 //! at upload. Each test drives `tests/guests/flow` (or an example) on a
 //! real host.
 
-use crate::{PATIENCE, deployed, start_host, step_ids};
+use crate::{PATIENCE, deployed, error, output, start_host, step_ids};
 use serde_json::{Value, json};
 use std::time::Duration;
+use stepwise_host::api::views::RunDetail;
 use stepwise_tests::{Loopback, Plan, guests};
 
-async fn completed(host: &stepwise_tests::HostProcess, event: &str) -> Value {
+async fn completed(host: &stepwise_tests::HostProcess, event: &str) -> RunDetail {
     let run = host.run_for_event(event).await.unwrap();
     host.wait_status(&run, "completed", PATIENCE).await.unwrap()
 }
@@ -120,7 +121,7 @@ async fn parallel_branches_overlap_retry_on_their_own_and_join_in_order() {
         ["branch-0", "branch-1", "branch-2", "left", "right"],
         "journal positions follow the call order, whatever order branches finish in"
     );
-    assert_eq!(run["output"]["join"], json!([1, "two"]));
+    assert_eq!(output(&run.run)["join"], json!([1, "two"]));
 
     // One branch fails once and is retried alone; one fails for good and
     // the handler sees its error; the others run once.
@@ -132,7 +133,7 @@ async fn parallel_branches_overlap_retry_on_their_own_and_join_in_order() {
         .await
         .unwrap();
     let run = completed(&host, &event).await;
-    let id = run["id"].as_str().unwrap();
+    let id = run.run.id.as_str();
     assert_eq!(loopback.hits(id, "branch-0"), 1);
     assert_eq!(
         loopback.hits(id, "branch-1"),
@@ -144,7 +145,7 @@ async fn parallel_branches_overlap_retry_on_their_own_and_join_in_order() {
         3,
         "retries: 2, then failed for good"
     );
-    let branches = &run["output"]["branches"];
+    let branches = &output(&run.run)["branches"];
     assert_eq!(branches[1]["hit"], 2);
     assert_eq!(branches[2]["failed"], "HTTP 400");
 }
@@ -164,7 +165,7 @@ async fn send_event_sends_once_even_if_the_host_dies_after_sending() {
     host.restart().unwrap();
     loopback.release();
     let done = host.wait_status(&run, "completed", PATIENCE).await.unwrap();
-    let ids = done["output"]["ids"].as_array().unwrap().clone();
+    let ids = output(&done.run)["ids"].as_array().unwrap().clone();
     assert_eq!(ids.len(), 2);
     // A send from a step returns once the host has accepted its events and
     // started the runs they trigger, and the run passes its send step before
@@ -178,7 +179,7 @@ async fn send_event_sends_once_even_if_the_host_dies_after_sending() {
     );
     let received = host
         .wait_runs("received", PATIENCE, |runs| {
-            runs.len() >= 2 && runs.iter().all(|r| r["status"] == "completed")
+            runs.len() >= 2 && runs.iter().all(|r| r.status == "completed")
         })
         .await
         .unwrap();
@@ -187,10 +188,7 @@ async fn send_event_sends_once_even_if_the_host_dies_after_sending() {
         2,
         "the replay did not send again: {received:#?}"
     );
-    let mut copies: Vec<Value> = received
-        .iter()
-        .map(|r| r["output"]["copy"].clone())
-        .collect();
+    let mut copies: Vec<Value> = received.iter().map(|r| output(r)["copy"].clone()).collect();
     copies.sort_by_key(|c| c.as_i64());
     assert_eq!(copies, [json!(1), json!(2)]);
 }
@@ -211,19 +209,19 @@ async fn invoke_returns_the_child_output_its_error_or_a_timeout() {
         .await
         .unwrap();
     let run = completed(&host, &ok).await;
-    assert_eq!(run["output"], json!({"child": 42}));
-    assert_eq!(run["steps"][0]["kind"], "invoke");
-    let child = run["steps"][0]["child"].as_str().unwrap().to_string();
+    assert_eq!(run.run.output, Some(json!({"child": 42})));
+    assert_eq!(run.steps[0].kind, "invoke");
+    let child = run.steps[0].child.clone().unwrap();
     let child_run = host.run(&child).await.unwrap();
-    assert_eq!(child_run["parent"], run["id"]);
-    assert_eq!(child_run["events"][0]["name"], "inngest/function.invoked");
+    assert_eq!(child_run.run.parent, Some(run.run.id.clone()));
+    assert_eq!(child_run.events[0]["name"], "inngest/function.invoked");
 
     let run = completed(&host, &failing).await;
-    let message = run["output"]["child_error"].as_str().unwrap();
+    let message = output(&run.run)["child_error"].as_str().unwrap();
     assert!(message.contains("the child was told to fail"), "{message}");
 
     let run = completed(&host, &slow).await;
-    let message = run["output"]["child_error"].as_str().unwrap();
+    let message = output(&run.run)["child_error"].as_str().unwrap();
     assert!(
         message.contains("did not end before the invoke's timeout"),
         "{message}"
@@ -245,12 +243,12 @@ async fn a_wait_condition_lets_only_matching_events_through() {
     host.send("flow/paid", json!({"order": "o-1", "amount": 50}))
         .await
         .unwrap();
-    let status = host.run(&run).await.unwrap()["status"].clone();
+    let status = host.run(&run).await.unwrap().run.status;
     assert_eq!(status, "waiting", "too small a payment does not resume it");
     host.send("flow/paid", json!({"order": "o-2", "amount": 500}))
         .await
         .unwrap();
-    let status = host.run(&run).await.unwrap()["status"].clone();
+    let status = host.run(&run).await.unwrap().run.status;
     assert_eq!(
         status, "waiting",
         "another order's payment does not resume it"
@@ -259,7 +257,10 @@ async fn a_wait_condition_lets_only_matching_events_through() {
         .await
         .unwrap();
     let done = host.wait_status(&run, "completed", PATIENCE).await.unwrap();
-    assert_eq!(done["output"], json!({"order": "o-1", "amount": 150}));
+    assert_eq!(
+        done.run.output,
+        Some(json!({"order": "o-1", "amount": 150}))
+    );
 }
 
 #[tokio::test]
@@ -271,28 +272,28 @@ async fn a_final_failure_starts_the_failure_handler_and_emits_function_failed() 
     let handlers = host
         .wait_runs("fails", PATIENCE, |runs| {
             runs.iter()
-                .any(|r| r["kind"] == "on_failure" && r["status"] == "completed")
+                .any(|r| r.kind == "on_failure" && r.status == "completed")
         })
         .await
         .unwrap();
-    let handler = handlers.iter().find(|r| r["kind"] == "on_failure").unwrap();
+    let handler = handlers.iter().find(|r| r.kind == "on_failure").unwrap();
     assert_eq!(
-        handler["output"],
-        json!({"id": "x-1", "failed_run": run, "error": "failing for \"x-1\""})
+        handler.output,
+        Some(json!({"id": "x-1", "failed_run": run, "error": "failing for \"x-1\""}))
     );
-    let detail = host.run(handler["id"].as_str().unwrap()).await.unwrap();
-    assert_eq!(detail["events"][0]["name"], "inngest/function.failed");
+    let detail = host.run(&handler.id).await.unwrap();
+    assert_eq!(detail.events[0]["name"], "inngest/function.failed");
     assert_eq!(
-        detail["events"][0]["data"]["event"]["data"],
+        detail.events[0]["data"]["event"]["data"],
         json!({"id": "x-1"})
     );
     let watchers = host
         .wait_runs("watch-failures", PATIENCE, |runs| {
-            runs.iter().any(|r| r["status"] == "completed")
+            runs.iter().any(|r| r.status == "completed")
         })
         .await
         .unwrap();
-    assert_eq!(watchers[0]["output"]["run_id"], run);
+    assert_eq!(output(&watchers[0])["run_id"], run);
     assert_eq!(watchers.len(), 1, "only failures of `fails` pass its `if`");
 }
 
@@ -308,21 +309,21 @@ async fn the_risky_transfer_example_rolls_back_after_its_last_attempt() {
         .unwrap();
     let run = host.run_for_event(&event).await.unwrap();
     let failed = host.wait_status(&run, "failed", PATIENCE).await.unwrap();
-    assert_eq!(failed["steps"][1]["attempts"], 2, "retries: 1");
+    assert_eq!(failed.steps[1].attempts, 2, "retries: 1");
     let runs = host
         .wait_runs("risky-transfer", PATIENCE, |runs| {
             runs.iter()
-                .any(|r| r["kind"] == "on_failure" && r["status"] == "completed")
+                .any(|r| r.kind == "on_failure" && r.status == "completed")
         })
         .await
         .unwrap();
-    let handler = runs.iter().find(|r| r["kind"] == "on_failure").unwrap();
+    let handler = runs.iter().find(|r| r.kind == "on_failure").unwrap();
     assert_eq!(
-        handler["output"],
-        json!({
+        handler.output,
+        Some(json!({
             "rolled_back": {"reversed": "t-1", "amount": 50},
             "notified": {"alert": "Transfer failed: the destination bank is unavailable"}
-        })
+        }))
     );
 }
 
@@ -350,16 +351,11 @@ async fn cancel_on_events_match_by_path_or_condition() {
         .wait_status(&runs[0], "cancelled", PATIENCE)
         .await
         .unwrap();
-    assert!(
-        a["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("flow/cancel")
-    );
+    assert!(error(&a.run).message.contains("flow/cancel"));
     host.wait_status(&runs[2], "cancelled", PATIENCE)
         .await
         .unwrap();
-    assert_eq!(host.run(&runs[1]).await.unwrap()["status"], "sleeping");
+    assert_eq!(host.run(&runs[1]).await.unwrap().run.status, "sleeping");
     assert_eq!(
         host.get("/health").await.unwrap()["armed_timers"],
         1,
@@ -389,8 +385,8 @@ async fn timeouts_cancel_runs_that_wait_or_take_too_long() {
         .wait_status(&second, "cancelled", PATIENCE)
         .await
         .unwrap();
-    assert_eq!(late["error"]["name"], "FunctionTimeoutError");
-    assert!(late["started_at"].is_null());
+    assert_eq!(error(&late.run).name, "FunctionTimeoutError");
+    assert!(late.run.started_at.is_none());
     loopback.release();
     host.wait_status(&first, "completed", PATIENCE)
         .await
@@ -403,11 +399,8 @@ async fn timeouts_cancel_runs_that_wait_or_take_too_long() {
         .await
         .unwrap();
     assert!(
-        slow["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("timeouts.finish"),
-        "{slow:#}"
+        error(&slow.run).message.contains("timeouts.finish"),
+        "{slow:#?}"
     );
 }
 
@@ -437,7 +430,7 @@ async fn bulk_cancellation_stops_a_functions_runs_in_a_time_range() {
         .unwrap();
     assert_eq!(answer["cancelled"].as_array().unwrap().len(), 3);
     for run in &runs {
-        assert_eq!(host.run(run).await.unwrap()["status"], "cancelled");
+        assert_eq!(host.run(run).await.unwrap().run.status, "cancelled");
     }
 }
 
@@ -445,7 +438,7 @@ async fn bulk_cancellation_stops_a_functions_runs_in_a_time_range() {
 async fn a_cron_run_missed_while_the_host_was_down_starts_once_not_once_per_miss() {
     let (_dir, mut host) = deployed("ticker", guests::TICKER).await;
     host.wait_runs("tick", PATIENCE, |runs| {
-        runs.iter().filter(|r| r["status"] == "completed").count() >= 2
+        runs.iter().filter(|r| r.status == "completed").count() >= 2
     })
     .await
     .unwrap();
@@ -456,14 +449,14 @@ async fn a_cron_run_missed_while_the_host_was_down_starts_once_not_once_per_miss
     host.restart().unwrap();
     let runs = host
         .wait_runs("tick", PATIENCE, |runs| {
-            runs.iter().any(|r| r["created_at"].as_u64() > Some(up_at))
+            runs.iter().any(|r| r.created_at > up_at)
         })
         .await
         .unwrap();
     let mut scheduled = Vec::new();
     for run in &runs {
-        let detail = host.run(run["id"].as_str().unwrap()).await.unwrap();
-        scheduled.push(detail["events"][0]["ts"].as_u64().unwrap());
+        let detail = host.run(&run.id).await.unwrap();
+        scheduled.push(detail.events[0]["ts"].as_u64().unwrap());
     }
     let mut unique = scheduled.clone();
     unique.sort();
@@ -486,7 +479,7 @@ async fn a_cron_run_missed_while_the_host_was_down_starts_once_not_once_per_miss
     let caught_up = runs
         .iter()
         .zip(&scheduled)
-        .filter(|(run, ts)| run["created_at"].as_u64() > Some(up_at) && **ts < up_at)
+        .filter(|(run, ts)| run.created_at > up_at && **ts < up_at)
         .count();
     assert_eq!(
         caught_up, 1,
@@ -515,7 +508,7 @@ async fn a_ten_thousand_step_loop_completes_and_resumes_by_replaying_it_all() {
     assert_eq!(ids.len(), 10_001);
     assert_eq!(ids[1], "item:1");
     assert_eq!(ids[9_999], "item:9999");
-    assert_eq!(done["output"].as_array().unwrap().len(), 10_001);
+    assert_eq!(output(&done.run).as_array().unwrap().len(), 10_001);
 }
 
 #[tokio::test]
@@ -531,11 +524,9 @@ async fn a_host_killed_during_a_parallel_group_reruns_only_the_unfinished_branch
     assert!(loopback.wait_hits(&run, "branch-1", 1, PATIENCE).await);
     // The other two branches finish and are journaled; then the host dies
     // with branch-1's body in flight.
-    host.wait_for(&run, PATIENCE, |r| {
-        r["steps"].as_array().is_some_and(|s| s.len() == 2)
-    })
-    .await
-    .unwrap();
+    host.wait_for(&run, PATIENCE, |r| r.steps.len() == 2)
+        .await
+        .unwrap();
     host.kill();
     loopback.release();
     host.restart().unwrap();
@@ -547,5 +538,5 @@ async fn a_host_killed_during_a_parallel_group_reruns_only_the_unfinished_branch
         2,
         "the interrupted branch ran again"
     );
-    assert_eq!(done["output"]["branches"][1]["hit"], 2);
+    assert_eq!(output(&done.run)["branches"][1]["hit"], 2);
 }

@@ -20,6 +20,8 @@ mod tenants;
 mod uploads;
 mod versions;
 
+use stepwise_host::api::views::{RunDetail, RunView, StepView};
+use stepwise_host::model::ErrorRecord;
 use stepwise_tests::{HostOptions, HostProcess};
 
 /// The host binary under test.
@@ -48,24 +50,37 @@ pub fn start_host_with(mut options: HostOptions) -> (tempfile::TempDir, HostProc
     (dir, host)
 }
 
+/// A run's output, for a test to read into; a run without one fails the
+/// test (with the run).
+pub fn output(run: &RunView) -> &serde_json::Value {
+    run.output
+        .as_ref()
+        .unwrap_or_else(|| panic!("run {} has no output: {run:#?}", run.id))
+}
+
+/// A run's error; a run without one fails the test (with the run).
+pub fn error(run: &RunView) -> &ErrorRecord {
+    run.error
+        .as_ref()
+        .unwrap_or_else(|| panic!("run {} has no error: {run:#?}", run.id))
+}
+
+/// A step's output, for a test to read into; a step without one fails
+/// the test (with the step).
+pub fn step_output(step: &StepView) -> &serde_json::Value {
+    step.output
+        .as_ref()
+        .unwrap_or_else(|| panic!("step {} has no output: {step:#?}", step.id))
+}
+
 /// The ids of a run's steps, in order.
-pub fn step_ids(run: &serde_json::Value) -> Vec<String> {
-    run["steps"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|s| s["id"].as_str().unwrap_or_default().to_string())
-        .collect()
+pub fn step_ids(run: &RunDetail) -> Vec<String> {
+    run.steps.iter().map(|s| s.id.clone()).collect()
 }
 
 /// A run's whole output log.
-pub fn log_text(run: &serde_json::Value) -> String {
-    run["logs"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|l| l["text"].as_str().unwrap_or_default())
-        .collect()
+pub fn log_text(run: &RunDetail) -> String {
+    run.logs.iter().map(|l| l.text.as_str()).collect()
 }
 
 /// Sends `probe/script` with `data` and returns the id of the run it starts.

@@ -1,6 +1,6 @@
 //! The process-order example end to end, both branches, and the loop example.
 
-use crate::{PATIENCE, deployed, log_text, step_ids};
+use crate::{PATIENCE, deployed, log_text, output, step_ids, step_output};
 use serde_json::json;
 use stepwise_tests::guests;
 
@@ -29,22 +29,16 @@ async fn payment_arrives_and_the_order_ships() {
     .unwrap();
     let done = host.wait_status(&run, "completed", PATIENCE).await.unwrap();
 
-    assert_eq!(done["output"]["status"], "shipped", "{done:#}");
-    assert_eq!(done["output"]["detail"], "paid 42; shipping to User u-1");
+    assert_eq!(output(&done.run)["status"], "shipped", "{done:#?}");
+    assert_eq!(output(&done.run)["detail"], "paid 42; shipping to User u-1");
     assert_eq!(
         step_ids(&done),
         ["get-user", "wait-for-payment", "wait-payment", "ship-order"]
     );
-    let wait = &done["steps"][2];
-    assert_eq!(wait["output"]["data"]["orderId"], "o-1");
-    assert_eq!(wait["output"]["data"]["amount"], 42);
-    assert!(
-        done["steps"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .all(|s| s["status"] == "completed")
-    );
+    let wait = &done.steps[2];
+    assert_eq!(step_output(wait)["data"]["orderId"], "o-1");
+    assert_eq!(step_output(wait)["data"]["amount"], 42);
+    assert!(done.steps.iter().all(|s| s.status == "completed"));
     // The run replayed twice (after the sleep and after the wait) but its
     // final line is logged once.
     assert_eq!(log_text(&done), "order o-1 shipped\n");
@@ -59,7 +53,7 @@ async fn without_a_payment_the_order_is_cancelled_at_the_timeout() {
     let run = host.run_for_event(&event).await.unwrap();
     let done = host.wait_status(&run, "completed", PATIENCE).await.unwrap();
 
-    assert_eq!(done["output"]["status"], "cancelled", "{done:#}");
+    assert_eq!(output(&done.run)["status"], "cancelled", "{done:#?}");
     assert_eq!(
         step_ids(&done),
         [
@@ -69,8 +63,9 @@ async fn without_a_payment_the_order_is_cancelled_at_the_timeout() {
             "cancel-order"
         ]
     );
-    assert_eq!(done["steps"][2]["output"], serde_json::Value::Null);
-    let waited = done["steps"][2]["duration_ms"].as_u64().unwrap();
+    // The wait timed out: no event (JSON `null`, read as `None`).
+    assert_eq!(done.steps[2].output, None);
+    let waited = done.steps[2].duration_ms.unwrap();
     assert!(
         waited >= 1_000,
         "the wait ended after {waited} ms, before its timeout"
@@ -89,7 +84,7 @@ async fn a_payment_sent_before_the_wait_begins_does_not_resume_it() {
         .await
         .unwrap();
     let done = host.wait_status(&run, "completed", PATIENCE).await.unwrap();
-    assert_eq!(done["output"]["status"], "cancelled", "{done:#}");
+    assert_eq!(output(&done.run)["status"], "cancelled", "{done:#?}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -99,7 +94,7 @@ async fn a_loop_makes_one_step_per_item() {
     let event = host.send("batch/items.received", items).await.unwrap();
     let run = host.run_for_event(&event).await.unwrap();
     let done = host.wait_status(&run, "completed", PATIENCE).await.unwrap();
-    assert_eq!(done["output"], json!({"items": 3, "units": 7}));
+    assert_eq!(done.run.output, Some(json!({"items": 3, "units": 7})));
     assert_eq!(
         step_ids(&done),
         [

@@ -1,7 +1,7 @@
 //! Retries, NonRetriableError and handler failures, counted by the
 //! loopback server rather than by the host's own records.
 
-use crate::{PATIENCE, deployed, start_script, step_ids};
+use crate::{PATIENCE, deployed, error, output, start_script, step_ids};
 use serde_json::{Value, json};
 use stepwise_tests::{Loopback, Plan, guests};
 
@@ -18,9 +18,9 @@ async fn the_flaky_example_succeeds_on_its_third_attempt() {
         .unwrap();
     let run = host.run_for_event(&event).await.unwrap();
     let done = host.wait_status(&run, "completed", PATIENCE).await.unwrap();
-    assert_eq!(done["output"], json!({"charged_on_attempt": 2}));
-    assert_eq!(done["steps"][0]["attempts"], 3);
-    assert_eq!(done["steps"][0]["status"], "completed");
+    assert_eq!(done.run.output, Some(json!({"charged_on_attempt": 2})));
+    assert_eq!(done.steps[0].attempts, 3);
+    assert_eq!(done.steps[0].status, "completed");
     let log = crate::log_text(&done);
     assert_eq!(
         log, "charge failed on attempt 0\ncharge failed on attempt 1\n",
@@ -37,10 +37,10 @@ async fn a_non_retriable_error_stops_at_once() {
         .unwrap();
     let run = host.run_for_event(&event).await.unwrap();
     let done = host.wait_status(&run, "failed", PATIENCE).await.unwrap();
-    assert_eq!(done["error"]["name"], "NonRetriableError");
-    assert_eq!(done["error"]["message"], "invalid payload: {\"sku\":7}");
-    assert_eq!(done["steps"][0]["attempts"], 1);
-    assert_eq!(done["steps"][0]["status"], "failed");
+    assert_eq!(error(&done.run).name, "NonRetriableError");
+    assert_eq!(error(&done.run).message, "invalid payload: {\"sku\":7}");
+    assert_eq!(done.steps[0].attempts, 1);
+    assert_eq!(done.steps[0].status, "failed");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -84,8 +84,8 @@ async fn step_bodies_run_once_per_attempt_and_retries_are_bounded() {
     );
     assert_eq!(loopback.hits(&ok, "twice"), 3);
     assert_eq!(loopback.hits(&ok, "after"), 1);
-    assert_eq!(done["steps"][1]["attempts"], 3);
-    assert_eq!(done["output"][1]["hit"], 3);
+    assert_eq!(done.steps[1].attempts, 3);
+    assert_eq!(output(&done.run)[1]["hit"], 3);
 
     // The probe allows 3 retries: 4 attempts in all, then the error is the run's.
     let failed = host
@@ -93,13 +93,12 @@ async fn step_bodies_run_once_per_attempt_and_retries_are_bounded() {
         .await
         .unwrap();
     assert_eq!(loopback.hits(&exhausted, "never"), 4);
-    assert_eq!(failed["steps"][0]["attempts"], 4);
+    assert_eq!(failed.steps[0].attempts, 4);
     assert!(
-        failed["error"]["message"]
-            .as_str()
-            .unwrap()
+        error(&failed.run)
+            .message
             .contains("planned failure 4 of 100"),
-        "{failed:#}"
+        "{failed:#?}"
     );
 
     let failed = host
@@ -107,7 +106,7 @@ async fn step_bodies_run_once_per_attempt_and_retries_are_bounded() {
         .await
         .unwrap();
     assert_eq!(loopback.hits(&rejected, "reject"), 1);
-    assert_eq!(failed["error"]["name"], "NonRetriableError");
+    assert_eq!(error(&failed.run).name, "NonRetriableError");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -135,8 +134,8 @@ async fn handler_errors_outside_steps_are_retried_then_fail_the_run() {
         .wait_status(&retried, "failed", PATIENCE)
         .await
         .unwrap();
-    assert_eq!(failed["attempt"], 3, "{failed:#}");
-    assert_eq!(failed["error"]["message"], "boom");
+    assert_eq!(failed.run.attempt, 3, "{failed:#?}");
+    assert_eq!(error(&failed.run).message, "boom");
     assert_eq!(
         loopback.hits(&retried, "s"),
         1,
@@ -144,8 +143,8 @@ async fn handler_errors_outside_steps_are_retried_then_fail_the_run() {
     );
 
     let failed = host.wait_status(&fatal, "failed", PATIENCE).await.unwrap();
-    assert_eq!(failed["attempt"], 0);
-    assert_eq!(failed["error"]["name"], "NonRetriableError");
+    assert_eq!(failed.run.attempt, 0);
+    assert_eq!(error(&failed.run).name, "NonRetriableError");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -165,8 +164,11 @@ async fn a_trap_in_a_step_body_is_a_failed_attempt() {
     let run = host.run_for_event(&event).await.unwrap();
     let failed = host.wait_status(&run, "failed", PATIENCE).await.unwrap();
     assert_eq!(step_ids(&failed), ["before", "boom"]);
-    assert_eq!(failed["steps"][1]["attempts"], 4);
-    assert_eq!(failed["steps"][1]["error"]["name"], "GuestTrap");
+    assert_eq!(failed.steps[1].attempts, 4);
+    assert_eq!(
+        failed.steps[1].error.as_ref().map(|e| e.name.as_str()),
+        Some("GuestTrap")
+    );
     assert_eq!(loopback.hits(&run, "before"), 1);
     assert!(
         crate::log_text(&failed).contains("deliberate panic in boom"),
@@ -188,12 +190,12 @@ async fn the_handler_may_catch_a_step_that_failed_for_good_and_go_on() {
         "all attempts were used first"
     );
     assert!(
-        done["output"][0]["caught"]
+        output(&done.run)[0]["caught"]
             .as_str()
             .unwrap()
             .contains("planned failure 4 of 100"),
-        "{done:#}"
+        "{done:#?}"
     );
     assert_eq!(loopback.hits(&run, "after"), 1);
-    assert_eq!(done["steps"][0]["status"], "failed");
+    assert_eq!(done.steps[0].status, "failed");
 }

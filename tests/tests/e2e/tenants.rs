@@ -118,7 +118,7 @@ async fn a_tenant_sees_nothing_of_another_on_any_endpoint() {
         status(&globex, Method::GET, "/v1/runs", None).await.1,
         json!([])
     );
-    assert_eq!(acme.run(&run).await.unwrap()["status"], "sleeping");
+    assert_eq!(acme.run(&run).await.unwrap().run.status, "sleeping");
     // Function ids are per tenant: globex may deploy the same app.
     globex.deploy("probe", guests::PROBE).await.unwrap();
     // The default tenant is a tenant like the others.
@@ -381,7 +381,7 @@ async fn a_tenants_executing_queued_event_and_journal_limits_hold() {
     loopback.release();
     small
         .wait_runs("limited", PATIENCE, |runs| {
-            runs.len() == 3 && runs.iter().all(|r| r["status"] == "completed")
+            runs.len() == 3 && runs.iter().all(|r| r.status == "completed")
         })
         .await
         .unwrap();
@@ -407,12 +407,12 @@ async fn a_tenants_executing_queued_event_and_journal_limits_hold() {
     )
     .await;
     let failed = small.wait_status(&run, "failed", PATIENCE).await.unwrap();
-    assert_eq!(failed["error"]["name"], "JournalLimitError", "{failed:#}");
     assert_eq!(
-        failed["steps"].as_array().unwrap().len(),
-        2,
-        "the third output was not journaled"
+        crate::error(&failed.run).name,
+        "JournalLimitError",
+        "{failed:#?}"
     );
+    assert_eq!(failed.steps.len(), 2, "the third output was not journaled");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -438,17 +438,17 @@ async fn events_sent_by_steps_count_against_the_tenants_rate_and_wait_for_room()
         .wait_status(&run, "completed", PATIENCE)
         .await
         .unwrap();
-    let announce = &done["steps"][0];
-    assert_eq!(announce["id"], "announce");
-    assert_eq!(announce["attempts"], 1, "waiting for room uses no attempt");
-    let waited = announce["ended_at"].as_u64().unwrap() - done["created_at"].as_u64().unwrap();
+    let announce = &done.steps[0];
+    assert_eq!(announce.id, "announce");
+    assert_eq!(announce.attempts, 1, "waiting for room uses no attempt");
+    let waited = announce.ended_at.unwrap() - done.run.created_at;
     assert!(
         waited >= 300,
-        "the send waited for the tenant's rate ({waited} ms): {done:#}"
+        "the send waited for the tenant's rate ({waited} ms): {done:#?}"
     );
     chatty
         .wait_runs("received", PATIENCE, |runs| {
-            runs.len() == 2 && runs.iter().all(|r| r["status"] == "completed")
+            runs.len() == 2 && runs.iter().all(|r| r.status == "completed")
         })
         .await
         .unwrap();

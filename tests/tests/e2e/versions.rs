@@ -123,8 +123,15 @@ async fn candidates_are_replayed_before_they_replace_a_version_and_runs_stay_on_
         .wait_status(&pinned, "completed", PATIENCE)
         .await
         .unwrap();
-    assert_eq!(done["version"], v1);
-    assert!(done["output"].get("version").is_none(), "{done:#}");
+    assert_eq!(done.run.version, v1);
+    assert!(
+        done.run
+            .output
+            .as_ref()
+            .and_then(|o| o.get("version"))
+            .is_none(),
+        "{done:#?}"
+    );
     let fresh = host
         .send("shop/order.created", order("o-3", "1ms", "1ms"))
         .await
@@ -134,7 +141,11 @@ async fn candidates_are_replayed_before_they_replace_a_version_and_runs_stay_on_
         .wait_status(&fresh, "completed", PATIENCE)
         .await
         .unwrap();
-    assert_eq!(fresh["output"]["version"], "next", "new runs start on v2");
+    assert_eq!(
+        crate::output(&fresh.run)["version"],
+        "next",
+        "new runs start on v2"
+    );
 
     // Rollback is one call. With --keep-versions 1 and no run left on it,
     // v2 is collected as soon as v1 is current again; after v3 (the

@@ -4,7 +4,7 @@
 //! the host died while it was in flight (then once more after the
 //! restart). The loopback server counts the executions, outside the host.
 
-use crate::{STEPWISE, compiled_cache};
+use crate::{STEPWISE, compiled_cache, step_output};
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -95,7 +95,7 @@ async fn a_thousand_runs_survive_ten_kills_and_completed_steps_never_run_again()
     let expected = SCRIPTS + FANS;
     let runs = host
         .wait_for_runs(Duration::from_secs(300), |runs| {
-            runs.len() >= expected && runs.iter().all(|r| r["status"] == "completed")
+            runs.len() >= expected && runs.iter().all(|r| r.status == "completed")
         })
         .await
         .unwrap();
@@ -127,21 +127,15 @@ async fn a_thousand_runs_survive_ten_kills_and_completed_steps_never_run_again()
     }
     // And the journal holds the last execution of each body: none after it.
     for run in &runs {
-        let id = run["id"].as_str().unwrap();
+        let id = run.id.as_str();
         let detail = host.run(id).await.unwrap();
-        let journaled: Vec<(String, Value)> = detail["steps"]
-            .as_array()
-            .unwrap()
+        let journaled: Vec<(String, Value)> = detail
+            .steps
             .iter()
-            .filter(|s| s["output"]["hit"].is_u64())
-            .map(|s| {
-                (
-                    s["id"].as_str().unwrap().to_string(),
-                    s["output"]["hit"].clone(),
-                )
-            })
+            .filter(|s| s.output.as_ref().is_some_and(|o| o["hit"].is_u64()))
+            .map(|s| (s.id.clone(), step_output(s)["hit"].clone()))
             .collect();
-        assert!(!journaled.is_empty(), "{detail:#}");
+        assert!(!journaled.is_empty(), "{detail:#?}");
         for (step, hit) in journaled {
             let times = &arrivals[&format!("{id}/{step}")];
             assert_eq!(

@@ -4,39 +4,45 @@
 
 use crate::{PATIENCE, deployed, guest_app, log_text};
 use serde_json::{Value, json};
+use stepwise_host::api::views::RunDetail;
+use stepwise_host::model::ErrorRecord;
 use stepwise_tests::guests;
 
 /// A run's observable result, without times and ids that differ per run.
 #[derive(Debug, PartialEq)]
 struct Outcome {
     status: String,
+    /// The run's output (`null` when it has none, as the API shows it).
     output: Value,
-    error: Value,
+    error: Option<ErrorRecord>,
     steps: Vec<Value>,
     log: String,
 }
 
-fn outcome(run: &Value) -> Outcome {
-    let steps = run["steps"]
-        .as_array()
-        .unwrap()
+fn outcome(run: &RunDetail) -> Outcome {
+    let steps = run
+        .steps
         .iter()
         .map(|s| {
-            // A wait's output is the event, whose id and time differ per run.
-            let output = match s["kind"].as_str() {
-                Some("wait") if s["output"].is_object() => json!({"name": s["output"]["name"], "data": s["output"]["data"]}),
+            let output = match (s.kind.as_str(), &s.output) {
+                // A wait's output is the event, whose id and time differ per run.
+                ("wait", Some(event)) if event.is_object() => {
+                    json!({"name": event["name"], "data": event["data"]})
+                }
                 // Sent events' ids are made from the run id.
-                Some("send") => json!({"sent": s["output"].as_array().map(Vec::len)}),
-                _ => s["output"].clone(),
+                ("send", output) => {
+                    json!({"sent": output.as_ref().and_then(Value::as_array).map(Vec::len)})
+                }
+                (_, output) => output.clone().unwrap_or_default(),
             };
-            let error = s["error"].get("message").cloned().unwrap_or(Value::Null);
-            json!({"id": s["id"], "kind": s["kind"], "status": s["status"], "attempts": s["attempts"], "output": output, "error": error})
+            let error = s.error.as_ref().map(|e| e.message.clone());
+            json!({"id": s.id, "kind": s.kind, "status": s.status, "attempts": s.attempts, "output": output, "error": error})
         })
         .collect();
     Outcome {
-        status: run["status"].as_str().unwrap_or_default().to_string(),
-        output: run["output"].clone(),
-        error: run["error"].clone(),
+        status: run.run.status.clone(),
+        output: run.run.output.clone().unwrap_or_default(),
+        error: run.run.error.clone(),
         steps,
         log: log_text(run),
     }
@@ -104,7 +110,7 @@ async fn runs(component: &str, events: &[(&str, Value)]) -> Vec<Outcome> {
         let run = host.run_for_event(&event).await.unwrap();
         let ended = host
             .wait_for(&run, PATIENCE, |r| {
-                ["completed", "failed"].iter().any(|s| r["status"] == *s)
+                ["completed", "failed"].iter().any(|s| r.run.status == *s)
             })
             .await
             .unwrap();
@@ -169,21 +175,22 @@ fn builds(rust: &'static str, name: &str) -> [(String, &'static str); 3] {
 }
 
 /// The ended runs of `function` on `host`, oldest first, once there are `n`.
-async fn ended_runs(host: &stepwise_tests::HostProcess, function: &str, n: usize) -> Vec<Value> {
+async fn ended_runs(
+    host: &stepwise_tests::HostProcess,
+    function: &str,
+    n: usize,
+) -> Vec<RunDetail> {
     let terminal = ["completed", "failed", "cancelled", "skipped"];
     let mut runs = host
         .wait_runs(function, PATIENCE, |runs| {
-            runs.len() >= n
-                && runs
-                    .iter()
-                    .all(|r| terminal.contains(&r["status"].as_str().unwrap_or("")))
+            runs.len() >= n && runs.iter().all(|r| terminal.contains(&r.status.as_str()))
         })
         .await
         .unwrap();
-    runs.sort_by_key(|r| r["id"].as_str().map(str::to_string));
+    runs.sort_by_key(|r| r.id.clone());
     let mut detailed = Vec::new();
     for run in runs {
-        detailed.push(host.run(run["id"].as_str().unwrap()).await.unwrap());
+        detailed.push(host.run(&run.id).await.unwrap());
     }
     detailed
 }
@@ -218,10 +225,7 @@ async fn flow_examples(builds: [(String, &'static str); 3]) -> FlowOutcome {
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
     let crm_runs = ended_runs(&host, &format!("sync-crm{suffix}"), 12).await;
-    let statuses = crm_runs
-        .iter()
-        .map(|r| r["status"].as_str().unwrap_or_default().to_string())
-        .collect();
+    let statuses = crm_runs.iter().map(|r| r.run.status.clone()).collect();
     let report = ended_runs(&host, &format!("generate-report{suffix}"), 1).await;
     let product = ended_runs(&host, &format!("index-product{suffix}"), 1).await;
     assert_eq!(product.len(), 1, "debounce: one run");

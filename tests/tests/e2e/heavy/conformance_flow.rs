@@ -10,6 +10,7 @@
 
 use crate::{PATIENCE, deployed, guest_app};
 use serde_json::{Value, json};
+use stepwise_host::api::views::RunDetail;
 use stepwise_tests::{HostProcess, Loopback, Plan, guests};
 
 /// The Python port of `tests/guests/flow`.
@@ -78,29 +79,28 @@ fn scrub(value: &Value) -> Value {
 }
 
 /// A run's observable result (as `conformance.rs`'s `outcome`), scrubbed.
-fn outcome(run: &Value) -> Value {
-    let steps: Vec<Value> = run["steps"]
-        .as_array()
-        .into_iter()
-        .flatten()
+fn outcome(run: &RunDetail) -> Value {
+    let steps: Vec<Value> = run
+        .steps
+        .iter()
         .map(|s| {
-            // A wait's output is the event, whose id and times differ per run.
-            let output = match s["kind"].as_str() {
-                Some("wait") if s["output"].is_object() => {
-                    json!({"name": s["output"]["name"], "data": s["output"]["data"]})
+            let output = match (s.kind.as_str(), &s.output) {
+                // A wait's output is the event, whose id and times differ per run.
+                ("wait", Some(event)) if event.is_object() => {
+                    json!({"name": event["name"], "data": event["data"]})
                 }
-                _ => s["output"].clone(),
+                (_, output) => json!(output),
             };
-            let error = s["error"].get("message").cloned().unwrap_or(Value::Null);
-            json!({"id": s["id"], "kind": s["kind"], "status": s["status"], "attempts": s["attempts"], "output": output, "error": error})
+            let error = s.error.as_ref().map(|e| &e.message);
+            json!({"id": s.id, "kind": s.kind, "status": s.status, "attempts": s.attempts, "output": output, "error": error})
         })
         .collect();
     scrub(&json!({
-        "status": run["status"],
-        "kind": run["kind"],
-        "started": !run["started_at"].is_null(),
-        "output": run["output"],
-        "error": run["error"],
+        "status": run.run.status,
+        "kind": run.run.kind,
+        "started": run.run.started_at.is_some(),
+        "output": run.run.output,
+        "error": run.run.error,
         "steps": steps,
     }))
 }
@@ -112,9 +112,9 @@ async fn start(host: &HostProcess, name: &str, data: Value) -> String {
 }
 
 /// Run `id` once its status is one of `statuses` or it has ended.
-async fn settled(host: &HostProcess, id: &str, statuses: &[&str]) -> Value {
+async fn settled(host: &HostProcess, id: &str, statuses: &[&str]) -> RunDetail {
     host.wait_for(id, PATIENCE, |r| {
-        TERMINAL.iter().chain(statuses).any(|s| r["status"] == *s)
+        TERMINAL.iter().chain(statuses).any(|s| r.run.status == *s)
     })
     .await
     .unwrap()
@@ -131,7 +131,7 @@ async fn ended_runs(host: &HostProcess, function: &str, n: usize) -> Vec<Value> 
     let runs = host
         .wait_runs(function, PATIENCE, |runs| {
             runs.iter()
-                .filter(|r| TERMINAL.contains(&r["status"].as_str().unwrap_or("")))
+                .filter(|r| TERMINAL.contains(&r.status.as_str()))
                 .count()
                 >= n
         })
@@ -139,9 +139,7 @@ async fn ended_runs(host: &HostProcess, function: &str, n: usize) -> Vec<Value> 
         .unwrap();
     let mut outcomes = Vec::new();
     for run in runs {
-        outcomes.push(outcome(
-            &host.run(run["id"].as_str().unwrap()).await.unwrap(),
-        ));
+        outcomes.push(outcome(&host.run(&run.id).await.unwrap()));
     }
     outcomes.sort_by_key(|o| o["output"].to_string());
     outcomes
@@ -363,13 +361,17 @@ async fn invoke(host: &HostProcess) -> Results {
     for (label, data) in cases {
         let parent = start(host, "flow/parent", data).await;
         let parent = settled(host, &parent, &[]).await;
-        let child = parent["steps"][0]["child"].as_str().unwrap_or_default();
+        let child = parent
+            .steps
+            .first()
+            .and_then(|s| s.child.as_deref())
+            .unwrap_or_default();
         // The slow child sleeps on after its parent stopped waiting.
         let child = settled(host, child, &["sleeping"]).await;
         results.push(fact(&format!("invoke {label}: parent"), outcome(&parent)));
         results.push(fact(
             &format!("invoke {label}: child is invoked by its parent"),
-            json!(child["parent"] == parent["id"]),
+            json!(child.run.parent.as_deref() == Some(parent.run.id.as_str())),
         ));
         results.push(fact(&format!("invoke {label}: child"), outcome(&child)));
     }
@@ -403,34 +405,47 @@ async fn failure(host: &HostProcess) -> Results {
     let failed = ended(host, &run).await;
     let runs = host
         .wait_runs("fails", PATIENCE, |runs| {
-            runs.iter().any(|r| {
-                r["kind"] == "on_failure" && TERMINAL.contains(&r["status"].as_str().unwrap_or(""))
-            })
+            runs.iter()
+                .any(|r| r.kind == "on_failure" && TERMINAL.contains(&r.status.as_str()))
         })
         .await
         .unwrap();
-    let handler = runs.iter().find(|r| r["kind"] == "on_failure").unwrap();
-    let handler = host.run(handler["id"].as_str().unwrap()).await.unwrap();
+    let handler = runs.iter().find(|r| r.kind == "on_failure").unwrap();
+    let handler = host.run(&handler.id).await.unwrap();
     let watchers = host
         .wait_runs("watch-failures", PATIENCE, |runs| {
-            runs.iter()
-                .any(|r| TERMINAL.contains(&r["status"].as_str().unwrap_or("")))
+            runs.iter().any(|r| TERMINAL.contains(&r.status.as_str()))
         })
         .await
         .unwrap();
-    let watcher = host.run(watchers[0]["id"].as_str().unwrap()).await.unwrap();
+    let watcher = host.run(&watchers[0].id).await.unwrap();
     vec![
         fact("fails", failed),
         fact("fails: handler", outcome(&handler)),
         fact(
             "fails: the handler names the failed run",
-            json!(handler["output"]["failed_run"] == run.as_str()),
+            json!(
+                handler
+                    .run
+                    .output
+                    .as_ref()
+                    .is_some_and(|o| o["failed_run"] == run.as_str())
+            ),
         ),
-        fact("fails: the handler's event", scrub(&handler["events"][0])),
+        fact(
+            "fails: the handler's event",
+            scrub(handler.events.first().unwrap_or(&Value::Null)),
+        ),
         fact("fails: watcher", outcome(&watcher)),
         fact(
             "fails: the watcher's event names the failed run",
-            json!(watcher["output"]["run_id"] == run.as_str()),
+            json!(
+                watcher
+                    .run
+                    .output
+                    .as_ref()
+                    .is_some_and(|o| o["run_id"] == run.as_str())
+            ),
         ),
     ]
 }

@@ -91,8 +91,8 @@ async fn keep_working(victim: Api, stop: Arc<AtomicBool>) -> Vec<Duration> {
             .wait_status(&run, "completed", PATIENCE)
             .await
             .unwrap();
-        assert_eq!(done["steps"].as_array().unwrap().len(), 10, "{done:#}");
-        assert_eq!(done["output"], 45);
+        assert_eq!(done.steps.len(), 10, "{done:#?}");
+        assert_eq!(done.run.output, Some(json!(45)));
         latencies.push(started.elapsed());
     }
     latencies
@@ -173,12 +173,12 @@ async fn hostile_guests_fail_alone_with_clear_errors_while_another_tenant_runs_o
     for ((attack, expected, words), run) in ATTACKS.iter().zip(&runs) {
         let ended = attacker
             .wait_for(run, Duration::from_secs(120), |r| {
-                ["completed", "failed", "cancelled"].contains(&r["status"].as_str().unwrap_or(""))
+                ["completed", "failed", "cancelled"].contains(&r.run.status.as_str())
             })
             .await
             .unwrap();
-        assert_eq!(ended["status"], *expected, "{attack}: {ended:#}");
-        let error = ended["error"].to_string();
+        assert_eq!(ended.run.status, *expected, "{attack}: {ended:#?}");
+        let error = serde_json::to_string(&ended.run.error).unwrap();
         for word in *words {
             assert!(error.contains(word), "{attack}: {word:?} in {error}");
         }
@@ -188,14 +188,14 @@ async fn hostile_guests_fail_alone_with_clear_errors_while_another_tenant_runs_o
                 "huge-log: the log is cut, with a note"
             ),
             "parallel-trap" => {
-                let outcomes = &ended["output"];
+                let outcomes = crate::output(&ended.run);
                 assert_eq!(outcomes[0], 0, "{outcomes}");
                 assert_eq!(outcomes[2], 2, "{outcomes}");
                 let failed = outcomes[1]["failed"].as_str().unwrap_or_default();
                 assert!(failed.contains("trapped"), "{outcomes}");
             }
             "spin-inside" => assert_eq!(
-                ended["steps"][0]["attempts"], 2,
+                ended.steps[0].attempts, 2,
                 "the CPU limit fails an attempt; the step is retried by the normal rules"
             ),
             _ => {}
@@ -208,8 +208,10 @@ async fn hostile_guests_fail_alone_with_clear_errors_while_another_tenant_runs_o
             .await
             .unwrap();
         assert!(
-            ended["error"].to_string().contains("StepTimeoutError"),
-            "{ended:#}"
+            serde_json::to_string(&ended.run.error)
+                .unwrap()
+                .contains("StepTimeoutError"),
+            "{ended:#?}"
         );
     }
     for slow in slow_bodies {
@@ -234,6 +236,6 @@ async fn hostile_guests_fail_alone_with_clear_errors_while_another_tenant_runs_o
     let runs = victim.runs().await.unwrap();
     assert_eq!(runs.len(), latencies.len());
     for run in runs {
-        assert_eq!(run["status"], "completed", "{run:#}");
+        assert_eq!(run.status, "completed", "{run:#?}");
     }
 }

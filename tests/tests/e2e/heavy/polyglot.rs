@@ -2,8 +2,9 @@
 //! steps the clock is the run's logical time and random numbers repeat on
 //! replay (but differ between runs); `fetch` is refused outside steps.
 
-use crate::{PATIENCE, deployed, guest_app, step_ids};
+use crate::{PATIENCE, deployed, guest_app, output, step_ids};
 use serde_json::{Value, json};
+use stepwise_host::api::views::RunDetail;
 use stepwise_tests::{HostProcess, Loopback};
 
 const PYTHON_SANDBOX: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/guests/python/sandbox/app.py");
@@ -11,7 +12,7 @@ const JS_SANDBOX: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/guests/js/sandbox
 
 /// Two runs of the sandbox check; both must complete (no determinism error
 /// on the replay after the sleep).
-async fn two_runs(host: &HostProcess, data: Value) -> [Value; 2] {
+async fn two_runs(host: &HostProcess, data: Value) -> [RunDetail; 2] {
     let mut done = Vec::new();
     for _ in 0..2 {
         let event = host.send("sandbox/check", data.clone()).await.unwrap();
@@ -21,20 +22,22 @@ async fn two_runs(host: &HostProcess, data: Value) -> [Value; 2] {
     [done[0].clone(), done[1].clone()]
 }
 
-fn check(runs: &[Value; 2]) {
+fn check(runs: &[RunDetail; 2]) {
     for run in runs {
         assert_eq!(
-            run["output"]["clock"], run["started_at"],
-            "the clock outside steps is logical: {run:#}"
+            output(&run.run)["clock"],
+            json!(run.run.started_at),
+            "the clock outside steps is logical: {run:#?}"
         );
-        let number = run["output"]["random"].to_string();
+        let number = output(&run.run)["random"].to_string();
         assert_eq!(
             step_ids(run),
             [format!("random-{number}"), "nap".to_string()]
         );
     }
     assert_ne!(
-        runs[0]["output"]["random"], runs[1]["output"]["random"],
+        output(&runs[0].run)["random"],
+        output(&runs[1].run)["random"],
         "random numbers differ between runs"
     );
 }
@@ -51,6 +54,6 @@ async fn python_and_javascript_guests_live_by_the_sandbox_rules() {
     let (_dir, host) = deployed("sandbox-js", &js).await;
     let runs = two_runs(&host, json!({"url": format!("{}/outside", loopback.url)})).await;
     check(&runs);
-    let outside = runs[0]["output"]["outside"].as_str().unwrap();
+    let outside = output(&runs[0].run)["outside"].as_str().unwrap();
     assert_ne!(outside, "reached", "fetch outside a step must fail");
 }
