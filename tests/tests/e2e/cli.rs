@@ -1,9 +1,11 @@
 //! The `stepwise` command line against a running host: deploy, send, runs,
 //! run, cancel, as a user types them.
 
-use crate::{PATIENCE, STEPWISE, start_host};
+use crate::{PATIENCE, STEPWISE, start_host, step_output};
+use serde::de::DeserializeOwned;
 use serde_json::Value;
 use std::process::Command;
+use stepwise_host::api::views::{RunDetail, RunView};
 use stepwise_tests::guests;
 
 fn stepwise(server: &str, args: &[&str]) -> (bool, String, String) {
@@ -19,7 +21,9 @@ fn stepwise(server: &str, args: &[&str]) -> (bool, String, String) {
     )
 }
 
-fn json(server: &str, args: &[&str]) -> Value {
+/// What `stepwise args` printed, read as JSON into a `T` (a `Value`, or
+/// the API's view of a run or of a list of runs).
+fn json<T: DeserializeOwned>(server: &str, args: &[&str]) -> T {
     let (ok, out, err) = stepwise(server, args);
     assert!(ok, "stepwise {args:?} failed: {err}");
     serde_json::from_str(&out)
@@ -39,7 +43,7 @@ async fn deploy_send_inspect_and_cancel_from_the_command_line() {
     );
 
     let data = r#"{"orderId":"o-7","userId":"u-7","paymentDelay":"1s","paymentTimeout":"1m"}"#;
-    let sent = json(
+    let sent: Value = json(
         &server,
         &["send", "shop/order.created", "--data", data, "--json"],
     );
@@ -47,25 +51,25 @@ async fn deploy_send_inspect_and_cancel_from_the_command_line() {
     let run = host.run_for_event(&event).await.unwrap();
     host.wait_status(&run, "sleeping", PATIENCE).await.unwrap();
 
-    let runs = json(&server, &["runs", "--json"]);
-    let listed = &runs.as_array().unwrap()[0];
+    let runs: Vec<RunView> = json(&server, &["runs", "--json"]);
+    let listed = &runs[0];
     assert_eq!(
-        (listed["id"].as_str(), listed["function"].as_str()),
-        (Some(run.as_str()), Some("process-order"))
+        (listed.id.as_str(), listed.function.as_str()),
+        (run.as_str(), "process-order")
     );
     assert!(
-        listed["status"] == "sleeping" || listed["status"] == "waiting",
-        "{listed}"
+        listed.status == "sleeping" || listed.status == "waiting",
+        "{listed:#?}"
     );
 
-    let detail = json(&server, &["run", &run, "--json"]);
-    let first = &detail["steps"][0];
+    let detail: RunDetail = json(&server, &["run", &run, "--json"]);
+    let first = &detail.steps[0];
     assert_eq!(
-        (first["id"].as_str(), first["status"].as_str()),
-        (Some("get-user"), Some("completed"))
+        (first.id.as_str(), first.status.as_str()),
+        ("get-user", "completed")
     );
-    assert_eq!(first["attempts"], 1);
-    assert_eq!(first["output"]["id"], "u-7");
+    assert_eq!(first.attempts, 1);
+    assert_eq!(step_output(first)["id"], "u-7");
 
     let (ok, table, _) = stepwise(&server, &["run", &run]);
     assert!(
@@ -82,7 +86,9 @@ async fn deploy_send_inspect_and_cancel_from_the_command_line() {
     assert!(ok, "{err}");
     assert!(out.contains("cancelled"), "{out}");
     assert_eq!(
-        json(&server, &["run", &run, "--json"])["status"],
+        json::<RunDetail>(&server, &["run", &run, "--json"])
+            .run
+            .status,
         "cancelled"
     );
 
