@@ -191,8 +191,12 @@ impl Limits {
 /// Everything a host needs to start.
 #[derive(Debug, Clone)]
 pub struct HostConfig {
-    /// Where the journal and the compiled-code cache live.
+    /// Where the journal (unless `store`) and the compiled-code cache
+    /// live.
     pub data_dir: PathBuf,
+    /// A PostgreSQL URL to keep the journal in, instead of sled in
+    /// `data_dir`.
+    pub store: Option<String>,
     /// Where compiled components are cached (default `data_dir/compiled`);
     /// hosts of the same build may share one.
     pub compiled_dir: Option<PathBuf>,
@@ -229,6 +233,7 @@ impl HostConfig {
     pub fn new(data_dir: PathBuf) -> Self {
         HostConfig {
             data_dir,
+            store: None,
             compiled_dir: None,
             event_key: None,
             keep_old_event_key: false,

@@ -37,6 +37,8 @@ impl Default for HostOptions {
 pub struct HostProcess {
     binary: PathBuf,
     data_dir: PathBuf,
+    /// The PostgreSQL journal's URL, when the tests run on that backend.
+    store: Option<String>,
     options: HostOptions,
     child: Option<Child>,
     api: Api,
@@ -75,6 +77,11 @@ impl HostProcess {
         let mut host = HostProcess {
             binary: PathBuf::from(binary),
             data_dir: data_dir.to_path_buf(),
+            // A test that names its own store keeps it.
+            store: match options.extra_args.iter().any(|a| a == "--store") {
+                true => None,
+                false => test_store(data_dir)?,
+            },
             options,
             child: None,
             api: Api {
@@ -127,6 +134,7 @@ impl HostProcess {
             // The loopback servers tests count step bodies with (internal
             // addresses are reachable only when listed exactly).
             .args(["--allow-http", "127.0.0.1"])
+            .args(self.store.iter().flat_map(|url| ["--store", url]))
             .args(&self.options.extra_args)
             .env("STEPWISE_LOG", "info")
             .stdout(Stdio::piped())
@@ -426,6 +434,57 @@ impl Api {
 /// `value` as the API answered it: pretty JSON (for failure messages).
 pub fn pretty(value: &impl Serialize) -> String {
     serde_json::to_string_pretty(value).unwrap_or_else(|e| format!("(not serialisable: {e})"))
+}
+
+/// Whether the tests run every host's journal in PostgreSQL: the
+/// `e2e_postgres` test binary does (it is the `e2e` suite under another
+/// name), `e2e` runs on sled; `STEPWISE_TEST_STORE=postgres` or `=sled`
+/// chooses for any binary.
+pub fn on_postgres() -> bool {
+    match std::env::var("STEPWISE_TEST_STORE") {
+        Ok(store) => store == "postgres",
+        Err(_) => std::env::current_exe().is_ok_and(|exe| {
+            exe.file_name()
+                .is_some_and(|name| name.to_string_lossy().starts_with("e2e_postgres"))
+        }),
+    }
+}
+
+/// The journal a host on `data_dir` would open, opened by the test itself
+/// (with no host on it) to plant records an older host could have left.
+pub fn open_journal(data_dir: &Path) -> Result<Box<dyn stepwise_host::journal::Journal>> {
+    Ok(match test_store(data_dir)? {
+        Some(url) => Box::new(stepwise_host::journal::PgJournal::open(&url)?),
+        None => Box::new(stepwise_host::journal::SledJournal::open(
+            &data_dir.join("journal"),
+        )?),
+    })
+}
+
+/// What every table of the PostgreSQL journal of a host on `data_dir`
+/// holds, printable bytes as they are (`None` on sled).
+pub fn database_contents(data_dir: &Path) -> Result<Option<String>> {
+    let Some(url) = test_store(data_dir)? else {
+        return Ok(None);
+    };
+    crate::postgres::cluster()?.contents(&url).map(Some)
+}
+
+/// The `--store` URL of a host on `data_dir` when the tests run on
+/// PostgreSQL: a new database for a new data directory, the same one again
+/// for a host started again on it (a restart is the same host).
+fn test_store(data_dir: &Path) -> Result<Option<String>> {
+    if !on_postgres() {
+        return Ok(None);
+    }
+    let remembered = data_dir.join("test-store-url");
+    if let Ok(url) = std::fs::read_to_string(&remembered) {
+        return Ok(Some(url));
+    }
+    let url = crate::postgres::cluster()?.new_database()?;
+    std::fs::create_dir_all(data_dir)?;
+    std::fs::write(&remembered, &url)?;
+    Ok(Some(url))
 }
 
 impl Drop for HostProcess {

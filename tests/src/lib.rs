@@ -5,6 +5,7 @@
 pub mod host;
 pub mod loopback;
 pub mod polyglot;
+pub mod postgres;
 
 pub use host::{Api, HostOptions, HostProcess};
 pub use loopback::{Loopback, Plan};

@@ -159,6 +159,12 @@ pub struct ServeArgs {
     /// The data directory (journal and compiled-code cache).
     #[arg(long = "data", default_value = ".stepwise")]
     data_dir: PathBuf,
+    /// Keep the journal in PostgreSQL instead of sled in the data
+    /// directory: a URL such as `postgres://user:password@host/db` (a
+    /// unix socket: `postgres://user@/db?host=/run/postgresql`). The
+    /// schema is created or migrated on start.
+    #[arg(long, env = "STEPWISE_STORE", value_name = "URL")]
+    store: Option<String>,
     /// The HTTP address (port 0 picks a free one; the address is printed).
     #[arg(long, default_value = "127.0.0.1:8288")]
     listen: SocketAddr,

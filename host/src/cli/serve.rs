@@ -30,6 +30,7 @@ pub async fn serve(args: ServeArgs, examples: Option<PathBuf>) -> Result<()> {
     let intake = args.intake.limits();
     let config = HostConfig {
         data_dir: args.data_dir.clone(),
+        store: args.store.clone(),
         compiled_dir: args.compiled_dir.clone(),
         event_key: args.event_key.clone(),
         keep_old_event_key: args.keep_old,
@@ -73,6 +74,9 @@ pub async fn serve(args: ServeArgs, examples: Option<PathBuf>) -> Result<()> {
     host.own_address.set(address);
     println!("stepwise listening on http://{address}");
     println!("  data directory: {}", args.data_dir.display());
+    if args.store.is_some() {
+        println!("  journal: PostgreSQL (--store)");
+    }
     for line in host.tenants.start_lines(&address.to_string()) {
         println!("{line}");
     }

@@ -11,17 +11,21 @@
 //! [`GroupCommit`] shares one flush among every writer that waits at the
 //! same time.
 //!
-//! sled is the one backend for now ([`SledJournal`]); a PostgreSQL backend
-//! for many hosts can implement the same traits.
+//! Two backends store the same key-value layout (`records`): sled in the
+//! data directory ([`SledJournal`], the embedded default) and PostgreSQL
+//! ([`PgJournal`], `--store postgres://...`).
 
 mod commit;
 mod files;
 mod keys;
+pub mod postgres;
+mod records;
 mod sled_backend;
 pub mod usage;
 
 pub use commit::GroupCommit;
 pub use files::{make_private, restrict_new_files};
+pub use postgres::PgJournal;
 pub use sled_backend::SledJournal;
 
 use crate::model::{

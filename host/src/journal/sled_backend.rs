@@ -12,57 +12,18 @@
 //! one (see `SledJournal::prepare`).
 
 use super::keys;
-use super::usage::{StorageUsage, counted_tenant};
-use super::{Batch, Journal, Op, QueryJournal, RunFilter, RunJournal};
+use super::records::{self, Prepared, TREE_NAMES, TreeId, Write, WriteCounts, decode, index_key};
+use super::usage::StorageUsage;
+use super::{Batch, Journal, QueryJournal, RunFilter, RunJournal};
 use crate::model::{
     AppRecord, EventRecord, FunctionRecord, IndexKind, IndexRef, LogChunk, RunKey, RunRecord,
     RunStatus, StepRecord, TenantRecord, Timer, Waiter,
 };
 use anyhow::{Context, Result};
-use serde::Serialize;
 use serde::de::DeserializeOwned;
 use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
-
-/// The trees, indexed by [`TreeId`].
-const TREE_NAMES: [&str; 15] = [
-    "runs",
-    "run_events",
-    "active",
-    "steps",
-    "timers",
-    "waiters",
-    "events",
-    "event_ids",
-    "logs",
-    "components",
-    "apps",
-    "functions",
-    "settings",
-    "indexes",
-    "tenants",
-];
-
-#[derive(Clone, Copy)]
-enum TreeId {
-    Runs,
-    RunEvents,
-    Active,
-    Steps,
-    Timers,
-    Waiters,
-    Events,
-    EventIds,
-    Logs,
-    Components,
-    Apps,
-    Functions,
-    Settings,
-    Indexes,
-    Tenants,
-}
 
 /// The journal in a sled database on local disk.
 pub struct SledJournal {
@@ -72,47 +33,14 @@ pub struct SledJournal {
     writes: WriteCounts,
 }
 
-/// Counts that tell whether anything applied may not be on disk yet, so a
-/// reader that waits for durability waits only when it must.
-#[derive(Default)]
-struct WriteCounts {
-    /// Batches whose apply has begun.
-    begun: AtomicU64,
-    /// Batches whose apply has ended.
-    done: AtomicU64,
-    /// How many had ended when the last completed flush began: a flush
-    /// covers every write that ended before it began.
-    flushed: AtomicU64,
-}
-
-/// A write prepared outside any transaction (sled may re-run a
-/// transaction's closure, so encoding happens once, before).
-enum Write {
-    Put(TreeId, Vec<u8>, Vec<u8>),
-    Delete(TreeId, Vec<u8>),
-}
-
 impl SledJournal {
     /// Applies `batch` atomically (see [`Journal::apply`]).
     fn apply_batch(&self, batch: Batch) -> Result<()> {
-        let mut writes = Vec::with_capacity(batch.len() + 1);
-        let mut stored: Vec<(String, u64)> = Vec::new();
-        let one_run = matches!(batch.as_slice(), [Op::PutRun(_)]);
-        for op in batch {
-            let tenant = counted_tenant(&op).map(str::to_string);
-            let before = writes.len();
-            writes.extend(Self::prepare(op)?);
-            if let Some(tenant) = tenant {
-                let bytes = writes[before..]
-                    .iter()
-                    .map(|w| match w {
-                        Write::Put(_, key, value) => (key.len() + value.len()) as u64,
-                        Write::Delete(..) => 0,
-                    })
-                    .sum();
-                stored.push((tenant, bytes));
-            }
-        }
+        let Prepared {
+            writes,
+            stored,
+            one_run,
+        } = records::prepare_batch(batch)?;
         let count = |usage: &StorageUsage| {
             for (tenant, bytes) in &stored {
                 usage.add(tenant, *bytes);
@@ -253,145 +181,15 @@ impl SledJournal {
             .map(|entry| decode(&entry?.1))
             .collect()
     }
-
-    fn prepare(op: Op) -> Result<Vec<Write>> {
-        use TreeId::*;
-        Ok(match op {
-            // Ordered so that the writes need no transaction when the run
-            // is the whole batch: a run that has not ended is in the active
-            // set before its record changes, and an ended one leaves it only
-            // after. A crash between the two leaves an active entry whose
-            // run is missing or has ended, which `active_runs` skips.
-            Op::PutRun(run) => {
-                let key = keys::run(&run.key);
-                let record = Write::Put(Runs, key.clone(), encode(&run)?);
-                if run.status().is_terminal() {
-                    vec![record, Write::Delete(Active, key)]
-                } else {
-                    vec![Write::Put(Active, key, Vec::new()), record]
-                }
-            }
-            Op::PutRunEvents(key, events) => {
-                vec![Write::Put(RunEvents, keys::run(&key), encode(&events)?)]
-            }
-            Op::PutStep(key, step) => {
-                vec![Write::Put(
-                    Steps,
-                    keys::step(&key, step.seq),
-                    encode(&step)?,
-                )]
-            }
-            Op::PutTimer(timer) => vec![Write::Put(Timers, keys::timer(&timer), encode(&timer)?)],
-            Op::DeleteTimer(timer) => vec![Write::Delete(Timers, keys::timer(&timer))],
-            Op::PutWaiter(waiter) => vec![Write::Put(
-                Waiters,
-                keys::waiter(
-                    &waiter.key.tenant,
-                    &waiter.spec.event,
-                    &waiter.key,
-                    waiter.seq,
-                ),
-                encode(&waiter)?,
-            )],
-            Op::DeleteWaiter(waiter) => vec![Write::Delete(
-                Waiters,
-                keys::waiter(
-                    &waiter.key.tenant,
-                    &waiter.spec.event,
-                    &waiter.key,
-                    waiter.seq,
-                ),
-            )],
-            Op::PutEvent {
-                tenant,
-                event,
-                dedupe,
-            } => {
-                let mut writes = vec![Write::Put(
-                    Events,
-                    keys::event(&tenant, event.received_at, &event.id),
-                    encode(&event)?,
-                )];
-                if dedupe {
-                    writes.push(Write::Put(
-                        EventIds,
-                        keys::join(&[tenant.as_bytes(), event.id.as_bytes()]),
-                        event.received_at.to_be_bytes().to_vec(),
-                    ));
-                }
-                writes
-            }
-            Op::PutLog(key, chunk) => {
-                vec![Write::Put(Logs, keys::log(&key, &chunk), encode(&chunk)?)]
-            }
-            Op::PutComponent { hash, bytes } => {
-                vec![Write::Put(Components, hash.into_bytes(), bytes.to_vec())]
-            }
-            Op::PutApp(app) => vec![Write::Put(
-                Apps,
-                keys::join(&[app.tenant.as_bytes(), app.name.as_bytes()]),
-                encode(&app)?,
-            )],
-            Op::PutFunction(function) => vec![Write::Put(
-                Functions,
-                keys::join(&[function.tenant.as_bytes(), function.id.as_bytes()]),
-                encode(&function)?,
-            )],
-            Op::DeleteFunction { tenant, id } => vec![Write::Delete(
-                Functions,
-                keys::join(&[tenant.as_bytes(), id.as_bytes()]),
-            )],
-            Op::PutIndex { at, value } => {
-                vec![Write::Put(Indexes, index_key(&at), value.into_bytes())]
-            }
-            Op::DeleteIndex(at) => vec![Write::Delete(Indexes, index_key(&at))],
-            Op::PutTenant(tenant) => {
-                vec![Write::Put(
-                    Tenants,
-                    tenant.name.clone().into_bytes(),
-                    encode(&tenant)?,
-                )]
-            }
-            Op::DeleteComponent { hash } => vec![Write::Delete(Components, hash.into_bytes())],
-            Op::PutSetting { name, value } => {
-                vec![Write::Put(Settings, name.into_bytes(), value.into_bytes())]
-            }
-            Op::DeleteSetting { name } => vec![Write::Delete(Settings, name.into_bytes())],
-        })
-    }
-}
-
-/// `tag key`: the kinds of index apart, each in key order.
-fn index_key(at: &IndexRef) -> Vec<u8> {
-    let mut key = vec![at.kind.tag()];
-    key.extend_from_slice(at.key.as_bytes());
-    key
-}
-
-fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>> {
-    serde_json::to_vec(value).context("encoding a journal record")
-}
-
-fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
-    serde_json::from_slice(bytes)
-        .context("decoding a journal record (is the data directory from another version?)")
 }
 
 impl Journal for SledJournal {
     fn apply(&self, batch: Batch) -> Result<()> {
-        self.writes.begun.fetch_add(1, Ordering::SeqCst);
-        let applied = self.apply_batch(batch);
-        self.writes.done.fetch_add(1, Ordering::SeqCst);
-        applied
+        self.writes.applying(|| self.apply_batch(batch))
     }
 
     fn unflushed(&self) -> bool {
-        // Reads `flushed` first: `done` never exceeds `begun`, so if the
-        // last flush counted as many ended writes as have begun by now,
-        // every write begun so far had ended before that flush, which
-        // covered it.
-        let flushed = self.writes.flushed.load(Ordering::SeqCst);
-        flushed < self.writes.begun.load(Ordering::SeqCst)
+        self.writes.unflushed()
     }
 
     fn usage(&self) -> &StorageUsage {
@@ -399,10 +197,12 @@ impl Journal for SledJournal {
     }
 
     fn flush(&self) -> Result<()> {
-        let ended = self.writes.done.load(Ordering::SeqCst);
-        self.db.flush().context("flushing the journal to disk")?;
-        self.writes.flushed.fetch_max(ended, Ordering::SeqCst);
-        Ok(())
+        self.writes.flushing(|| {
+            self.db
+                .flush()
+                .map(drop)
+                .context("flushing the journal to disk")
+        })
     }
 }
 
@@ -426,13 +226,10 @@ impl RunJournal for SledJournal {
     }
 
     fn run_status(&self, key: &RunKey) -> Result<Option<RunStatus>> {
-        /// The one field of a stored run record this reads.
-        #[derive(serde::Deserialize)]
-        struct StatusOnly {
-            status: RunStatus,
-        }
-        let status: Option<StatusOnly> = self.get(TreeId::Runs, &keys::run(key))?;
-        Ok(status.map(|s| s.status))
+        self.tree(TreeId::Runs)
+            .get(keys::run(key))?
+            .map(|bytes| records::status_of(&bytes))
+            .transpose()
     }
 
     fn run_events(&self, key: &RunKey) -> Result<Vec<EventRecord>> {
@@ -591,6 +388,7 @@ impl QueryJournal for SledJournal {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::journal::Op;
     use crate::model::{RunState, RunStatus, StepKind, StepStatus, TimerKind};
 
     fn run(id: &str, status: RunStatus) -> RunRecord {

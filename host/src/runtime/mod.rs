@@ -9,7 +9,7 @@ pub mod versions;
 use crate::catalog::Catalog;
 use crate::config::HostConfig;
 use crate::executor::{Executor, InspectError, OwnAddress, ReplayReport, RunDriver, RunServices};
-use crate::journal::{Batch, GroupCommit, Journal, Op, SledJournal};
+use crate::journal::{Batch, GroupCommit, Journal, Op, PgJournal, SledJournal};
 use crate::model::Clock;
 use crate::model::ErrorName;
 use crate::model::IncomingEvent;
@@ -143,8 +143,26 @@ pub enum SendError {
     Internal(#[from] anyhow::Error),
 }
 
+/// The journal `config` names: PostgreSQL at `store`, else sled in the
+/// data directory (keys an older release kept in clear moved out first).
+fn open_journal(config: &HostConfig) -> Result<Arc<dyn Journal>> {
+    if let Some(url) = &config.store {
+        return Ok(Arc::new(PgJournal::open(url)?));
+    }
+    let journal_dir = config.data_dir.join("journal");
+    let mut opened = SledJournal::open(&journal_dir)?;
+    if crate::tenants::has_clear_keys(&opened)? {
+        // The migration rewrites the journal's files: it needs them
+        // closed.
+        drop(opened);
+        crate::tenants::migrate_clear_keys(&journal_dir, &config.data_dir)?;
+        opened = SledJournal::open(&journal_dir)?;
+    }
+    Ok(Arc::new(opened))
+}
+
 impl Stepwise {
-    /// Opens the journal in `config.data_dir`, starts the scheduler, and
+    /// Opens the journal (see `open_journal`), starts the scheduler, and
     /// resumes every run that was queued, running, sleeping or waiting.
     /// Call from inside a tokio runtime.
     pub async fn start(config: HostConfig) -> Result<Arc<Self>> {
@@ -161,16 +179,7 @@ impl Stepwise {
         crate::journal::make_private(&config.data_dir).with_context(|| {
             format!("preparing the data directory {}", config.data_dir.display())
         })?;
-        let journal_dir = config.data_dir.join("journal");
-        let mut opened = SledJournal::open(&journal_dir)?;
-        if crate::tenants::has_clear_keys(&opened)? {
-            // The migration rewrites the journal's files: it needs them
-            // closed.
-            drop(opened);
-            crate::tenants::migrate_clear_keys(&journal_dir, &config.data_dir)?;
-            opened = SledJournal::open(&journal_dir)?;
-        }
-        let journal: Arc<dyn Journal> = Arc::new(opened);
+        let journal = open_journal(&config)?;
         let commit = GroupCommit::start(journal.clone());
         let catalog = Arc::new(Catalog::load(journal.as_ref())?);
         let slots = SlotPolicy {

@@ -1,0 +1,275 @@
+//! Connections to PostgreSQL, and the bridge from the journal's blocking
+//! calls to the async client.
+//!
+//! The journal's traits are blocking (sled's calls are), and their callers
+//! run on the host's tokio runtime, where blocking on another runtime
+//! panics. So the connections live on a small runtime of their own: a call
+//! is spawned there and its caller waits on a plain channel, as it would
+//! wait on a disk. A connection the server dropped (a restart, a network
+//! cut) is made again on its next use.
+
+use super::super::records::TreeId;
+use anyhow::{Context, Result, anyhow};
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use tokio_postgres::{Client, Config, NoTls, Statement};
+
+/// How many connections a host keeps open: enough for the API's reads and
+/// the state machine's writes to overlap, few enough for many hosts.
+pub const CONNECTIONS: usize = 8;
+
+/// Statements a session sets: a write is acknowledged before its WAL is
+/// flushed, and made durable by [`Connection::flush`], the journal's
+/// group commit (the same split as sled's apply and flush).
+const SESSION_SETUP: &str = "SET synchronous_commit TO off; SET application_name TO 'stepwise'";
+
+/// One connection, made again when it is lost, with its prepared
+/// statements.
+pub struct Connection {
+    config: Config,
+    client: Option<Client>,
+    statements: HashMap<String, Statement>,
+}
+
+impl Connection {
+    /// Connects (or fails with what was wrong, see [`connect_error`]).
+    pub async fn open(config: &Config) -> Result<Self> {
+        let mut connection = Connection {
+            config: config.clone(),
+            client: None,
+            statements: HashMap::new(),
+        };
+        connection.client().await?;
+        Ok(connection)
+    }
+
+    /// The client, connecting first if there is none or it was closed.
+    pub async fn client(&mut self) -> Result<&Client> {
+        if self.client.as_ref().is_none_or(Client::is_closed) {
+            self.statements.clear();
+            let (client, connection) = self
+                .config
+                .connect(NoTls)
+                .await
+                .map_err(|e| connect_error(&self.config, e))?;
+            tokio::spawn(async move {
+                if let Err(error) = connection.await {
+                    tracing::warn!(error = %error, "the connection to PostgreSQL closed");
+                }
+            });
+            client
+                .batch_execute(SESSION_SETUP)
+                .await
+                .context("setting up a PostgreSQL session")?;
+            self.client = Some(client);
+        }
+        Ok(self.client.as_ref().expect("connected above"))
+    }
+
+    /// `sql`, prepared once per connection.
+    pub async fn statement(&mut self, sql: &str) -> Result<(Statement, &Client)> {
+        self.client().await?;
+        if !self.statements.contains_key(sql) {
+            let client = self.client.as_ref().expect("connected above");
+            let statement = client
+                .prepare(sql)
+                .await
+                .with_context(|| format!("preparing `{sql}`"))?;
+            self.statements.insert(sql.to_string(), statement);
+        }
+        Ok((
+            self.statements[sql].clone(),
+            self.client.as_ref().expect("connected above"),
+        ))
+    }
+
+    /// Makes every write acknowledged so far durable: a transaction that
+    /// commits synchronously waits for the WAL up to its commit record,
+    /// which comes after every earlier commit's, to be flushed.
+    pub async fn flush(&mut self) -> Result<()> {
+        self.client()
+            .await?
+            .batch_execute(
+                "BEGIN; SET LOCAL synchronous_commit TO on; SELECT pg_current_xact_id(); COMMIT",
+            )
+            .await
+            .context("flushing the journal (a synchronous commit in PostgreSQL)")
+    }
+}
+
+/// A fixed set of connections on a runtime of their own.
+pub struct Pool {
+    runtime: Option<tokio::runtime::Runtime>,
+    connections: Arc<Vec<tokio::sync::Mutex<Connection>>>,
+    next: AtomicUsize,
+}
+
+impl Pool {
+    /// Opens [`CONNECTIONS`] connections with `config`, after `prepare`
+    /// (the schema's migrations) has run on the first.
+    pub fn open<F, Fut>(config: Config, prepare: F) -> Result<Self>
+    where
+        F: FnOnce(Connection) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<Connection>> + Send,
+    {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("stepwise-postgres")
+            .enable_all()
+            .build()
+            .context("starting the PostgreSQL client's threads")?;
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Vec<_>>>(1);
+        runtime.spawn(async move {
+            let opened = async {
+                let first = prepare(Connection::open(&config).await?).await?;
+                let mut connections = vec![tokio::sync::Mutex::new(first)];
+                for _ in 1..CONNECTIONS {
+                    connections.push(tokio::sync::Mutex::new(Connection::open(&config).await?));
+                }
+                Ok(connections)
+            };
+            let _ = tx.send(opened.await);
+        });
+        let opened = rx
+            .recv()
+            .unwrap_or_else(|_| Err(anyhow!("the PostgreSQL client's threads stopped")));
+        let connections = match opened {
+            Ok(connections) => connections,
+            Err(error) => {
+                // Not dropped: the caller may be on a runtime, where
+                // waiting for threads to stop is not allowed.
+                runtime.shutdown_background();
+                return Err(error);
+            }
+        };
+        Ok(Pool {
+            runtime: Some(runtime),
+            connections: Arc::new(connections),
+            next: AtomicUsize::new(0),
+        })
+    }
+
+    /// Runs `work` with a connection (the next free one, else the next in
+    /// turn) and waits for it, blocking the calling thread.
+    pub fn run<T, F>(&self, work: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: for<'c> FnOnce(&'c mut Connection) -> BoxFuture<'c, Result<T>> + Send + 'static,
+    {
+        let connections = self.connections.clone();
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        self.runtime().spawn(async move {
+            let count = connections.len();
+            let free = (0..count)
+                .map(|i| (start + i) % count)
+                .find_map(|i| connections[i].try_lock().ok());
+            let mut connection = match free {
+                Some(connection) => connection,
+                None => connections[start % count].lock().await,
+            };
+            let _ = tx.send(work(&mut connection).await);
+        });
+        rx.recv()
+            .map_err(|_| anyhow!("the PostgreSQL client's threads stopped"))?
+    }
+
+    fn runtime(&self) -> &tokio::runtime::Runtime {
+        self.runtime
+            .as_ref()
+            .expect("the runtime lives as long as the pool")
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        // Dropped on the host's runtime, where waiting for threads to stop
+        // is not allowed.
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+/// A boxed future borrowing a connection.
+pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// What a failed connection means, and what to do about it. The URL is
+/// shown without its password.
+fn connect_error(config: &Config, error: tokio_postgres::Error) -> anyhow::Error {
+    let hosts: Vec<String> = config
+        .get_hosts()
+        .iter()
+        .map(|host| match host {
+            tokio_postgres::config::Host::Tcp(name) => name.clone(),
+            tokio_postgres::config::Host::Unix(path) => path.display().to_string(),
+        })
+        .collect();
+    let ports: Vec<String> = config.get_ports().iter().map(u16::to_string).collect();
+    anyhow!(
+        "could not connect to PostgreSQL at {} (port {}, user {}, database {}): {error}; \
+         check that the server is running there and that --store (or STEPWISE_STORE) \
+         names the right host, port, user, password and database",
+        if hosts.is_empty() {
+            "localhost".to_string()
+        } else {
+            hosts.join(",")
+        },
+        if ports.is_empty() {
+            "5432".to_string()
+        } else {
+            ports.join(",")
+        },
+        config.get_user().unwrap_or("(default)"),
+        config.get_dbname().unwrap_or("(the user's)"),
+    )
+}
+
+/// The SQL of the statements on table `tree`, by kind.
+pub struct TreeSql {
+    /// Reads one key.
+    pub get: String,
+    /// Whether one key is there.
+    pub has: String,
+    /// Creates or replaces one key.
+    pub put: String,
+    /// Removes one key.
+    pub delete: String,
+    /// Every row, in key order.
+    pub all: String,
+    /// Rows from `$1`, in key order.
+    pub from: String,
+    /// Rows in `[$1, $2)`, in key order.
+    pub range: String,
+    /// Up to `$3` rows in `[$1, $2)`, last key first.
+    pub range_rev: String,
+    /// Up to `$2` rows from `$1`, last key first.
+    pub from_rev: String,
+}
+
+impl TreeSql {
+    /// The statements of `tree`'s table.
+    pub fn of(tree: TreeId) -> Self {
+        let t = format!("stepwise.{}", tree.name());
+        TreeSql {
+            get: format!("SELECT value FROM {t} WHERE key = $1"),
+            has: format!("SELECT 1 FROM {t} WHERE key = $1"),
+            put: format!(
+                "INSERT INTO {t} (key, value) VALUES ($1, $2) \
+                 ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value"
+            ),
+            delete: format!("DELETE FROM {t} WHERE key = $1"),
+            all: format!("SELECT key, value FROM {t} ORDER BY key"),
+            from: format!("SELECT key, value FROM {t} WHERE key >= $1 ORDER BY key"),
+            range: format!("SELECT key, value FROM {t} WHERE key >= $1 AND key < $2 ORDER BY key"),
+            range_rev: format!(
+                "SELECT key, value FROM {t} WHERE key >= $1 AND key < $2 ORDER BY key DESC LIMIT $3"
+            ),
+            from_rev: format!(
+                "SELECT key, value FROM {t} WHERE key >= $1 ORDER BY key DESC LIMIT $2"
+            ),
+        }
+    }
+}

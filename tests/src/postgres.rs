@@ -1,0 +1,295 @@
+//! A throwaway PostgreSQL cluster per test binary, from Debian's
+//! `postgresql` package: `initdb` on a temp dir, the server listening on a
+//! unix socket there only, and a fresh database for each host a test
+//! starts. No Docker, no downloads.
+//!
+//! `initdb` and the server refuse to run as root, and CI runs as root: then
+//! `initdb` runs as the `postgres` user the package creates (`runuser`),
+//! and the server switches to it before it starts. The server is told to
+//! die with the test binary (a parent-death signal), and the directory is
+//! removed when the binary exits.
+
+use anyhow::{Context, Result, anyhow, bail};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+/// The port number in the socket's name (nothing listens on TCP).
+const PORT: u16 = 5432;
+
+/// The superuser `initdb` creates, which the hosts connect as.
+const USER: &str = "stepwise";
+
+/// The test binary's cluster.
+pub struct Cluster {
+    /// The cluster's directory: `data/`, the socket, the server's log.
+    dir: PathBuf,
+    bin: PathBuf,
+    /// The user the server runs as when the tests run as root.
+    owner: Option<(u32, u32)>,
+    _server: Child,
+    databases: AtomicUsize,
+}
+
+/// The cluster of this test binary, started on first use.
+pub fn cluster() -> Result<&'static Cluster> {
+    static CLUSTER: OnceLock<Result<Cluster, String>> = OnceLock::new();
+    CLUSTER
+        .get_or_init(|| Cluster::start().map_err(|e| format!("{e:#}")))
+        .as_ref()
+        .map_err(|e| anyhow!("{e}"))
+}
+
+impl Cluster {
+    fn start() -> Result<Cluster> {
+        let bin = bin_dir()?;
+        let dir = tempfile::Builder::new()
+            .prefix("stepwise-pg-")
+            .tempdir()
+            .context("making the cluster's directory")?
+            .keep();
+        remove_at_exit(&dir);
+        let owner = if unsafe { libc::geteuid() } == 0 {
+            let ids = user_ids("postgres").context(
+                "the tests run as root and PostgreSQL refuses to: they run it as the `postgres` \
+                 user, which the postgresql package creates (apt-get install postgresql)",
+            )?;
+            std::os::unix::fs::chown(&dir, Some(ids.0), Some(ids.1))
+                .context("handing the cluster's directory to the postgres user")?;
+            Some(ids)
+        } else {
+            None
+        };
+        let data = dir.join("data");
+        let mut initdb = match owner {
+            Some(_) => {
+                let mut c = Command::new("runuser");
+                c.args(["-u", "postgres", "--"]).arg(bin.join("initdb"));
+                c
+            }
+            None => Command::new(bin.join("initdb")),
+        };
+        let out = initdb
+            .arg("-D")
+            .arg(&data)
+            .args(["-U", USER, "-A", "trust", "-E", "UTF8", "--no-sync"])
+            .output()
+            .context("running initdb")?;
+        if !out.status.success() {
+            bail!(
+                "initdb failed: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let server = spawn_server(&bin, &dir, &data, owner)?;
+        let cluster = Cluster {
+            dir,
+            bin,
+            owner,
+            _server: server,
+            databases: AtomicUsize::new(0),
+        };
+        cluster.wait_ready()?;
+        Ok(cluster)
+    }
+
+    fn wait_ready(&self) -> Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let ready = Command::new(self.bin.join("pg_isready"))
+                .arg("-h")
+                .arg(&self.dir)
+                .args(["-p", &PORT.to_string(), "-U", USER, "-q"])
+                .status()
+                .context("running pg_isready")?;
+            if ready.success() {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "PostgreSQL did not start within a minute; its log:\n{}",
+                    self.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// The server's log.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("server.log")).unwrap_or_default()
+    }
+
+    /// The connection URL of database `name`.
+    pub fn url(&self, name: &str) -> String {
+        format!(
+            "postgres://{USER}@/{name}?host={}&port={PORT}",
+            self.dir.display()
+        )
+    }
+
+    /// Creates a new, empty database; returns its URL.
+    pub fn new_database(&self) -> Result<String> {
+        let n = self.databases.fetch_add(1, Ordering::SeqCst);
+        let name = format!("test_{}_{n}", std::process::id());
+        self.sql(&format!("CREATE DATABASE {name}"))?;
+        Ok(self.url(&name))
+    }
+
+    /// Runs `sql` as the superuser (in database `postgres`).
+    pub fn sql(&self, sql: &str) -> Result<String> {
+        self.sql_in("postgres", sql)
+    }
+
+    /// Runs `sql` as the superuser in database `database`; returns what
+    /// `psql` printed (unaligned, tuples only).
+    pub fn sql_in(&self, database: &str, sql: &str) -> Result<String> {
+        let out = Command::new(self.bin.join("psql"))
+            .arg("-h")
+            .arg(&self.dir)
+            .args(["-p", &PORT.to_string(), "-U", USER, "-d", database])
+            .args(["-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-c", sql])
+            .output()
+            .context("running psql")?;
+        if !out.status.success() {
+            bail!(
+                "psql -c {sql:?} failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    }
+
+    /// Every key and value of every table of the journal in the database
+    /// of `url` (made by [`Cluster::new_database`]), printable ASCII as it
+    /// is, one row a line.
+    pub fn contents(&self, url: &str) -> Result<String> {
+        let database = url
+            .split_once("@/")
+            .and_then(|(_, rest)| rest.split('?').next())
+            .context("not a URL of this cluster")?;
+        let tables = self.sql_in(
+            database,
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = 'stepwise'",
+        )?;
+        let mut contents = String::new();
+        for table in tables.lines() {
+            contents.push_str(&self.sql_in(
+                database,
+                &format!("SET bytea_output = escape; SELECT * FROM stepwise.{table}"),
+            )?);
+            contents.push('\n');
+        }
+        Ok(contents)
+    }
+
+    /// Whether the tests run the server as another user (as root).
+    pub fn runs_as_postgres(&self) -> bool {
+        self.owner.is_some()
+    }
+}
+
+/// The package's programs: `/usr/lib/postgresql/<version>/bin`, the
+/// newest version installed (Debian keeps them off `PATH`), or
+/// `STEPWISE_PG_BIN`.
+fn bin_dir() -> Result<PathBuf> {
+    if let Some(dir) = std::env::var_os("STEPWISE_PG_BIN") {
+        return Ok(PathBuf::from(dir));
+    }
+    let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| {
+            let version = entry.file_name().to_str()?.parse().ok()?;
+            let bin = entry.path().join("bin");
+            bin.join("initdb").exists().then_some((version, bin))
+        })
+        .collect();
+    versions.sort();
+    versions.pop().map(|(_, bin)| bin).ok_or_else(|| {
+        anyhow!(
+            "PostgreSQL is not installed (no /usr/lib/postgresql/*/bin/initdb): \
+             apt-get install -y postgresql, or set STEPWISE_PG_BIN to a directory with \
+             initdb, postgres, pg_isready and psql"
+        )
+    })
+}
+
+/// Starts the server on `data`, listening only on a socket in `dir`, from
+/// a thread that lives as long as the test binary: the server gets SIGKILL
+/// when the thread that started it ends.
+fn spawn_server(bin: &Path, dir: &Path, data: &Path, owner: Option<(u32, u32)>) -> Result<Child> {
+    let log = std::fs::File::create(dir.join("server.log")).context("creating the server log")?;
+    if let Some((uid, gid)) = owner {
+        std::os::unix::fs::chown(dir.join("server.log"), Some(uid), Some(gid))?;
+    }
+    let mut command = Command::new(bin.join("postgres"));
+    command
+        .arg("-D")
+        .arg(data)
+        .arg("-k")
+        .arg(dir)
+        .args(["-p", &PORT.to_string()])
+        .args(["-c", "listen_addresses=", "-c", "max_connections=400"])
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log);
+    unsafe {
+        command.pre_exec(move || {
+            if let Some((uid, gid)) = owner
+                && (libc::setgroups(0, std::ptr::null()) != 0
+                    || libc::setgid(gid) != 0
+                    || libc::setuid(uid) != 0)
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::Builder::new()
+        .name("postgres-parent".into())
+        .spawn(move || {
+            let _ = tx.send(command.spawn());
+            loop {
+                std::thread::park();
+            }
+        })
+        .context("starting the server's parent thread")?;
+    rx.recv()
+        .context("the server's parent thread stopped")?
+        .context("starting postgres")
+}
+
+/// The uid and gid of `user`.
+fn user_ids(user: &str) -> Result<(u32, u32)> {
+    let name = std::ffi::CString::new(user)?;
+    let entry = unsafe { libc::getpwnam(name.as_ptr()) };
+    if entry.is_null() {
+        bail!("no user {user}");
+    }
+    Ok(unsafe { ((*entry).pw_uid, (*entry).pw_gid) })
+}
+
+/// Removes `dir` when the test binary exits.
+fn remove_at_exit(dir: &Path) {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    extern "C" fn remove() {
+        if let Some(dir) = DIR.get() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+    if DIR.set(dir.to_path_buf()).is_ok() {
+        unsafe {
+            libc::atexit(remove);
+        }
+    }
+}

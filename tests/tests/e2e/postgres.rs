@@ -1,0 +1,119 @@
+//! The PostgreSQL journal's start: what a wrong `--store` says, and that
+//! it writes nothing. (The whole suite runs on PostgreSQL with
+//! `STEPWISE_TEST_STORE=postgres`.)
+
+use crate::{STEPWISE, compiled_cache};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+use stepwise_tests::postgres::cluster;
+use stepwise_tests::{HostOptions, HostProcess};
+
+/// Starts `stepwise serve --store url`, which must fail; returns what it
+/// printed to stderr.
+fn start_fails(url: &str) -> String {
+    let data = tempfile::tempdir().unwrap();
+    let mut child = Command::new(STEPWISE)
+        .args(["serve", "--listen", "127.0.0.1:0", "--store", url, "--data"])
+        .arg(data.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            child.kill().unwrap();
+            panic!("the host started with --store {url}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let output = child.wait_with_output().unwrap();
+    assert!(!output.status.success());
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[test]
+fn an_unreachable_or_malformed_store_is_a_clear_error_at_start() {
+    let missing = start_fails("postgres://stepwise@/journal?host=/nonexistent/socket/dir");
+    assert!(
+        missing.contains("could not connect to PostgreSQL at /nonexistent/socket/dir")
+            && missing.contains("check that the server is running"),
+        "{missing}"
+    );
+    let malformed = start_fails("postgres://stepwise@host:notaport/db");
+    assert!(
+        malformed.contains("not a PostgreSQL connection string"),
+        "{malformed}"
+    );
+    let secret = start_fails("postgres://stepwise:hunter2@/journal?host=/nonexistent");
+    assert!(
+        !secret.contains("hunter2"),
+        "the password is printed: {secret}"
+    );
+}
+
+#[test]
+fn a_database_a_newer_binary_migrated_is_refused_and_left_as_it_was() {
+    let cluster = cluster().unwrap();
+    let url = cluster.new_database().unwrap();
+    let database = url.split_once("@/").unwrap().1.split('?').next().unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let host = HostProcess::start(
+        STEPWISE,
+        data.path(),
+        HostOptions {
+            extra_args: vec![
+                "--store".into(),
+                url.clone(),
+                "--compiled-dir".into(),
+                compiled_cache(),
+            ],
+            ..HostOptions::default()
+        },
+    )
+    .unwrap();
+    drop(host);
+    let versions =
+        "SELECT string_agg(version::text, ',' ORDER BY version) FROM stepwise.schema_version";
+    let migrated = cluster.sql_in(database, versions).unwrap();
+    assert!(!migrated.is_empty(), "the host migrated the schema");
+    cluster
+        .sql_in(database, "INSERT INTO stepwise.schema_version VALUES (999)")
+        .unwrap();
+    let tables = "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'stepwise'";
+    let before = cluster.sql_in(database, tables).unwrap();
+
+    let refused = start_fails(&url);
+    assert!(
+        refused.contains("schema is version 999, newer than this binary's"),
+        "{refused}"
+    );
+    assert_eq!(
+        cluster.sql_in(database, versions).unwrap(),
+        format!("{migrated},999")
+    );
+    assert_eq!(cluster.sql_in(database, tables).unwrap(), before);
+}
+
+#[test]
+fn a_user_who_may_not_create_the_schema_is_told_what_to_grant() {
+    let cluster = cluster().unwrap();
+    let url = cluster.new_database().unwrap();
+    let database = url.split_once("@/").unwrap().1.split('?').next().unwrap();
+    let role = format!("weak_{}", std::process::id());
+    cluster.sql(&format!("CREATE ROLE {role} LOGIN")).unwrap();
+    let weak = url.replacen("stepwise@", &format!("{role}@"), 1);
+    let refused = start_fails(&weak);
+    assert!(
+        refused.contains("could not create the stepwise schema")
+            && refused.contains("GRANT CREATE ON DATABASE"),
+        "{refused}"
+    );
+    let schemas = cluster
+        .sql_in(
+            database,
+            "SELECT count(*) FROM pg_namespace WHERE nspname = 'stepwise'",
+        )
+        .unwrap();
+    assert_eq!(schemas, "0", "nothing was created");
+}
