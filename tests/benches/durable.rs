@@ -77,6 +77,7 @@ async fn bench_host(max_steps: u32) -> Result<Bench> {
 async fn bench_host_with(max_steps: u32, component: &str) -> Result<Bench> {
     let dir = tempfile::tempdir()?;
     let mut config = HostConfig::new(dir.path().to_path_buf());
+    config.store = bench_store()?;
     config.backoff = Backoff::scaled(0.001);
     config.limits.max_steps_per_run = max_steps;
     let host = Stepwise::start(config).await?;
@@ -90,6 +91,64 @@ async fn bench_host_with(max_steps: u32, component: &str) -> Result<Bench> {
         _dir: dir,
         version: deployed.version,
     })
+}
+
+/// With `STEPWISE_BENCH_STORE=postgres`, each bench host's journal is a
+/// new database of a PostgreSQL cluster on this machine (started as the
+/// tests start theirs), else sled in a temp dir.
+fn bench_store() -> Result<Option<String>> {
+    if !on_postgres() {
+        return Ok(None);
+    }
+    let url = stepwise_tests::postgres::cluster()?.new_database()?;
+    *LAST_DATABASE.lock().unwrap() = Some(url.clone());
+    Ok(Some(url))
+}
+
+fn on_postgres() -> bool {
+    std::env::var("STEPWISE_BENCH_STORE").is_ok_and(|s| s == "postgres")
+}
+
+/// The database of the last bench host on PostgreSQL.
+static LAST_DATABASE: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
+
+/// What PostgreSQL has done so far: CPU time of its processes (ms), and in
+/// the bench's database, commits and rows written.
+fn postgres_counters() -> Result<(f64, f64, f64)> {
+    let tick = 100.0; // USER_HZ on Linux
+    let mut cpu_ms = 0.0;
+    for entry in std::fs::read_dir("/proc")?.flatten() {
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        let Some((comm, rest)) = stat.split_once(") ") else {
+            continue;
+        };
+        if !comm.ends_with("(postgres") {
+            continue;
+        }
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let ticks: f64 = fields[11].parse::<f64>()? + fields[12].parse::<f64>()?;
+        cpu_ms += ticks * 1000.0 / tick;
+    }
+    let url = LAST_DATABASE.lock().unwrap().clone().context("no bench database")?;
+    let database = url
+        .split_once("@/")
+        .and_then(|(_, rest)| rest.split('?').next())
+        .context("a bench database URL")?;
+    // Backends report their counts at most once a second.
+    std::thread::sleep(Duration::from_millis(1_500));
+    let row = stepwise_tests::postgres::cluster()?.sql_in(
+        database,
+        "SELECT xact_commit || ' ' || (tup_inserted + tup_updated + tup_deleted) \
+         FROM pg_stat_database WHERE datname = current_database()",
+    )?;
+    let mut parts = row.split_whitespace().map(|p| p.parse::<f64>());
+    Ok((
+        cpu_ms,
+        parts.next().context("commits")??,
+        parts.next().context("rows")??,
+    ))
 }
 
 fn event(name: &str, data: Value) -> IncomingEvent {
@@ -216,6 +275,7 @@ async fn steps_per_second() -> Result<()> {
         lone_median / (10.0 * fsync)
     );
 
+    let before = on_postgres().then(postgres_counters).transpose()?;
     let rates = concurrent_rates(host, 5).await?;
     println!(
         "(b2) 256 concurrent runs x 10 durable steps: median {:.0} steps/s (min {:.0}, max {:.0})",
@@ -223,6 +283,17 @@ async fn steps_per_second() -> Result<()> {
         rates.iter().cloned().fold(f64::MAX, f64::min),
         rates.iter().cloned().fold(0.0, f64::max)
     );
+    if let Some((cpu, commits, rows)) = before {
+        let (cpu_after, commits_after, rows_after) = postgres_counters()?;
+        // Six rounds of 2,560 steps (the warm-up included).
+        let steps = 6.0 * 2_560.0;
+        println!(
+            "    PostgreSQL during (b2): {:.1} µs of its CPU, {:.2} commits and {:.2} rows written per step",
+            (cpu_after - cpu) * 1000.0 / steps,
+            (commits_after - commits) / steps,
+            (rows_after - rows) / steps
+        );
+    }
     Ok(())
 }
 
