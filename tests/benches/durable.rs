@@ -131,7 +131,11 @@ fn postgres_counters() -> Result<(f64, f64, f64)> {
         let ticks: f64 = fields[11].parse::<f64>()? + fields[12].parse::<f64>()?;
         cpu_ms += ticks * 1000.0 / tick;
     }
-    let url = LAST_DATABASE.lock().unwrap().clone().context("no bench database")?;
+    let url = LAST_DATABASE
+        .lock()
+        .unwrap()
+        .clone()
+        .context("no bench database")?;
     let database = url
         .split_once("@/")
         .and_then(|(_, rest)| rest.split('?').next())

@@ -86,15 +86,6 @@ pub enum Write {
     Delete(TreeId, Vec<u8>),
 }
 
-impl Write {
-    /// The table written.
-    pub fn tree(&self) -> TreeId {
-        match self {
-            Write::Put(tree, ..) | Write::Delete(tree, _) => *tree,
-        }
-    }
-}
-
 /// A batch as key-value writes, in order, with the bytes each tenant's
 /// records in it take (for its storage quota).
 pub struct Prepared {

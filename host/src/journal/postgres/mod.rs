@@ -3,18 +3,20 @@
 //!
 //! It stores the same key-value layout as sled ([`super::records`]): one
 //! table per kind of record, keys in `bytea` (ordered as sled orders
-//! them), JSON values. A batch is one transaction, acknowledged before its
-//! WAL is flushed (`synchronous_commit` off); [`Journal::flush`] is one
-//! synchronous commit, which flushes every earlier one with it, so the
-//! group commit shares a flush among runs as it does on sled.
+//! them), JSON values. Applying a batch changes memory only (`pending`);
+//! [`Journal::flush`] writes every pending batch in one transaction,
+//! committed synchronously, so the group commit shares one transaction and
+//! one WAL flush among every run waiting on it, and a crash keeps all of a
+//! flush or none of it.
 //!
 //! This is one host's journal: several hosts on one database need leases
 //! and fencing that are not built yet.
 
+mod pending;
 mod pool;
 pub mod schema;
 
-use super::records::{self, Prepared, TreeId, Write, WriteCounts, decode};
+use super::records::{self, Prepared, TreeId, WriteCounts, decode};
 use super::usage::StorageUsage;
 use super::{Batch, Journal, QueryJournal, RunFilter, RunJournal, keys};
 use crate::model::{
@@ -22,20 +24,34 @@ use crate::model::{
     RunStatus, StepRecord, TenantRecord, Timer, Waiter,
 };
 use anyhow::{Context, Result, bail};
+use pending::{Flush, Pending};
 use pool::{BoxFuture, Connection, Pool, TreeSql};
 use serde::de::DeserializeOwned;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 /// Rows read per round trip when listing newest first.
 const PAGE: i64 = 500;
 
 /// The journal in a PostgreSQL database.
 pub struct PgJournal {
+    shared: Arc<Shared>,
+    usage: StorageUsage,
+}
+
+/// What the journal and its background flusher share.
+struct Shared {
     pool: Pool,
     sql: Arc<Vec<TreeSql>>,
-    usage: StorageUsage,
     writes: WriteCounts,
+    /// Applied, not yet flushed.
+    pending: Mutex<Pending>,
+    /// Held through a flush.
+    flushing: Mutex<()>,
 }
+
+/// How often writes nobody waits for (a run's end, output, saved counts)
+/// are flushed at the latest, as sled flushes its own every half second.
+const BACKGROUND_FLUSH: std::time::Duration = std::time::Duration::from_millis(500);
 
 impl PgJournal {
     /// Connects to the database at `url` and brings its schema up to date.
@@ -43,21 +59,35 @@ impl PgJournal {
         let config = parse_url(url)?;
         let pool = Pool::open(config, schema::migrate)?;
         let sql = Arc::new(records::TREES.iter().map(|t| TreeSql::of(*t)).collect());
-        let mut journal = PgJournal {
+        let shared = Arc::new(Shared {
             pool,
             sql,
-            usage: StorageUsage::restore(None),
             writes: WriteCounts::default(),
+            pending: Mutex::new(Pending::new()),
+            flushing: Mutex::new(()),
+        });
+        flush_in_background(Arc::downgrade(&shared));
+        let mut journal = PgJournal {
+            shared,
+            usage: StorageUsage::restore(None),
         };
         let saved = journal.setting(super::usage::USAGE_SETTING)?;
         journal.usage = StorageUsage::restore(saved.as_deref());
         Ok(journal)
     }
 
+    fn pending(&self) -> std::sync::MutexGuard<'_, Pending> {
+        self.shared.pending()
+    }
+
     /// The value at `key` of `tree`.
     fn get_raw(&self, tree: TreeId, key: Vec<u8>) -> Result<Option<Vec<u8>>> {
-        let sql = self.sql.clone();
-        self.pool
+        if let Some(value) = self.pending().get(tree, &key) {
+            return Ok(value);
+        }
+        let sql = self.shared.sql.clone();
+        self.shared
+            .pool
             .run(move |c: &mut Connection| -> BoxFuture<'_, _> {
                 Box::pin(async move {
                     let (statement, client) = c.statement(&sql[tree as usize].get).await?;
@@ -74,10 +104,22 @@ impl PgJournal {
         self.get_raw(tree, key)?.map(|v| decode(&v)).transpose()
     }
 
-    /// Every row of `tree` whose key starts with `prefix`, in key order.
+    /// Every row of `tree` whose key starts with `prefix`, in key order,
+    /// pending writes included.
     fn scan_raw(&self, tree: TreeId, prefix: Vec<u8>) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
-        let sql = self.sql.clone();
-        self.pool
+        // Pending writes first: a flush that commits meanwhile and forgets
+        // them has put them in the rows read after.
+        let end = records::prefix_end(&prefix);
+        let pending = self.pending().range(tree, &prefix, end.as_deref());
+        let rows = self.scan_rows(tree, prefix)?;
+        Ok(pending::overlay(rows, pending))
+    }
+
+    /// The database's rows of [`PgJournal::scan_raw`].
+    fn scan_rows(&self, tree: TreeId, prefix: Vec<u8>) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        let sql = self.shared.sql.clone();
+        self.shared
+            .pool
             .run(move |c: &mut Connection| -> BoxFuture<'_, _> {
                 Box::pin(async move {
                     let statements = &sql[tree as usize];
@@ -109,18 +151,48 @@ impl PgJournal {
             .collect()
     }
 
-    /// Up to [`PAGE`] rows of `tree` with keys in `[prefix, before)` (or
-    /// from `prefix` on, or all), last key first.
+    /// Rows of `tree` with keys in `[prefix, before)` (or from `prefix`
+    /// on), last key first: the database's next page of up to `limit`,
+    /// with pending writes over the keys it spans; and where the next page
+    /// ends (`None`: this was the last).
     fn page_rev(
         &self,
         tree: TreeId,
         prefix: Vec<u8>,
         before: Option<Vec<u8>>,
         limit: i64,
+    ) -> Result<(Vec<(Vec<u8>, Vec<u8>)>, Option<Vec<u8>>)> {
+        let upper = before.clone().or_else(|| records::prefix_end(&prefix));
+        // Pending writes first, as in `scan_raw`.
+        let mut pending = self.pending().range(tree, &prefix, upper.as_deref());
+        let rows = self.page_rows(tree, prefix.clone(), before, limit)?;
+        let last_page = (rows.len() as i64) < limit;
+        // The page spans down to its last row, or to the prefix if it is
+        // the last page.
+        let next = match (last_page, rows.last()) {
+            (false, Some((lower, _))) => Some(lower.clone()),
+            _ => None,
+        };
+        if let Some(lower) = &next {
+            pending.retain(|(key, _)| key >= lower);
+        }
+        let mut merged = pending::overlay(rows.into_iter().rev().collect(), pending);
+        merged.reverse();
+        Ok((merged, next))
+    }
+
+    /// The database's rows of [`PgJournal::page_rev`].
+    fn page_rows(
+        &self,
+        tree: TreeId,
+        prefix: Vec<u8>,
+        before: Option<Vec<u8>>,
+        limit: i64,
     ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
-        let sql = self.sql.clone();
+        let sql = self.shared.sql.clone();
         let before = before.or_else(|| records::prefix_end(&prefix));
-        self.pool
+        self.shared
+            .pool
             .run(move |c: &mut Connection| -> BoxFuture<'_, _> {
                 Box::pin(async move {
                     let statements = &sql[tree as usize];
@@ -151,81 +223,136 @@ impl PgJournal {
     ) -> Result<Vec<T>> {
         let mut found = Vec::new();
         let mut before = None;
-        while found.len() < limit {
-            let page = self.page_rev(tree, prefix.clone(), before.take(), PAGE)?;
-            let last_page = (page.len() as i64) < PAGE;
-            for (key, value) in page {
+        loop {
+            let (page, next) = self.page_rev(tree, prefix.clone(), before, PAGE)?;
+            for (_, value) in page {
                 let record: T = decode(&value)?;
                 if keep(&record) {
                     found.push(record);
                     if found.len() >= limit {
-                        break;
+                        return Ok(found);
                     }
                 }
-                before = Some(key);
             }
-            if last_page {
-                break;
+            match next {
+                Some(next) => before = Some(next),
+                None => break,
             }
         }
         Ok(found)
     }
+}
 
-    fn apply_prepared(&self, prepared: Prepared) -> Result<()> {
-        let Prepared { writes, stored, .. } = prepared;
-        if writes.is_empty() {
-            return Ok(());
-        }
-        let sql = self.sql.clone();
-        self.pool
-            .run(move |c: &mut Connection| -> BoxFuture<'_, _> {
-                Box::pin(async move {
-                    let single = writes.len() == 1;
-                    let client = c.client().await?;
-                    if !single {
-                        client.batch_execute("BEGIN").await.context("BEGIN")?;
-                    }
-                    let written = write_all(c, &sql, &writes).await;
-                    let client = c.client().await?;
-                    match (written, single) {
-                        (Ok(()), true) => Ok(()),
-                        (Ok(()), false) => client
-                            .batch_execute("COMMIT")
-                            .await
-                            .context("committing a journal batch"),
-                        (Err(error), single) => {
-                            if !single {
-                                let _ = client.batch_execute("ROLLBACK").await;
-                            }
-                            Err(error)
-                        }
-                    }
-                })
-            })?;
-        for (tenant, bytes) in &stored {
-            self.usage.add(tenant, *bytes);
-        }
-        Ok(())
+impl Shared {
+    fn pending(&self) -> std::sync::MutexGuard<'_, Pending> {
+        self.pending
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+    }
+
+    fn flush(&self) -> Result<()> {
+        // One flush at a time: a later one may carry newer values of the
+        // same keys, which an earlier one committing after it would undo.
+        let _one_at_a_time = self
+            .flushing
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
+        self.writes.flushing(|| {
+            let flush = self.pending().to_flush();
+            if flush.tables.is_empty() {
+                return Ok(());
+            }
+            let through = flush.through;
+            let sql = self.sql.clone();
+            self.pool
+                .run(move |c: &mut Connection| -> BoxFuture<'_, _> {
+                    Box::pin(async move { write_flush(c, &sql, &flush).await })
+                })?;
+            self.pending().flushed(through);
+            Ok(())
+        })
     }
 }
 
-/// The writes of one batch on connection `c`, in order.
-async fn write_all(c: &mut Connection, sql: &[TreeSql], writes: &[Write]) -> Result<()> {
-    for write in writes {
-        let tree = write.tree();
-        match write {
-            Write::Put(_, key, value) => {
-                let (s, client) = c.statement(&sql[tree as usize].put).await?;
-                client.execute(&s, &[key, value]).await
+/// Flushes what is pending every [`BACKGROUND_FLUSH`] until the journal
+/// is dropped.
+fn flush_in_background(shared: std::sync::Weak<Shared>) {
+    let spawned = std::thread::Builder::new()
+        .name("stepwise-flush".into())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(BACKGROUND_FLUSH);
+                let Some(shared) = shared.upgrade() else {
+                    return;
+                };
+                if shared.writes.unflushed()
+                    && let Err(error) = shared.flush()
+                {
+                    tracing::warn!(error = format!("{error:#}"), "background flush failed");
+                }
             }
-            Write::Delete(_, key) => {
-                let (s, client) = c.statement(&sql[tree as usize].delete).await?;
-                client.execute(&s, &[key]).await
-            }
-        }
-        .with_context(|| format!("writing to {}", tree.name()))?;
+        });
+    if let Err(error) = spawned {
+        tracing::warn!(%error, "could not start the background flush; writes nobody waits for wait for the next flush");
     }
-    Ok(())
+}
+
+/// Writes `flush` in one transaction, committed synchronously: its WAL,
+/// and every earlier commit's, is on disk when this returns. The
+/// statements go out together (pipelined), so a flush costs one round trip
+/// besides the WAL's fsync.
+async fn write_flush(c: &mut Connection, sql: &[TreeSql], flush: &Flush) -> Result<()> {
+    let mut statements = Vec::new();
+    for (tree, puts, deletes) in &flush.tables {
+        let sql = &sql[*tree as usize];
+        if !puts.is_empty() {
+            statements.push((c.statement(&sql.put_many).await?.0, *tree, true));
+        }
+        if !deletes.is_empty() {
+            statements.push((c.statement(&sql.delete_many).await?.0, *tree, false));
+        }
+    }
+    let client = c.client().await?;
+    let arrays: Vec<(Vec<&[u8]>, Vec<&[u8]>)> = flush
+        .tables
+        .iter()
+        .flat_map(|(_, puts, deletes)| {
+            let puts = (!puts.is_empty()).then(|| {
+                puts.iter()
+                    .map(|(k, v)| (k.as_slice(), v.as_slice()))
+                    .unzip()
+            });
+            let deletes = (!deletes.is_empty())
+                .then(|| (deletes.iter().map(Vec::as_slice).collect(), Vec::new()));
+            puts.into_iter().chain(deletes)
+        })
+        .collect();
+    let begin = client.batch_execute("BEGIN; SET LOCAL synchronous_commit TO on");
+    let writes =
+        statements
+            .iter()
+            .zip(&arrays)
+            .map(|((statement, tree, put), (keys, values))| async move {
+                let done = if *put {
+                    client.execute(statement, &[keys, values]).await
+                } else {
+                    client.execute(statement, &[keys]).await
+                };
+                done.with_context(|| format!("writing to {}", tree.name()))
+            });
+    let commit = client.batch_execute("COMMIT");
+    // Polled in this order, so sent in this order on the connection.
+    let (begun, written, committed) =
+        tokio::join!(biased; begin, futures_util::future::join_all(writes), commit);
+    begun.context("beginning a flush")?;
+    // A failed statement aborts the transaction, and COMMIT then rolls it
+    // back without an error of its own: every result must be checked.
+    let failed = written.into_iter().find_map(Result::err);
+    committed.context("committing a flush")?;
+    match failed {
+        Some(error) => Err(error),
+        None => Ok(()),
+    }
 }
 
 /// `url` as a connection configuration, or what is wrong with it.
@@ -247,19 +374,20 @@ fn parse_url(url: &str) -> Result<tokio_postgres::Config> {
 
 impl Journal for PgJournal {
     fn apply(&self, batch: Batch) -> Result<()> {
-        let prepared = records::prepare_batch(batch)?;
-        self.writes.applying(|| self.apply_prepared(prepared))
+        let Prepared { writes, stored, .. } = records::prepare_batch(batch)?;
+        self.shared.writes.applying(|| self.pending().apply(writes));
+        for (tenant, bytes) in &stored {
+            self.usage.add(tenant, *bytes);
+        }
+        Ok(())
     }
 
     fn flush(&self) -> Result<()> {
-        self.writes.flushing(|| {
-            self.pool
-                .run(|c: &mut Connection| -> BoxFuture<'_, _> { Box::pin(c.flush()) })
-        })
+        self.shared.flush()
     }
 
     fn unflushed(&self) -> bool {
-        self.writes.unflushed()
+        self.shared.writes.unflushed()
     }
 
     fn usage(&self) -> &StorageUsage {
@@ -328,9 +456,13 @@ impl RunJournal for PgJournal {
     }
 
     fn has_component(&self, hash: &str) -> Result<bool> {
-        let sql = self.sql.clone();
+        if let Some(value) = self.pending().get(TreeId::Components, hash.as_bytes()) {
+            return Ok(value.is_some());
+        }
+        let sql = self.shared.sql.clone();
         let key = hash.as_bytes().to_vec();
-        self.pool
+        self.shared
+            .pool
             .run(move |c: &mut Connection| -> BoxFuture<'_, _> {
                 Box::pin(async move {
                     let (s, client) = c.statement(&sql[TreeId::Components as usize].has).await?;

@@ -20,9 +20,8 @@ use tokio_postgres::{Client, Config, NoTls, Statement};
 /// the state machine's writes to overlap, few enough for many hosts.
 pub const CONNECTIONS: usize = 8;
 
-/// Statements a session sets: a write is acknowledged before its WAL is
-/// flushed, and made durable by [`Connection::flush`], the journal's
-/// group commit (the same split as sled's apply and flush).
+/// Statements a session sets. Only a flush (the journal's group commit)
+/// needs to wait for the WAL, and it says so itself.
 const SESSION_SETUP: &str = "SET synchronous_commit TO off; SET application_name TO 'stepwise'";
 
 /// One connection, made again when it is lost, with its prepared
@@ -83,19 +82,6 @@ impl Connection {
             self.statements[sql].clone(),
             self.client.as_ref().expect("connected above"),
         ))
-    }
-
-    /// Makes every write acknowledged so far durable: a transaction that
-    /// commits synchronously waits for the WAL up to its commit record,
-    /// which comes after every earlier commit's, to be flushed.
-    pub async fn flush(&mut self) -> Result<()> {
-        self.client()
-            .await?
-            .batch_execute(
-                "BEGIN; SET LOCAL synchronous_commit TO on; SELECT pg_current_xact_id(); COMMIT",
-            )
-            .await
-            .context("flushing the journal (a synchronous commit in PostgreSQL)")
     }
 }
 
@@ -233,10 +219,11 @@ pub struct TreeSql {
     pub get: String,
     /// Whether one key is there.
     pub has: String,
-    /// Creates or replaces one key.
-    pub put: String,
-    /// Removes one key.
-    pub delete: String,
+    /// Creates or replaces the keys `$1` with the values `$2` (arrays,
+    /// keys unique).
+    pub put_many: String,
+    /// Removes the keys `$1` (an array).
+    pub delete_many: String,
     /// Every row, in key order.
     pub all: String,
     /// Rows from `$1`, in key order.
@@ -256,11 +243,11 @@ impl TreeSql {
         TreeSql {
             get: format!("SELECT value FROM {t} WHERE key = $1"),
             has: format!("SELECT 1 FROM {t} WHERE key = $1"),
-            put: format!(
-                "INSERT INTO {t} (key, value) VALUES ($1, $2) \
+            put_many: format!(
+                "INSERT INTO {t} (key, value) SELECT * FROM unnest($1::bytea[], $2::bytea[]) \
                  ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value"
             ),
-            delete: format!("DELETE FROM {t} WHERE key = $1"),
+            delete_many: format!("DELETE FROM {t} WHERE key = ANY($1::bytea[])"),
             all: format!("SELECT key, value FROM {t} ORDER BY key"),
             from: format!("SELECT key, value FROM {t} WHERE key >= $1 ORDER BY key"),
             range: format!("SELECT key, value FROM {t} WHERE key >= $1 AND key < $2 ORDER BY key"),
