@@ -78,6 +78,9 @@ impl TreeId {
     }
 }
 
+/// A stored key and its value.
+pub type Row = (Vec<u8>, Vec<u8>);
+
 /// One key-value write of a batch.
 pub enum Write {
     /// Create or replace `key` in a table.

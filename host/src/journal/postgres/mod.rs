@@ -16,7 +16,7 @@ mod pending;
 mod pool;
 pub mod schema;
 
-use super::records::{self, Prepared, TreeId, WriteCounts, decode};
+use super::records::{self, Prepared, Row, TreeId, WriteCounts, decode};
 use super::usage::StorageUsage;
 use super::{Batch, Journal, QueryJournal, RunFilter, RunJournal, keys};
 use crate::model::{
@@ -28,6 +28,7 @@ use pending::{Flush, Pending};
 use pool::{BoxFuture, Connection, Pool, TreeSql};
 use serde::de::DeserializeOwned;
 use std::sync::{Arc, Mutex};
+use tokio_postgres::Statement;
 
 /// Rows read per round trip when listing newest first.
 const PAGE: i64 = 500;
@@ -106,7 +107,7 @@ impl PgJournal {
 
     /// Every row of `tree` whose key starts with `prefix`, in key order,
     /// pending writes included.
-    fn scan_raw(&self, tree: TreeId, prefix: Vec<u8>) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    fn scan_raw(&self, tree: TreeId, prefix: Vec<u8>) -> Result<Vec<Row>> {
         // Pending writes first: a flush that commits meanwhile and forgets
         // them has put them in the rows read after.
         let end = records::prefix_end(&prefix);
@@ -116,7 +117,7 @@ impl PgJournal {
     }
 
     /// The database's rows of [`PgJournal::scan_raw`].
-    fn scan_rows(&self, tree: TreeId, prefix: Vec<u8>) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    fn scan_rows(&self, tree: TreeId, prefix: Vec<u8>) -> Result<Vec<Row>> {
         let sql = self.shared.sql.clone();
         self.shared
             .pool
@@ -161,7 +162,7 @@ impl PgJournal {
         prefix: Vec<u8>,
         before: Option<Vec<u8>>,
         limit: i64,
-    ) -> Result<(Vec<(Vec<u8>, Vec<u8>)>, Option<Vec<u8>>)> {
+    ) -> Result<(Vec<Row>, Option<Vec<u8>>)> {
         let upper = before.clone().or_else(|| records::prefix_end(&prefix));
         // Pending writes first, as in `scan_raw`.
         let mut pending = self.pending().range(tree, &prefix, upper.as_deref());
@@ -188,7 +189,7 @@ impl PgJournal {
         prefix: Vec<u8>,
         before: Option<Vec<u8>>,
         limit: i64,
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    ) -> Result<Vec<Row>> {
         let sql = self.shared.sql.clone();
         let before = before.or_else(|| records::prefix_end(&prefix));
         self.shared
@@ -302,44 +303,46 @@ fn flush_in_background(shared: std::sync::Weak<Shared>) {
 /// statements go out together (pipelined), so a flush costs one round trip
 /// besides the WAL's fsync.
 async fn write_flush(c: &mut Connection, sql: &[TreeSql], flush: &Flush) -> Result<()> {
-    let mut statements = Vec::new();
+    /// One statement of a flush: an upsert (with values) or a delete.
+    struct Part<'a> {
+        statement: Statement,
+        tree: TreeId,
+        keys: Vec<&'a [u8]>,
+        values: Option<Vec<&'a [u8]>>,
+    }
+    let mut parts = Vec::new();
     for (tree, puts, deletes) in &flush.tables {
         let sql = &sql[*tree as usize];
         if !puts.is_empty() {
-            statements.push((c.statement(&sql.put_many).await?.0, *tree, true));
+            let (keys, values) = puts
+                .iter()
+                .map(|(k, v)| (k.as_slice(), v.as_slice()))
+                .unzip();
+            parts.push(Part {
+                statement: c.statement(&sql.put_many).await?.0,
+                tree: *tree,
+                keys,
+                values: Some(values),
+            });
         }
         if !deletes.is_empty() {
-            statements.push((c.statement(&sql.delete_many).await?.0, *tree, false));
+            parts.push(Part {
+                statement: c.statement(&sql.delete_many).await?.0,
+                tree: *tree,
+                keys: deletes.iter().map(Vec::as_slice).collect(),
+                values: None,
+            });
         }
     }
     let client = c.client().await?;
-    let arrays: Vec<(Vec<&[u8]>, Vec<&[u8]>)> = flush
-        .tables
-        .iter()
-        .flat_map(|(_, puts, deletes)| {
-            let puts = (!puts.is_empty()).then(|| {
-                puts.iter()
-                    .map(|(k, v)| (k.as_slice(), v.as_slice()))
-                    .unzip()
-            });
-            let deletes = (!deletes.is_empty())
-                .then(|| (deletes.iter().map(Vec::as_slice).collect(), Vec::new()));
-            puts.into_iter().chain(deletes)
-        })
-        .collect();
     let begin = client.batch_execute("BEGIN; SET LOCAL synchronous_commit TO on");
-    let writes =
-        statements
-            .iter()
-            .zip(&arrays)
-            .map(|((statement, tree, put), (keys, values))| async move {
-                let done = if *put {
-                    client.execute(statement, &[keys, values]).await
-                } else {
-                    client.execute(statement, &[keys]).await
-                };
-                done.with_context(|| format!("writing to {}", tree.name()))
-            });
+    let writes = parts.iter().map(|part| async move {
+        let done = match &part.values {
+            Some(values) => client.execute(&part.statement, &[&part.keys, values]).await,
+            None => client.execute(&part.statement, &[&part.keys]).await,
+        };
+        done.with_context(|| format!("writing to {}", part.tree.name()))
+    });
     let commit = client.batch_execute("COMMIT");
     // Polled in this order, so sent in this order on the connection.
     let (begun, written, committed) =

@@ -9,7 +9,7 @@
 //! applied, unflushed writes); other processes see only flushed ones. A
 //! flush that fails leaves its writes pending, to be written by the next.
 
-use super::super::records::{TREES, TreeId, Write};
+use super::super::records::{Row, TREES, TreeId, Write};
 use std::collections::BTreeMap;
 use std::ops::Bound;
 
@@ -26,13 +26,17 @@ pub struct Pending {
     applied: u64,
 }
 
+/// A table's part of a flush: the table, rows to create or replace, keys
+/// to remove.
+pub type TableFlush = (TreeId, Vec<Row>, Vec<Vec<u8>>);
+
 /// What a flush writes: the final value of every key written by batches up
 /// to `through`.
 pub struct Flush {
     /// The last batch this flush covers.
     pub through: u64,
     /// Per table: keys to create or replace, and keys to remove.
-    pub tables: Vec<(TreeId, Vec<(Vec<u8>, Vec<u8>)>, Vec<Vec<u8>>)>,
+    pub tables: Vec<TableFlush>,
 }
 
 impl Pending {
@@ -117,10 +121,7 @@ impl Pending {
 
 /// `rows` (in key order) with `pending` (in key order) over them: a
 /// pending value replaces a row's, a pending removal drops it.
-pub fn overlay(
-    rows: Vec<(Vec<u8>, Vec<u8>)>,
-    pending: Vec<(Vec<u8>, Value)>,
-) -> Vec<(Vec<u8>, Vec<u8>)> {
+pub fn overlay(rows: Vec<Row>, pending: Vec<(Vec<u8>, Value)>) -> Vec<Row> {
     let mut merged: BTreeMap<Vec<u8>, Vec<u8>> = rows.into_iter().collect();
     for (key, value) in pending {
         match value {
