@@ -136,10 +136,7 @@ fn postgres_counters() -> Result<(f64, f64, f64)> {
         .unwrap()
         .clone()
         .context("no bench database")?;
-    let database = url
-        .split_once("@/")
-        .and_then(|(_, rest)| rest.split('?').next())
-        .context("a bench database URL")?;
+    let database = stepwise_tests::postgres::database_of(&url)?;
     // Backends report their counts at most once a second.
     std::thread::sleep(Duration::from_millis(1_500));
     let row = stepwise_tests::postgres::cluster()?.sql_in(
@@ -292,7 +289,7 @@ async fn steps_per_second() -> Result<()> {
         // Six rounds of 2,560 steps (the warm-up included).
         let steps = 6.0 * 2_560.0;
         println!(
-            "    PostgreSQL during (b2): {:.1} µs of its CPU, {:.2} commits and {:.2} rows written per step",
+            "    PostgreSQL during (b2): {:.1} µs of its CPU, {:.2} transactions (reads included) and {:.2} rows written per step",
             (cpu_after - cpu) * 1000.0 / steps,
             (commits_after - commits) / steps,
             (rows_after - rows) / steps

@@ -28,8 +28,6 @@ pub struct Cluster {
     /// The cluster's directory: `data/`, the socket, the server's log.
     dir: PathBuf,
     bin: PathBuf,
-    /// The user the server runs as when the tests run as root.
-    owner: Option<(u32, u32)>,
     _server: Child,
     databases: AtomicUsize,
 }
@@ -89,7 +87,6 @@ impl Cluster {
         let cluster = Cluster {
             dir,
             bin,
-            owner,
             _server: server,
             databases: AtomicUsize::new(0),
         };
@@ -168,10 +165,7 @@ impl Cluster {
     /// of `url` (made by [`Cluster::new_database`]), printable ASCII as it
     /// is, one row a line.
     pub fn contents(&self, url: &str) -> Result<String> {
-        let database = url
-            .split_once("@/")
-            .and_then(|(_, rest)| rest.split('?').next())
-            .context("not a URL of this cluster")?;
+        let database = database_of(url)?;
         let tables = self.sql_in(
             database,
             "SELECT table_name FROM information_schema.tables WHERE table_schema = 'stepwise'",
@@ -186,11 +180,13 @@ impl Cluster {
         }
         Ok(contents)
     }
+}
 
-    /// Whether the tests run the server as another user (as root).
-    pub fn runs_as_postgres(&self) -> bool {
-        self.owner.is_some()
-    }
+/// The database name in `url`, a URL [`Cluster::url`] made.
+pub fn database_of(url: &str) -> Result<&str> {
+    url.split_once("@/")
+        .and_then(|(_, rest)| rest.split('?').next())
+        .context("not a URL of this cluster")
 }
 
 /// The package's programs: `/usr/lib/postgresql/<version>/bin`, the

@@ -7,7 +7,7 @@
 use super::keys;
 use super::usage::counted_tenant;
 use super::{Batch, Op};
-use crate::model::{IndexRef, RunStatus};
+use crate::model::{IndexRef, RunStatus, Waiter};
 use anyhow::{Context, Result};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -158,25 +158,10 @@ fn prepare(op: Op) -> Result<Vec<Write>> {
         }
         Op::PutTimer(timer) => vec![Write::Put(Timers, keys::timer(&timer), encode(&timer)?)],
         Op::DeleteTimer(timer) => vec![Write::Delete(Timers, keys::timer(&timer))],
-        Op::PutWaiter(waiter) => vec![Write::Put(
-            Waiters,
-            keys::waiter(
-                &waiter.key.tenant,
-                &waiter.spec.event,
-                &waiter.key,
-                waiter.seq,
-            ),
-            encode(&waiter)?,
-        )],
-        Op::DeleteWaiter(waiter) => vec![Write::Delete(
-            Waiters,
-            keys::waiter(
-                &waiter.key.tenant,
-                &waiter.spec.event,
-                &waiter.key,
-                waiter.seq,
-            ),
-        )],
+        Op::PutWaiter(waiter) => {
+            vec![Write::Put(Waiters, waiter_key(&waiter), encode(&waiter)?)]
+        }
+        Op::DeleteWaiter(waiter) => vec![Write::Delete(Waiters, waiter_key(&waiter))],
         Op::PutEvent {
             tenant,
             event,
@@ -233,6 +218,17 @@ fn prepare(op: Op) -> Result<Vec<Write>> {
         }
         Op::DeleteSetting { name } => vec![Write::Delete(Settings, name.into_bytes())],
     })
+}
+
+/// Where `waiter` is stored: under its tenant and event name, so that an
+/// event finds its waiters by prefix.
+fn waiter_key(waiter: &Waiter) -> Vec<u8> {
+    keys::waiter(
+        &waiter.key.tenant,
+        &waiter.spec.event,
+        &waiter.key,
+        waiter.seq,
+    )
 }
 
 /// `tag key`: the kinds of index apart, each in key order.

@@ -491,6 +491,16 @@ mod tests {
         );
     }
 
+    /// The ids of the runs a restart would resume.
+    fn active_ids(journal: &SledJournal) -> Vec<String> {
+        journal
+            .active_runs()
+            .unwrap()
+            .into_iter()
+            .map(|r| r.key.run)
+            .collect()
+    }
+
     #[test]
     fn a_lone_run_record_keeps_the_active_set_in_step_with_it() {
         let dir = tempfile::tempdir().unwrap();
@@ -504,13 +514,7 @@ mod tests {
         journal
             .apply(vec![Op::PutRun(run("b", RunStatus::Completed))])
             .unwrap();
-        let active: Vec<_> = journal
-            .active_runs()
-            .unwrap()
-            .into_iter()
-            .map(|r| r.key.run)
-            .collect();
-        assert_eq!(active, ["a"]);
+        assert_eq!(active_ids(&journal), ["a"]);
         assert!(
             journal
                 .tree(TreeId::Active)
@@ -539,12 +543,6 @@ mod tests {
         journal
             .apply(vec![Op::PutRun(run("live", RunStatus::Sleeping))])
             .unwrap();
-        let active: Vec<_> = journal
-            .active_runs()
-            .unwrap()
-            .into_iter()
-            .map(|r| r.key.run)
-            .collect();
-        assert_eq!(active, ["live"]);
+        assert_eq!(active_ids(&journal), ["live"]);
     }
 }

@@ -5,7 +5,7 @@
 use crate::{STEPWISE, compiled_cache};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-use stepwise_tests::postgres::cluster;
+use stepwise_tests::postgres::{cluster, database_of};
 use stepwise_tests::{HostOptions, HostProcess};
 
 /// Starts `stepwise serve --store url`, which must fail; returns what it
@@ -56,7 +56,7 @@ fn an_unreachable_or_malformed_store_is_a_clear_error_at_start() {
 fn a_database_a_newer_binary_migrated_is_refused_and_left_as_it_was() {
     let cluster = cluster().unwrap();
     let url = cluster.new_database().unwrap();
-    let database = url.split_once("@/").unwrap().1.split('?').next().unwrap();
+    let database = database_of(&url).unwrap();
     let data = tempfile::tempdir().unwrap();
     let host = HostProcess::start(
         STEPWISE,
@@ -99,7 +99,7 @@ fn a_database_a_newer_binary_migrated_is_refused_and_left_as_it_was() {
 fn a_user_who_may_not_create_the_schema_is_told_what_to_grant() {
     let cluster = cluster().unwrap();
     let url = cluster.new_database().unwrap();
-    let database = url.split_once("@/").unwrap().1.split('?').next().unwrap();
+    let database = database_of(&url).unwrap();
     let role = format!("weak_{}", std::process::id());
     cluster.sql(&format!("CREATE ROLE {role} LOGIN")).unwrap();
     let weak = url.replacen("stepwise@", &format!("{role}@"), 1);

@@ -20,9 +20,10 @@ use tokio_postgres::{Client, Config, NoTls, Statement};
 /// the state machine's writes to overlap, few enough for many hosts.
 pub const CONNECTIONS: usize = 8;
 
-/// Statements a session sets. Only a flush (the journal's group commit)
-/// needs to wait for the WAL, and it says so itself.
-const SESSION_SETUP: &str = "SET synchronous_commit TO off; SET application_name TO 'stepwise'";
+/// Statements a session sets: a name to tell the host's connections by in
+/// `pg_stat_activity`. A flush asks for a synchronous commit itself,
+/// whatever the server's default.
+const SESSION_SETUP: &str = "SET application_name TO 'stepwise'";
 
 /// One connection, made again when it is lost, with its prepared
 /// statements.
