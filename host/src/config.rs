@@ -197,6 +197,9 @@ pub struct HostConfig {
     /// A PostgreSQL URL to keep the journal in, instead of sled in
     /// `data_dir`.
     pub store: Option<String>,
+    /// The lease every write to `store` must hold, when other hosts may
+    /// share it (`serve` sets it once it leads).
+    pub fence: Option<crate::cluster::Fence>,
     /// Where compiled components are cached (default `data_dir/compiled`);
     /// hosts of the same build may share one.
     pub compiled_dir: Option<PathBuf>,
@@ -234,6 +237,7 @@ impl HostConfig {
         HostConfig {
             data_dir,
             store: None,
+            fence: None,
             compiled_dir: None,
             event_key: None,
             keep_old_event_key: false,

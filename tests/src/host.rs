@@ -164,6 +164,11 @@ impl HostProcess {
                 key = Some(String::new());
             } else if line.trim().starts_with("no management key") {
                 management = Some(String::new());
+            } else if line.trim().starts_with("standing by:") {
+                // Another host on the database leads: this one forwards to
+                // it and prints no keys.
+                key = Some(String::new());
+                management = Some(String::new());
             } else if line.trim().starts_with("no default tenant") {
                 key = Some(String::new());
                 management = Some(String::new());
@@ -191,6 +196,31 @@ impl HostProcess {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+
+    /// Sends `signal` (e.g. `libc::SIGSTOP`) to the host, while it runs.
+    pub fn signal(&self, signal: i32) {
+        if let Some(child) = &self.child {
+            // SAFETY: kill only sends a signal to our own child process.
+            unsafe {
+                libc::kill(child.id() as i32, signal);
+            }
+        }
+    }
+
+    /// Waits up to `patience` for the host to exit by itself; its exit
+    /// status, or `None` if it still runs.
+    pub fn wait_exit(&mut self, patience: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + patience;
+        let child = self.child.as_mut()?;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = child.try_wait() {
+                self.child = None;
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
     }
 
     /// Starts the host again on the same data directory (after `kill`).

@@ -19,6 +19,7 @@ mod auth;
 pub mod body_rate;
 pub mod conn;
 mod error;
+pub mod forward;
 mod query;
 mod tenants;
 pub mod throttle;

@@ -165,6 +165,25 @@ pub struct ServeArgs {
     /// schema is created or migrated on start.
     #[arg(long, env = "STEPWISE_STORE", value_name = "URL")]
     store: Option<String>,
+    /// With --store: this host's id among the hosts on the database
+    /// (default: made once and kept in DATA/host-id). Give every host its
+    /// own.
+    #[arg(long, env = "STEPWISE_HOST_ID", requires = "store")]
+    host_id: Option<String>,
+    /// With --store: how long the leading host's lease lasts unless it
+    /// renews it; a standby takes over this long after the leader dies (at
+    /// once when it is stopped).
+    #[arg(long, default_value = "8s", value_parser = humantime::parse_duration, requires = "store")]
+    lease_ttl: std::time::Duration,
+    /// With --store: the URL other hosts forward requests to while this one
+    /// leads (default: http:// and the --listen address).
+    #[arg(
+        long,
+        env = "STEPWISE_ADVERTISE",
+        value_name = "URL",
+        requires = "store"
+    )]
+    advertise: Option<String>,
     /// The HTTP address (port 0 picks a free one; the address is printed).
     #[arg(long, default_value = "127.0.0.1:8288")]
     listen: SocketAddr,

@@ -2,6 +2,8 @@
 
 use super::ServeArgs;
 use crate::api;
+use crate::api::forward::Role;
+use crate::cluster::{self, Claim, Leadership, Leases};
 use crate::config::{HostConfig, Limits};
 use crate::model::DEFAULT_TENANT;
 use crate::retry::Backoff;
@@ -27,10 +29,161 @@ fn init_logging() {
 pub async fn serve(args: ServeArgs, examples: Option<PathBuf>) -> Result<()> {
     init_logging();
     check_operator_keys(&args)?;
-    let intake = args.intake.limits();
-    let config = HostConfig {
+    let config = host_config(&args, examples.is_some());
+    let built = match &examples {
+        Some(dir) => build_examples(dir)?,
+        None => Vec::new(),
+    };
+    if let Some(url) = args.store.clone() {
+        return serve_on_postgres(args, config, &url, built).await;
+    }
+    let host = Stepwise::start(config).await?;
+    let listener = bind(&args).await?;
+    let address = listener.local_addr()?;
+    announce(&host, address, &args);
+    ready(&host, address, &built).await?;
+    let router = api::router(host.clone(), args.intake.auth_throttle());
+    api::conn::serve(listener, router, args.intake.limits(), shutdown_signal()).await;
+    host.commit.durable().await?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// A host whose journal is in PostgreSQL, where others may share it: it
+/// leads when it wins the runs lease, and stands by until then, forwarding
+/// requests to the leader (see [`crate::cluster`]).
+async fn serve_on_postgres(
+    args: ServeArgs,
+    mut config: HostConfig,
+    url: &str,
+    built: Vec<(String, PathBuf)>,
+) -> Result<()> {
+    crate::journal::restrict_new_files();
+    crate::journal::make_private(&args.data_dir)
+        .with_context(|| format!("preparing the data directory {}", args.data_dir.display()))?;
+    let _lock = cluster::lock_data_dir(&args.data_dir)?;
+    let host_id = cluster::host_id(&args.data_dir, args.host_id.as_deref())?;
+    let listener = bind(&args).await?;
+    let address = listener.local_addr()?;
+    let advertised = args
+        .advertise
+        .clone()
+        .unwrap_or_else(|| advertised_url(address));
+    let ttl = args.lease_ttl.max(Duration::from_millis(400));
+    let mut leases = Leases::open(url, &host_id, &advertised, ttl).await?;
+    let first = leases.claim(cluster::RUNS_LEASE).await?;
+    let standing_by = match first {
+        Claim::Won { epoch } => Err(epoch),
+        Claim::HeldBy {
+            holder,
+            address: at,
+            ..
+        } => Ok((holder, at)),
+    };
+    let (role, role_seen) = tokio::sync::watch::channel(Role::Starting);
+    let router = match &standing_by {
+        Err(_) => None,
+        Ok((holder, at)) => {
+            role.send_replace(Role::Forward(at.clone()));
+            println!("stepwise listening on http://{address}");
+            println!("  data directory: {}", args.data_dir.display());
+            println!("  journal: PostgreSQL (--store), host id {host_id}");
+            println!(
+                "  standing by: host {holder} leads ({at}); requests here are forwarded to it, and this host takes over when it stops"
+            );
+            flush_stdout();
+            Some(api::forward::router(
+                role_seen,
+                config.limits.max_component_bytes + 64 * 1024,
+            ))
+        }
+    };
+    let lead = async {
+        let epoch = match standing_by {
+            Err(epoch) => epoch,
+            Ok(_) => {
+                let epoch = cluster::wait_to_lead(&mut leases, ttl, |at| {
+                    role.send_replace(Role::Forward(at.to_string()));
+                })
+                .await;
+                role.send_replace(Role::Starting);
+                epoch
+            }
+        };
+        let leadership = Leadership::keep(leases, epoch, ttl);
+        config.fence = Some(leadership.fence().await);
+        let host = Stepwise::start(config).await?;
+        tracing::info!(host_id, epoch, "leading: this host holds the runs lease");
+        Ok::<_, anyhow::Error>((host, leadership))
+    };
+    let Some(router) = router else {
+        // Leading from the start: as a lone host, with its own router.
+        let (host, leadership) = lead.await?;
+        announce(&host, address, &args);
+        println!(
+            "  leading: host {host_id} holds the runs lease (epoch {})",
+            leadership.epoch()
+        );
+        ready(&host, address, &built).await?;
+        let router = api::router(host.clone(), args.intake.auth_throttle());
+        api::conn::serve(listener, router, args.intake.limits(), shutdown_signal()).await;
+        return stop(&host, &leadership).await;
+    };
+    let serving = api::conn::serve(listener, router, args.intake.limits(), shutdown_signal());
+    tokio::pin!(serving);
+    let (host, leadership) = tokio::select! {
+        _ = &mut serving => {
+            tracing::info!("stopped while standing by");
+            return Ok(());
+        }
+        led = lead => led?,
+    };
+    host.own_address.set(address);
+    role.send_replace(Role::Lead(api::router(
+        host.clone(),
+        args.intake.auth_throttle(),
+    )));
+    println!(
+        "  leading now: host {host_id} took the runs lease over (epoch {})",
+        leadership.epoch()
+    );
+    for (app, path) in &built {
+        deploy_example(&host, app, path).await?;
+    }
+    flush_stdout();
+    serving.await;
+    stop(&host, &leadership).await
+}
+
+/// Stops a leading host: what it applied is flushed, then its lease goes
+/// to whichever standby claims it first.
+async fn stop(host: &Stepwise, leadership: &Leadership) -> Result<()> {
+    host.commit.durable().await?;
+    leadership.release().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// The URL other hosts reach this one's API at when `--advertise` is not
+/// given: the address it listens on, or the machine's name when that is
+/// every interface.
+fn advertised_url(address: std::net::SocketAddr) -> String {
+    if address.ip().is_unspecified() {
+        let name = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+        let name = name.trim();
+        if !name.is_empty() {
+            return format!("http://{name}:{}", address.port());
+        }
+    }
+    format!("http://{address}")
+}
+
+/// The host's settings from the command line.
+fn host_config(args: &ServeArgs, dev: bool) -> HostConfig {
+    HostConfig {
         data_dir: args.data_dir.clone(),
         store: args.store.clone(),
+        fence: None,
         compiled_dir: args.compiled_dir.clone(),
         event_key: args.event_key.clone(),
         keep_old_event_key: args.keep_old,
@@ -38,7 +191,7 @@ pub async fn serve(args: ServeArgs, examples: Option<PathBuf>) -> Result<()> {
         require_keys: args.require_keys,
         backoff: Backoff::scaled(args.retry_backoff_scale),
         keep_versions: args.keep_versions,
-        dev_loopback: examples.is_some(),
+        dev_loopback: dev,
         default_http_allow: args.allow_http.clone(),
         limits: Limits {
             max_steps_per_run: args.max_steps_per_run,
@@ -56,21 +209,22 @@ pub async fn serve(args: ServeArgs, examples: Option<PathBuf>) -> Result<()> {
                 .unwrap_or_else(|| Limits::default().host_queued_runs),
             ..Limits::default()
         },
-    };
-    let built = match &examples {
-        Some(dir) => build_examples(dir)?,
-        None => Vec::new(),
-    };
-    let host = Stepwise::start(config).await?;
-    let listener = tokio::net::TcpListener::bind(args.listen)
+    }
+}
+
+async fn bind(args: &ServeArgs) -> Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| {
             format!(
                 "listening on {} (is another host running? use --listen)",
                 args.listen
             )
-        })?;
-    let address = listener.local_addr()?;
+        })
+}
+
+/// Prints where the host listens and how to call it.
+fn announce(host: &Stepwise, address: std::net::SocketAddr, args: &ServeArgs) {
     host.own_address.set(address);
     println!("stepwise listening on http://{address}");
     println!("  data directory: {}", args.data_dir.display());
@@ -86,8 +240,16 @@ pub async fn serve(args: ServeArgs, examples: Option<PathBuf>) -> Result<()> {
     if host.tenants.admin_enabled() {
         println!("  tenant management: on (/v1/tenants with the admin key)");
     }
-    for (app, path) in &built {
-        deploy_example(&host, app, path).await?;
+}
+
+/// Deploys the examples (`dev`) and says how to try them.
+async fn ready(
+    host: &Arc<Stepwise>,
+    address: std::net::SocketAddr,
+    built: &[(String, PathBuf)],
+) -> Result<()> {
+    for (app, path) in built {
+        deploy_example(host, app, path).await?;
     }
     if !built.is_empty() {
         println!();
@@ -102,13 +264,13 @@ pub async fn serve(args: ServeArgs, examples: Option<PathBuf>) -> Result<()> {
         println!("  cargo run -p stepwise-host -- runs");
         println!("  cargo run -p stepwise-host -- run <RUN_ID>");
     }
+    flush_stdout();
+    Ok(())
+}
+
+fn flush_stdout() {
     use std::io::Write as _;
     let _ = std::io::stdout().flush();
-    let router = api::router(host.clone(), args.intake.auth_throttle());
-    api::conn::serve(listener, router, intake, shutdown_signal()).await;
-    host.commit.durable().await?;
-    tracing::info!("stopped");
-    Ok(())
 }
 
 /// Refuses weak keys from the operator before anything starts.

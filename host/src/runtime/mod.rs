@@ -147,7 +147,7 @@ pub enum SendError {
 /// data directory (keys an older release kept in clear moved out first).
 fn open_journal(config: &HostConfig) -> Result<Arc<dyn Journal>> {
     if let Some(url) = &config.store {
-        return Ok(Arc::new(PgJournal::open(url)?));
+        return Ok(Arc::new(PgJournal::open_fenced(url, config.fence.clone())?));
     }
     let journal_dir = config.data_dir.join("journal");
     let mut opened = SledJournal::open(&journal_dir)?;

@@ -17,6 +17,7 @@ mod keys;
 mod postgres;
 mod process_order;
 mod retries;
+mod several_hosts;
 mod tenants;
 mod uploads;
 mod versions;

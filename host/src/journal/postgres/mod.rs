@@ -9,9 +9,11 @@
 //! one WAL flush among every run waiting on it, and a crash keeps all of a
 //! flush or none of it.
 //!
-//! This is one host's journal: several hosts on one database need leases
-//! and fencing that are not built yet.
+//! Several hosts may share one database: the one holding the runs lease
+//! ([`lease`]) writes, and each of its flushes checks in its own
+//! transaction that it still holds it.
 
+pub mod lease;
 mod pending;
 mod pool;
 pub mod schema;
@@ -24,9 +26,11 @@ use crate::model::{
     RunStatus, StepRecord, TenantRecord, Timer, Waiter,
 };
 use anyhow::{Context, Result, bail};
+use lease::{Fence, Fenced};
 use pending::{Flush, Pending};
 use pool::{BoxFuture, Connection, Pool, TreeSql};
 use serde::de::DeserializeOwned;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio_postgres::Statement;
 
@@ -48,6 +52,11 @@ struct Shared {
     pending: Mutex<Pending>,
     /// Held through a flush.
     flushing: Mutex<()>,
+    /// The lease every flush must hold, when several hosts may share the
+    /// database.
+    fence: Option<Fence>,
+    /// Set once a flush found the lease lost: no flush is tried again.
+    fenced: AtomicBool,
 }
 
 /// How often writes nobody waits for (a run's end, output, saved counts)
@@ -55,8 +64,16 @@ struct Shared {
 const BACKGROUND_FLUSH: std::time::Duration = std::time::Duration::from_millis(500);
 
 impl PgJournal {
-    /// Connects to the database at `url` and brings its schema up to date.
+    /// Connects to the database at `url` and brings its schema up to date:
+    /// the journal of a host alone on its database (tests and tools).
     pub fn open(url: &str) -> Result<Self> {
+        Self::open_fenced(url, None)
+    }
+
+    /// [`PgJournal::open`] for a host that holds `fence` (a lease it won):
+    /// every flush checks that it still holds it, and a flush that finds
+    /// it lost is refused, tells `fence.lost`, and no later one is tried.
+    pub fn open_fenced(url: &str, fence: Option<Fence>) -> Result<Self> {
         let config = parse_url(url)?;
         let pool = Pool::open(config, schema::migrate)?;
         let sql = Arc::new(records::TREES.iter().map(|t| TreeSql::of(*t)).collect());
@@ -66,6 +83,8 @@ impl PgJournal {
             writes: WriteCounts::default(),
             pending: Mutex::new(Pending::new()),
             flushing: Mutex::new(()),
+            fence,
+            fenced: AtomicBool::new(false),
         });
         flush_in_background(Arc::downgrade(&shared));
         let mut journal = PgJournal {
@@ -258,6 +277,11 @@ impl Shared {
             .flushing
             .lock()
             .unwrap_or_else(|poison| poison.into_inner());
+        if let Some(fence) = &self.fence
+            && self.fenced.load(Ordering::Acquire)
+        {
+            return Err(Fenced::of(fence).into());
+        }
         self.writes.flushing(|| {
             let flush = self.pending().to_flush();
             if flush.tables.is_empty() {
@@ -265,10 +289,22 @@ impl Shared {
             }
             let through = flush.through;
             let sql = self.sql.clone();
-            self.pool
+            let fence = self.fence.clone();
+            let written = self
+                .pool
                 .run(move |c: &mut Connection| -> BoxFuture<'_, _> {
-                    Box::pin(async move { write_flush(c, &sql, &flush).await })
-                })?;
+                    Box::pin(async move { write_flush(c, &sql, &flush, fence.as_ref()).await })
+                });
+            if let Err(error) = &written
+                && let Some(fenced) = error.downcast_ref::<Fenced>()
+                && !self.fenced.swap(true, Ordering::AcqRel)
+            {
+                tracing::error!(error = %fenced, "a flush was refused: this host lost its lease");
+                if let Some(fence) = &self.fence {
+                    fence.lost.notify_one();
+                }
+            }
+            written?;
             self.pending().flushed(through);
             Ok(())
         })
@@ -298,11 +334,21 @@ fn flush_in_background(shared: std::sync::Weak<Shared>) {
     }
 }
 
+/// The check a fenced flush makes first, in its transaction.
+const HOLD_LEASE: &str = "SELECT stepwise.hold_lease($1, $2, $3)";
+
 /// Writes `flush` in one transaction, committed synchronously: its WAL,
 /// and every earlier commit's, is on disk when this returns. The
 /// statements go out together (pipelined), so a flush costs one round trip
-/// besides the WAL's fsync.
-async fn write_flush(c: &mut Connection, sql: &[TreeSql], flush: &Flush) -> Result<()> {
+/// besides the WAL's fsync. Under a `fence`, the transaction first checks
+/// that this host still holds its lease, and fails with [`Fenced`] when
+/// it does not (nothing of it is written).
+async fn write_flush(
+    c: &mut Connection,
+    sql: &[TreeSql],
+    flush: &Flush,
+    fence: Option<&Fence>,
+) -> Result<()> {
     /// One statement of a flush: an upsert (with values) or a delete.
     struct Part<'a> {
         statement: Statement,
@@ -334,8 +380,21 @@ async fn write_flush(c: &mut Connection, sql: &[TreeSql], flush: &Flush) -> Resu
             });
         }
     }
+    let hold = match fence {
+        Some(_) => Some(c.statement(HOLD_LEASE).await?.0),
+        None => None,
+    };
     let client = c.client().await?;
     let begin = client.batch_execute("BEGIN; SET LOCAL synchronous_commit TO on");
+    let held = async {
+        match (&hold, fence) {
+            (Some(statement), Some(fence)) => client
+                .execute(statement, &[&fence.lease, &fence.holder, &fence.epoch])
+                .await
+                .map(|_| ()),
+            _ => Ok(()),
+        }
+    };
     let writes = parts.iter().map(|part| async move {
         let done = match &part.values {
             Some(values) => client.execute(&part.statement, &[&part.keys, values]).await,
@@ -345,9 +404,18 @@ async fn write_flush(c: &mut Connection, sql: &[TreeSql], flush: &Flush) -> Resu
     });
     let commit = client.batch_execute("COMMIT");
     // Polled in this order, so sent in this order on the connection.
-    let (begun, written, committed) =
-        tokio::join!(biased; begin, futures_util::future::join_all(writes), commit);
+    let (begun, held, written, committed) =
+        tokio::join!(biased; begin, held, futures_util::future::join_all(writes), commit);
     begun.context("beginning a flush")?;
+    if let Err(error) = held {
+        // The transaction is aborted: COMMIT rolled it back.
+        if lease::is_fenced(&error)
+            && let Some(fence) = fence
+        {
+            return Err(Fenced::of(fence).into());
+        }
+        return Err(anyhow::Error::new(error).context("checking this host's lease"));
+    }
     // A failed statement aborts the transaction, and COMMIT then rolls it
     // back without an error of its own: every result must be checked.
     let failed = written.into_iter().find_map(Result::err);

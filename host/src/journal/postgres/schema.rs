@@ -21,7 +21,7 @@ pub fn latest() -> i32 {
 }
 
 /// The migrations, in order: version `n` is `MIGRATIONS[n - 1]`.
-const MIGRATIONS: &[fn() -> String] = &[tables_v1];
+const MIGRATIONS: &[fn() -> String] = &[tables_v1, leases_v2];
 
 /// Version 1: one table per kind of record, binary keys ordered as the
 /// journal reads them, JSON values (the sled backend's layout).
@@ -33,6 +33,32 @@ fn tables_v1() -> String {
         ));
     }
     sql
+}
+
+/// Version 2: the leases hosts hold to write (see [`super::lease`]), and
+/// the check every flush makes that its host still holds its lease, which
+/// fails the flush's transaction when not.
+fn leases_v2() -> String {
+    format!(
+        "CREATE TABLE stepwise.leases (\
+           name text PRIMARY KEY, \
+           holder text NOT NULL, \
+           epoch bigint NOT NULL, \
+           expires_at timestamptz NOT NULL, \
+           address text NOT NULL); \
+         CREATE FUNCTION stepwise.hold_lease(lease_name text, lease_holder text, lease_epoch bigint) \
+         RETURNS void LANGUAGE plpgsql AS $fn$ \
+         BEGIN \
+           PERFORM 1 FROM stepwise.leases \
+             WHERE name = lease_name AND holder = lease_holder AND epoch = lease_epoch FOR SHARE; \
+           IF NOT FOUND THEN \
+             RAISE EXCEPTION USING ERRCODE = '{code}', MESSAGE = format( \
+               'host %s no longer holds the lease %s at epoch %s: another host took it over', \
+               lease_holder, lease_name, lease_epoch); \
+           END IF; \
+         END $fn$",
+        code = super::lease::FENCED_SQLSTATE
+    )
 }
 
 /// Brings the database's schema to [`latest`], or fails saying why.

@@ -1,0 +1,186 @@
+//! The API of a standby host: every request goes to the leading host, and
+//! its answer comes back as it was (see [`crate::cluster`]). Once this host
+//! leads, its own router answers instead; while it starts to (between
+//! winning the lease and having read the journal), requests wait for it.
+//!
+//! Forwarding keeps one truth: keys, limits, runs and long polls are the
+//! leader's, so an answer is the same whichever host was asked.
+
+use super::conn::ClientAddr;
+use super::error::ApiError;
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderName, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// The header naming the client a forwarded request came from (for the
+/// leader's log; the leader does not trust it for its limits).
+const FORWARDED_FOR: &str = "x-forwarded-for";
+
+/// How long a request waits for this host to finish starting to lead.
+const STARTING_PATIENCE: Duration = Duration::from_secs(60);
+
+/// Who answers a request to this host.
+#[derive(Clone)]
+pub enum Role {
+    /// The host leading at this URL: forward to it.
+    Forward(String),
+    /// This host won the lease and is starting: wait.
+    Starting,
+    /// This host leads: its own router answers.
+    Lead(Router),
+}
+
+/// What a standby's router needs.
+struct Forwarding {
+    role: watch::Receiver<Role>,
+    http: reqwest::Client,
+    /// The largest request body forwarded (an upload's limit).
+    body_limit: usize,
+}
+
+/// A router that answers as `role` says at the time of each request.
+pub fn router(role: watch::Receiver<Role>, body_limit: usize) -> Router {
+    let http = reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(5))
+        // The leader's answer is the answer: its redirects are the client's.
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("a client with a connect timeout and no redirects builds");
+    let forwarding = Arc::new(Forwarding {
+        role,
+        http,
+        body_limit,
+    });
+    Router::new().fallback(answer).with_state(forwarding)
+}
+
+async fn answer(State(forwarding): State<Arc<Forwarding>>, request: Request) -> Response {
+    let mut role = forwarding.role.clone();
+    let settled = tokio::time::timeout(
+        STARTING_PATIENCE,
+        role.wait_for(|role| !matches!(role, Role::Starting)),
+    )
+    .await
+    .map(|seen| seen.map(|role| role.clone()));
+    let current = match settled {
+        Ok(Ok(role)) => role,
+        _ => {
+            return ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "this host is taking over as the leader and is not ready yet; retry in a moment",
+            )
+            .retry_after(1)
+            .into_response();
+        }
+    };
+    match current {
+        Role::Lead(mut router) => match tower_service::Service::call(&mut router, request).await {
+            Ok(response) => response,
+            Err(never) => match never {},
+        },
+        Role::Forward(leader) => match forward(&forwarding, &leader, request).await {
+            Ok(response) => response,
+            Err(error) => error.into_response(),
+        },
+        Role::Starting => unreachable!("waited for above"),
+    }
+}
+
+async fn forward(
+    forwarding: &Forwarding,
+    leader: &str,
+    request: Request,
+) -> Result<Response, ApiError> {
+    let (parts, body) = request.into_parts();
+    let body = axum::body::to_bytes(body, forwarding.body_limit)
+        .await
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!(
+                    "the request's body is over {} bytes, or was cut off",
+                    forwarding.body_limit
+                ),
+            )
+        })?;
+    let path = parts
+        .uri
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or("/");
+    let mut outgoing = forwarding
+        .http
+        .request(parts.method.clone(), format!("{leader}{path}"))
+        .headers(end_to_end(&parts.headers))
+        .body(body);
+    if let Some(ClientAddr(peer)) = parts.extensions.get::<ClientAddr>() {
+        outgoing = outgoing.header(FORWARDED_FOR, peer.ip().to_string());
+    }
+    let answered = outgoing.send().await.map_err(|error| {
+        ApiError::new(
+            StatusCode::BAD_GATEWAY,
+            format!(
+                "this host stands by and forwards to the leading host at {leader}, which did not answer ({error}); retry: if it stopped, another host takes over within the lease's time"
+            ),
+        )
+        .retry_after(1)
+    })?;
+    let status = answered.status();
+    let headers = end_to_end(answered.headers());
+    let body = answered.bytes().await.map_err(|error| {
+        ApiError::new(
+            StatusCode::BAD_GATEWAY,
+            format!("the leading host at {leader} broke off its answer ({error}); retry"),
+        )
+    })?;
+    let mut response = Response::new(Body::from(body));
+    *response.status_mut() = status;
+    *response.headers_mut() = headers;
+    Ok(response)
+}
+
+/// `headers` without those that belong to one connection (RFC 9110
+/// 7.6.1), and without the length and host, which the next hop sets.
+fn end_to_end(headers: &HeaderMap) -> HeaderMap {
+    const HOP_BY_HOP: [HeaderName; 8] = [
+        header::CONNECTION,
+        header::TE,
+        header::TRAILER,
+        header::TRANSFER_ENCODING,
+        header::UPGRADE,
+        header::PROXY_AUTHORIZATION,
+        header::HOST,
+        header::CONTENT_LENGTH,
+    ];
+    let mut kept = headers.clone();
+    for name in HOP_BY_HOP {
+        kept.remove(name);
+    }
+    kept.remove("keep-alive");
+    kept.remove("proxy-connection");
+    kept
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connection_headers_are_not_forwarded() {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::CONNECTION, "close".parse().unwrap());
+        headers.insert(header::HOST, "a:1".parse().unwrap());
+        headers.insert("keep-alive", "timeout=5".parse().unwrap());
+        headers.insert(header::AUTHORIZATION, "Bearer k".parse().unwrap());
+        headers.insert(header::CONTENT_TYPE, "application/json".parse().unwrap());
+        let kept = end_to_end(&headers);
+        assert_eq!(kept.len(), 2, "{kept:?}");
+        assert_eq!(kept[header::AUTHORIZATION], "Bearer k");
+        assert_eq!(kept[header::CONTENT_TYPE], "application/json");
+    }
+}

@@ -1,0 +1,190 @@
+//! Leases: which host writes the journal when several share one database.
+//!
+//! One lease, [`RUNS_LEASE`], makes its holder the host that runs the run
+//! state machine; the others stand by and forward requests to it. A lease
+//! has an epoch that grows by one at every change of holder, and every
+//! flush checks in its own transaction that its host still holds the lease
+//! at the epoch it started with (`stepwise.hold_lease`, Temporal's
+//! `range_id`). That check takes a share lock on the lease's row, so a host
+//! taking the lease over waits for a flush in progress, and reads the
+//! journal only after it: a host that lost its lease while paused (a GC
+//! stop, `SIGSTOP`, a network cut) cannot write when it wakes.
+//!
+//! Times are the database's (`now()`), so hosts' clocks may disagree.
+
+use super::pool::Connection;
+use anyhow::{Context, Result};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The SQLSTATE `stepwise.hold_lease` raises when the lease moved on.
+pub const FENCED_SQLSTATE: &str = "SWF01";
+
+/// The lease of the run state machine.
+pub const RUNS_LEASE: &str = "runs";
+
+/// The lease a journal's flushes must hold, and whom to tell when they
+/// find it lost.
+#[derive(Debug, Clone)]
+pub struct Fence {
+    /// The lease's name.
+    pub lease: String,
+    /// This host's id.
+    pub holder: String,
+    /// The epoch this host won the lease at.
+    pub epoch: i64,
+    /// Notified when a flush was refused because the lease moved on.
+    pub lost: Arc<tokio::sync::Notify>,
+}
+
+/// A flush refused because another host holds the lease now: nothing this
+/// host writes from now on can be accepted.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "this host ({holder}) no longer holds the lease {lease} at epoch {epoch}: another host took it over, so this host's writes are refused"
+)]
+pub struct Fenced {
+    /// The lease's name.
+    pub lease: String,
+    /// This host's id.
+    pub holder: String,
+    /// The epoch it had.
+    pub epoch: i64,
+}
+
+impl Fenced {
+    /// The error of a flush under `fence`.
+    pub fn of(fence: &Fence) -> Self {
+        Fenced {
+            lease: fence.lease.clone(),
+            holder: fence.holder.clone(),
+            epoch: fence.epoch,
+        }
+    }
+}
+
+/// Whether `error` is `stepwise.hold_lease` refusing a flush.
+pub fn is_fenced(error: &tokio_postgres::Error) -> bool {
+    error
+        .as_db_error()
+        .is_some_and(|db| db.code().code() == FENCED_SQLSTATE)
+}
+
+/// What a claim found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claim {
+    /// This host holds the lease now, at this epoch.
+    Won {
+        /// The new epoch.
+        epoch: i64,
+    },
+    /// Another host holds it.
+    HeldBy {
+        /// Its id.
+        holder: String,
+        /// Where its API listens.
+        address: String,
+        /// How long until it expires unless renewed.
+        expires_in: Duration,
+    },
+}
+
+/// A host's connection for claiming, renewing and releasing leases.
+pub struct Leases {
+    connection: Connection,
+    holder: String,
+    address: String,
+    ttl: Duration,
+}
+
+impl Leases {
+    /// Connects to the database at `url` (migrating its schema) as host
+    /// `holder`, whose API others reach at `address`; leases last `ttl`
+    /// unless renewed.
+    pub async fn open(url: &str, holder: &str, address: &str, ttl: Duration) -> Result<Self> {
+        let config = super::parse_url(url)?;
+        let connection = super::schema::migrate(Connection::open(&config).await?).await?;
+        Ok(Leases {
+            connection,
+            holder: holder.to_string(),
+            address: address.to_string(),
+            ttl,
+        })
+    }
+
+    /// This host's id.
+    pub fn holder(&self) -> &str {
+        &self.holder
+    }
+
+    /// Takes lease `name` if nobody holds it, its holder let it expire or
+    /// released it, or this host held it before (a restart); else says who
+    /// holds it.
+    pub async fn claim(&mut self, name: &str) -> Result<Claim> {
+        let ttl = self.ttl.as_secs_f64();
+        let client = self.connection.client().await?;
+        let won = client
+            .query_opt(
+                "INSERT INTO stepwise.leases AS l (name, holder, epoch, expires_at, address) \
+                 VALUES ($1, $2, 1, now() + make_interval(secs => $3), $4) \
+                 ON CONFLICT (name) DO UPDATE SET holder = EXCLUDED.holder, \
+                   epoch = l.epoch + 1, expires_at = EXCLUDED.expires_at, \
+                   address = EXCLUDED.address \
+                 WHERE l.expires_at <= now() OR l.holder = EXCLUDED.holder \
+                 RETURNING epoch",
+                &[&name, &self.holder, &ttl, &self.address],
+            )
+            .await
+            .with_context(|| format!("claiming the lease {name}"))?;
+        if let Some(row) = won {
+            return Ok(Claim::Won { epoch: row.get(0) });
+        }
+        let row = client
+            .query_one(
+                "SELECT holder, address, \
+                   greatest(extract(epoch FROM expires_at - now()), 0)::float8 \
+                 FROM stepwise.leases WHERE name = $1",
+                &[&name],
+            )
+            .await
+            .with_context(|| format!("reading who holds the lease {name}"))?;
+        Ok(Claim::HeldBy {
+            holder: row.get(0),
+            address: row.get(1),
+            expires_in: Duration::from_secs_f64(row.get(2)),
+        })
+    }
+
+    /// Extends lease `name` by the lease's time from now; false when this
+    /// host no longer holds it at `epoch`.
+    pub async fn renew(&mut self, name: &str, epoch: i64) -> Result<bool> {
+        let ttl = self.ttl.as_secs_f64();
+        let client = self.connection.client().await?;
+        let renewed = client
+            .execute(
+                "UPDATE stepwise.leases SET expires_at = now() + make_interval(secs => $4) \
+                 WHERE name = $1 AND holder = $2 AND epoch = $3",
+                &[&name, &self.holder, &epoch, &ttl],
+            )
+            .await
+            .with_context(|| format!("renewing the lease {name}"))?;
+        Ok(renewed == 1)
+    }
+
+    /// Lets lease `name` go at once (a host stopping), so that another
+    /// host takes it without waiting for it to expire. The epoch stays: a
+    /// write of this host that comes late still holds it until another
+    /// host claims it, which makes a new epoch.
+    pub async fn release(&mut self, name: &str, epoch: i64) -> Result<()> {
+        let client = self.connection.client().await?;
+        client
+            .execute(
+                "UPDATE stepwise.leases SET expires_at = now() \
+                 WHERE name = $1 AND holder = $2 AND epoch = $3",
+                &[&name, &self.holder, &epoch],
+            )
+            .await
+            .with_context(|| format!("releasing the lease {name}"))?;
+        Ok(())
+    }
+}

@@ -1,0 +1,358 @@
+//! Several hosts on one PostgreSQL database: the one holding the runs
+//! lease leads, the others forward every request to it and take over when
+//! it stops or dies, and a host that lost its lease cannot write. On sled
+//! each host has its own journal, so these run only on PostgreSQL.
+
+use crate::tenants::{ADMIN, create_tenant};
+use crate::{PATIENCE, STEPWISE, compiled_cache, output, start_script};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use stepwise_host::cluster::{Claim, Fence, Leases, RUNS_LEASE};
+use stepwise_host::journal::postgres::lease::Fenced;
+use stepwise_host::journal::{Journal, Op, PgJournal, RunJournal};
+use stepwise_tests::host::{on_postgres, pretty};
+use stepwise_tests::loopback::{Loopback, Plan};
+use stepwise_tests::postgres::{cluster, database_of};
+use stepwise_tests::{Api, HostOptions, HostProcess, guests};
+
+/// Hosts started one after another on one new database: the first leads.
+struct Hosts {
+    url: String,
+    hosts: Vec<HostProcess>,
+    _dirs: Vec<tempfile::TempDir>,
+}
+
+impl Hosts {
+    /// `count` hosts whose leases last `ttl`; `None` on sled.
+    fn start(count: usize, ttl: &str) -> Option<Hosts> {
+        if !on_postgres() {
+            eprintln!("several hosts share a journal only on PostgreSQL: skipped on sled");
+            return None;
+        }
+        let url = cluster().unwrap().new_database().unwrap();
+        let mut hosts = Vec::new();
+        let mut dirs = Vec::new();
+        for i in 0..count {
+            let dir = tempfile::tempdir().unwrap();
+            let options = HostOptions {
+                extra_args: vec![
+                    "--store".to_string(),
+                    url.clone(),
+                    "--lease-ttl".to_string(),
+                    ttl.to_string(),
+                    "--host-id".to_string(),
+                    format!("host-{i}"),
+                    "--admin-key".to_string(),
+                    ADMIN.to_string(),
+                    "--compiled-dir".to_string(),
+                    compiled_cache(),
+                ],
+                ..HostOptions::default()
+            };
+            hosts.push(HostProcess::start(STEPWISE, dir.path(), options).unwrap());
+            dirs.push(dir);
+        }
+        Some(Hosts {
+            url,
+            hosts,
+            _dirs: dirs,
+        })
+    }
+
+    /// The default tenant (whose keys the first host printed) through host
+    /// `i`.
+    fn default_tenant(&self, i: usize) -> Api {
+        let first = &self.hosts[0];
+        self.hosts[i].as_tenant(&first.management_key, &first.event_key)
+    }
+
+    /// Who holds the runs lease, and at what epoch.
+    fn leader(&self) -> (String, i64) {
+        let row = cluster()
+            .unwrap()
+            .sql_in(
+                database_of(&self.url).unwrap(),
+                "SELECT holder || ' ' || epoch FROM stepwise.leases WHERE name = 'runs'",
+            )
+            .unwrap();
+        let (holder, epoch) = row.split_once(' ').expect("a lease row");
+        (holder.to_string(), epoch.parse().unwrap())
+    }
+
+    /// Waits for `holder` to hold the runs lease; how long that took.
+    fn wait_leader(&self, holder: &str, patience: Duration) -> Duration {
+        let start = Instant::now();
+        while self.leader().0 != holder {
+            assert!(
+                start.elapsed() < patience,
+                "{holder} did not take the runs lease over in {patience:?}; the leader is {:?}; its log:\n{}",
+                self.leader(),
+                self.hosts.last().unwrap().log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        start.elapsed()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_standby_forwards_every_request_and_answers_as_the_leader() {
+    let Some(set) = Hosts::start(2, "2s") else {
+        return;
+    };
+    assert_eq!(set.leader(), ("host-0".to_string(), 1));
+    assert!(
+        set.hosts[1]
+            .start_output
+            .iter()
+            .any(|l| l.contains("standing by: host host-0 leads")),
+        "{:?}",
+        set.hosts[1].start_output
+    );
+    let (on_a, on_b) = (set.default_tenant(0), set.default_tenant(1));
+    on_b.deploy("probe", guests::PROBE).await.unwrap();
+    let loopback = Loopback::start().await.unwrap();
+    let ops = json!([{"run": "a"}, {"run": "b"}]);
+    let run = start_script(&on_b, json!({"url": loopback.url, "ops": ops})).await;
+    let done_on_b = on_b.wait_status(&run, "completed", PATIENCE).await.unwrap();
+    assert_eq!(
+        pretty(&on_a.run(&run).await.unwrap()),
+        pretty(&done_on_b),
+        "the same answer from either host"
+    );
+    assert_eq!(
+        pretty(&on_a.runs().await.unwrap()),
+        pretty(&on_b.runs().await.unwrap())
+    );
+    assert_eq!(loopback.total_hits(), 2, "only the leader executes");
+
+    // A key made through one host and revoked through the other.
+    let acme = create_tenant(&set.hosts[1], "acme");
+    let (code, _) = call(&acme, Method::GET, "/v1/runs").await;
+    assert_eq!(code, StatusCode::OK);
+    let admin_on_a = set.hosts[0].as_tenant(ADMIN, "");
+    let (_, tenant) = call(&admin_on_a, Method::GET, "/v1/tenants/acme").await;
+    let management = tenant["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["kind"] == "management")
+        .unwrap_or_else(|| panic!("no management key: {tenant}"));
+    let revoke = format!(
+        "/v1/tenants/acme/keys/{}",
+        management["id"].as_str().unwrap()
+    );
+    let (code, answer) = call(&admin_on_a, Method::DELETE, &revoke).await;
+    assert_eq!(code, StatusCode::OK, "{answer}");
+    let (code, answer) = call(&acme, Method::GET, "/v1/runs").await;
+    assert_eq!(
+        code,
+        StatusCode::UNAUTHORIZED,
+        "a key revoked on host A is refused by host B: {answer}"
+    );
+}
+
+async fn call(api: &Api, method: Method, path: &str) -> (StatusCode, Value) {
+    let response = api.request(method, path).send().await.unwrap();
+    let code = response.status();
+    (code, response.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_killed_leader_is_replaced_and_its_runs_carry_on() {
+    let Some(mut set) = Hosts::start(2, "2s") else {
+        return;
+    };
+    let on_b = set.default_tenant(1);
+    on_b.deploy("probe", guests::PROBE).await.unwrap();
+    let loopback = Loopback::start().await.unwrap();
+    loopback.plan("slow", Plan::Hold);
+    let executing = start_script(
+        &on_b,
+        json!({"url": loopback.url, "ops": [{"run": "a"}, {"run": "slow"}, {"run": "c"}]}),
+    )
+    .await;
+    let sleeping = start_script(
+        &on_b,
+        json!({"url": loopback.url, "ops": [{"run": "a"}, {"sleep": {"id": "nap", "duration": "3s"}}, {"run": "b"}]}),
+    )
+    .await;
+    let waiting = start_script(
+        &on_b,
+        json!({"url": loopback.url, "ops": [
+            {"wait": {"id": "approval", "event": "probe/approved", "matching": "data.key", "timeout": "5m"}},
+            {"run": "after"},
+        ], "key": "k-1"}),
+    )
+    .await;
+    assert!(loopback.wait_hits(&executing, "slow", 1, PATIENCE).await);
+    on_b.wait_status(&sleeping, "sleeping", PATIENCE)
+        .await
+        .unwrap();
+    on_b.wait_status(&waiting, "waiting", PATIENCE)
+        .await
+        .unwrap();
+
+    set.hosts[0].kill();
+    loopback.release();
+    let took = set.wait_leader("host-1", PATIENCE);
+    assert!(
+        took < Duration::from_secs(12),
+        "a 2 s lease was taken over only after {took:?}"
+    );
+    assert_eq!(set.leader(), ("host-1".to_string(), 2));
+
+    // An event accepted by the new leader resumes a run waiting since the
+    // old one.
+    on_b.send("probe/approved", json!({"key": "k-1"}))
+        .await
+        .unwrap();
+    for run in [&executing, &sleeping, &waiting] {
+        on_b.wait_status(run, "completed", PATIENCE).await.unwrap();
+    }
+    assert_eq!(
+        loopback.hits(&executing, "slow"),
+        2,
+        "the body the kill interrupted runs again on the new leader"
+    );
+    for (run, step) in [(&executing, "a"), (&executing, "c"), (&sleeping, "a")] {
+        assert_eq!(loopback.hits(run, step), 1, "{step} of {run} ran again");
+    }
+    assert_eq!(loopback.hits(&sleeping, "b"), 1);
+    assert_eq!(loopback.hits(&waiting, "after"), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stopped_leader_hands_its_lease_over_at_once() {
+    // A lease that would take 60 s to expire: only a release explains a
+    // quick takeover.
+    let Some(mut set) = Hosts::start(2, "60s") else {
+        return;
+    };
+    let on_b = set.default_tenant(1);
+    on_b.deploy("probe", guests::PROBE).await.unwrap();
+    set.hosts[0].signal(libc::SIGTERM);
+    let status = set.hosts[0].wait_exit(PATIENCE).expect("the leader stops");
+    assert!(status.success(), "{status:?}: {}", set.hosts[0].log());
+    let took = set.wait_leader("host-1", Duration::from_secs(30));
+    assert!(took < Duration::from_secs(30));
+    let loopback = Loopback::start().await.unwrap();
+    let run = start_script(&on_b, json!({"url": loopback.url, "ops": [{"run": "a"}]})).await;
+    let done = on_b.wait_status(&run, "completed", PATIENCE).await.unwrap();
+    assert_eq!(output(&done.run)[0]["hit"], 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_paused_leader_cannot_write_once_another_host_took_its_lease() {
+    let Some(mut set) = Hosts::start(2, "2s") else {
+        return;
+    };
+    let on_b = set.default_tenant(1);
+    on_b.deploy("probe", guests::PROBE).await.unwrap();
+    let loopback = Loopback::start().await.unwrap();
+    loopback.plan("slow", Plan::Hold);
+    let ops = json!([{"run": "a"}, {"run": "slow"}, {"run": "c"}]);
+    let run = start_script(&on_b, json!({"url": loopback.url, "ops": ops})).await;
+    assert!(loopback.wait_hits(&run, "slow", 1, PATIENCE).await);
+
+    // Host A stops in the middle of the step, B takes the run over and
+    // runs the step again; then both bodies end.
+    set.hosts[0].signal(libc::SIGSTOP);
+    set.wait_leader("host-1", PATIENCE);
+    assert!(loopback.wait_hits(&run, "slow", 2, PATIENCE).await);
+    loopback.release();
+    let done = on_b.wait_status(&run, "completed", PATIENCE).await.unwrap();
+
+    // A wakes with its step's result: its writes are refused and it stops.
+    set.hosts[0].signal(libc::SIGCONT);
+    let status = set.hosts[0]
+        .wait_exit(PATIENCE)
+        .expect("the host that lost its lease stops");
+    assert_eq!(status.code(), Some(75), "{}", set.hosts[0].log());
+    assert!(
+        set.hosts[0].log().contains("runs lease"),
+        "{}",
+        set.hosts[0].log()
+    );
+
+    let after = on_b.run(&run).await.unwrap();
+    assert_eq!(
+        pretty(&after),
+        pretty(&done),
+        "nothing changed after A woke"
+    );
+    let ids: Vec<&str> = after.steps.iter().map(|s| s.id.as_str()).collect();
+    assert_eq!(ids, ["a", "slow", "c"], "one journaled result per step");
+    assert_eq!(loopback.hits(&run, "slow"), 2, "the body ran twice");
+    assert_eq!(
+        output(&after.run)[1]["hit"],
+        2,
+        "the result journaled is the new leader's"
+    );
+}
+
+#[test]
+fn a_flush_under_a_lost_lease_is_refused_and_writes_nothing() {
+    if !on_postgres() {
+        eprintln!("leases are PostgreSQL's: skipped on sled");
+        return;
+    }
+    let url = cluster().unwrap().new_database().unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let ttl = Duration::from_secs(60);
+    let (mut a, mut b) = runtime.block_on(async {
+        (
+            Leases::open(&url, "a", "http://a", ttl).await.unwrap(),
+            Leases::open(&url, "b", "http://b", ttl).await.unwrap(),
+        )
+    });
+    assert_eq!(
+        runtime.block_on(a.claim(RUNS_LEASE)).unwrap(),
+        Claim::Won { epoch: 1 }
+    );
+    assert!(matches!(
+        runtime.block_on(b.claim(RUNS_LEASE)).unwrap(),
+        Claim::HeldBy { ref holder, .. } if holder == "a"
+    ));
+    let lost = Arc::new(tokio::sync::Notify::new());
+    let fence = Fence {
+        lease: RUNS_LEASE.to_string(),
+        holder: "a".to_string(),
+        epoch: 1,
+        lost: lost.clone(),
+    };
+    let journal = PgJournal::open_fenced(&url, Some(fence)).unwrap();
+    let put = |name: &str| {
+        vec![Op::PutSetting {
+            name: name.to_string(),
+            value: "v".to_string(),
+        }]
+    };
+    journal.apply(put("while-held")).unwrap();
+    journal.flush().unwrap();
+
+    runtime.block_on(a.release(RUNS_LEASE, 1)).unwrap();
+    assert_eq!(
+        runtime.block_on(b.claim(RUNS_LEASE)).unwrap(),
+        Claim::Won { epoch: 2 }
+    );
+    journal.apply(put("after-losing")).unwrap();
+    let refused = journal.flush().unwrap_err();
+    assert!(refused.downcast_ref::<Fenced>().is_some(), "{refused:#}");
+    assert!(
+        runtime
+            .block_on(async { tokio::time::timeout(Duration::from_secs(5), lost.notified()).await })
+            .is_ok(),
+        "the host is told"
+    );
+    let again = journal.flush().unwrap_err();
+    assert!(again.downcast_ref::<Fenced>().is_some(), "{again:#}");
+    assert!(!runtime.block_on(a.renew(RUNS_LEASE, 1)).unwrap());
+    assert!(runtime.block_on(b.renew(RUNS_LEASE, 2)).unwrap());
+
+    let fresh = PgJournal::open(&url).unwrap();
+    assert_eq!(fresh.setting("while-held").unwrap().as_deref(), Some("v"));
+    assert_eq!(fresh.setting("after-losing").unwrap(), None);
+}
