@@ -1,7 +1,9 @@
 //! A throwaway PostgreSQL cluster per test binary, from Debian's
 //! `postgresql` package: `initdb` on a temp dir, the server listening on a
-//! unix socket there only, and a fresh database for each host a test
-//! starts. No Docker, no downloads.
+//! unix socket there and on loopback TCP (TLS only, with certificates
+//! `openssl` makes: a test CA, a server certificate for `localhost`, and
+//! another CA nothing is signed by), and a fresh database for each host a
+//! test starts. No Docker, no downloads.
 //!
 //! `initdb` and the server refuse to run as root, and CI runs as root: then
 //! `initdb` runs as the `postgres` user the package creates (`runuser`),
@@ -17,9 +19,6 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-/// The port number in the socket's name (nothing listens on TCP).
-const PORT: u16 = 5432;
-
 /// The superuser `initdb` creates, which the hosts connect as.
 const USER: &str = "stepwise";
 
@@ -30,6 +29,10 @@ pub struct Cluster {
     bin: PathBuf,
     _server: Child,
     databases: AtomicUsize,
+    /// The port, of the socket's name and of TCP on loopback.
+    port: u16,
+    /// Why there is no TLS on TCP, if there is none.
+    no_tls: Option<String>,
 }
 
 /// The cluster of this test binary, started on first use.
@@ -83,12 +86,26 @@ impl Cluster {
                 String::from_utf8_lossy(&out.stderr)
             );
         }
-        let server = spawn_server(&bin, &dir, &data, owner)?;
+        let port = free_port()?;
+        let tls = make_certificates(&dir.join("tls"), owner);
+        // Unix sockets need no password; TCP only with TLS.
+        std::fs::write(
+            data.join("pg_hba.conf"),
+            "local all all trust\n\
+             hostssl all all 127.0.0.1/32 trust\n\
+             hostssl all all ::1/128 trust\n\
+             hostnossl all all 127.0.0.1/32 reject\n\
+             hostnossl all all ::1/128 reject\n",
+        )
+        .context("writing pg_hba.conf")?;
+        let server = spawn_server(&bin, &dir, &data, owner, port, tls.is_ok())?;
         let cluster = Cluster {
             dir,
             bin,
             _server: server,
             databases: AtomicUsize::new(0),
+            port,
+            no_tls: tls.err().map(|e| format!("{e:#}")),
         };
         cluster.wait_ready()?;
         Ok(cluster)
@@ -100,7 +117,7 @@ impl Cluster {
             let ready = Command::new(self.bin.join("pg_isready"))
                 .arg("-h")
                 .arg(&self.dir)
-                .args(["-p", &PORT.to_string(), "-U", USER, "-q"])
+                .args(["-p", &self.port.to_string(), "-U", USER, "-q"])
                 .status()
                 .context("running pg_isready")?;
             if ready.success() {
@@ -124,9 +141,34 @@ impl Cluster {
     /// The connection URL of database `name`.
     pub fn url(&self, name: &str) -> String {
         format!(
-            "postgres://{USER}@/{name}?host={}&port={PORT}",
-            self.dir.display()
+            "postgres://{USER}@/{name}?host={}&port={}",
+            self.dir.display(),
+            self.port
         )
+    }
+
+    /// The URL of database `name` over TCP to `host` (`localhost`, which
+    /// the server's certificate names, or `127.0.0.1`, which it does not),
+    /// with `params` (e.g. `sslmode=verify-full&sslrootcert=...`).
+    pub fn tcp_url(&self, host: &str, name: &str, params: &str) -> String {
+        format!("postgres://{USER}@{host}:{}/{name}?{params}", self.port)
+    }
+
+    /// The test CA's certificate, which signed the server's (PEM).
+    pub fn ca_file(&self) -> Result<PathBuf> {
+        self.tls_file("ca.crt")
+    }
+
+    /// A CA's certificate that signed nothing here (PEM).
+    pub fn other_ca_file(&self) -> Result<PathBuf> {
+        self.tls_file("other-ca.crt")
+    }
+
+    fn tls_file(&self, name: &str) -> Result<PathBuf> {
+        match &self.no_tls {
+            Some(why) => bail!("the test cluster has no TLS: {why}"),
+            None => Ok(self.dir.join("tls").join(name)),
+        }
     }
 
     /// Creates a new, empty database; returns its URL.
@@ -148,7 +190,7 @@ impl Cluster {
         let out = Command::new(self.bin.join("psql"))
             .arg("-h")
             .arg(&self.dir)
-            .args(["-p", &PORT.to_string(), "-U", USER, "-d", database])
+            .args(["-p", &self.port.to_string(), "-U", USER, "-d", database])
             .args(["-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-c", sql])
             .output()
             .context("running psql")?;
@@ -216,10 +258,98 @@ fn bin_dir() -> Result<PathBuf> {
     })
 }
 
-/// Starts the server on `data`, listening only on a socket in `dir`, from
-/// a thread that lives as long as the test binary: the server gets SIGKILL
+/// A TCP port nothing listens on now.
+fn free_port() -> Result<u16> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").context("finding a free port")?;
+    Ok(listener.local_addr()?.port())
+}
+
+/// Makes, in `dir`, a test CA (`ca.crt`), a server certificate for
+/// `localhost` it signed (`server.crt`, `server.key`, readable by `owner`
+/// only) and another CA (`other-ca.crt`), with `openssl`.
+fn make_certificates(dir: &Path, owner: Option<(u32, u32)>) -> Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let openssl = |args: &[&str]| -> Result<()> {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .context("running openssl (apt-get install -y openssl)")?;
+        if !out.status.success() {
+            bail!(
+                "openssl {} failed: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(())
+    };
+    let key = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    for (name, subject) in [
+        ("ca", "/CN=stepwise-test-ca"),
+        ("other-ca", "/CN=another-ca"),
+    ] {
+        let (crt, pem) = (format!("{name}.crt"), format!("{name}.key"));
+        let mut args = vec!["req", "-x509", "-days", "3", "-subj", subject];
+        args.extend(key);
+        args.extend(["-keyout", &pem, "-out", &crt]);
+        openssl(&args)?;
+    }
+    std::fs::write(
+        dir.join("server.ext"),
+        "subjectAltName=DNS:localhost\nbasicConstraints=CA:FALSE\n",
+    )?;
+    let mut request = vec!["req", "-subj", "/CN=localhost", "-keyout", "server.key"];
+    request.extend(key);
+    request.extend(["-out", "server.csr"]);
+    openssl(&request)?;
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "3",
+        "-extfile",
+        "server.ext",
+        "-out",
+        "server.crt",
+    ])?;
+    use std::os::unix::fs::PermissionsExt;
+    let server_key = dir.join("server.key");
+    std::fs::set_permissions(&server_key, std::fs::Permissions::from_mode(0o600))?;
+    if let Some((uid, gid)) = owner {
+        std::os::unix::fs::chown(dir, Some(uid), Some(gid))?;
+        for file in std::fs::read_dir(dir)? {
+            std::os::unix::fs::chown(file?.path(), Some(uid), Some(gid))?;
+        }
+    }
+    Ok(())
+}
+
+/// Starts the server on `data`, listening on a socket in `dir` and on
+/// loopback TCP at `port` (with TLS when `tls`, from `dir/tls`), from a
+/// thread that lives as long as the test binary: the server gets SIGKILL
 /// when the thread that started it ends.
-fn spawn_server(bin: &Path, dir: &Path, data: &Path, owner: Option<(u32, u32)>) -> Result<Child> {
+fn spawn_server(
+    bin: &Path,
+    dir: &Path,
+    data: &Path,
+    owner: Option<(u32, u32)>,
+    port: u16,
+    tls: bool,
+) -> Result<Child> {
     let log = std::fs::File::create(dir.join("server.log")).context("creating the server log")?;
     if let Some((uid, gid)) = owner {
         std::os::unix::fs::chown(dir.join("server.log"), Some(uid), Some(gid))?;
@@ -230,8 +360,24 @@ fn spawn_server(bin: &Path, dir: &Path, data: &Path, owner: Option<(u32, u32)>) 
         .arg(data)
         .arg("-k")
         .arg(dir)
-        .args(["-p", &PORT.to_string()])
-        .args(["-c", "listen_addresses=", "-c", "max_connections=400"])
+        .args(["-p", &port.to_string()])
+        .args([
+            "-c",
+            "listen_addresses=127.0.0.1",
+            "-c",
+            "max_connections=400",
+        ]);
+    if tls {
+        let tls = dir.join("tls");
+        command.args(["-c", "ssl=on", "-c"]);
+        command.arg(format!(
+            "ssl_cert_file={}",
+            tls.join("server.crt").display()
+        ));
+        command.arg("-c");
+        command.arg(format!("ssl_key_file={}", tls.join("server.key").display()));
+    }
+    command
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log);

@@ -1,12 +1,13 @@
 //! The PostgreSQL journal's start: what a wrong `--store` says, and that
-//! it writes nothing. (The whole suite runs on PostgreSQL with
+//! it writes nothing; TLS to the database as `sslmode` asks. (The whole suite runs on PostgreSQL with
 //! `STEPWISE_TEST_STORE=postgres`.)
 
-use crate::{STEPWISE, compiled_cache};
+use crate::{PATIENCE, STEPWISE, compiled_cache, start_script};
+use serde_json::json;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 use stepwise_tests::postgres::{cluster, database_of};
-use stepwise_tests::{HostOptions, HostProcess};
+use stepwise_tests::{HostOptions, HostProcess, Loopback, guests};
 
 /// Starts `stepwise serve --store url`, which must fail; returns what it
 /// printed to stderr.
@@ -116,4 +117,101 @@ fn a_user_who_may_not_create_the_schema_is_told_what_to_grant() {
         )
         .unwrap();
     assert_eq!(schemas, "0", "nothing was created");
+}
+
+/// Starts a host on `url` and runs a one-step script on it to completion;
+/// the host runs on until dropped.
+async fn works_on(url: &str) -> (tempfile::TempDir, HostProcess) {
+    let data = tempfile::tempdir().unwrap();
+    let host = HostProcess::start(
+        STEPWISE,
+        data.path(),
+        HostOptions {
+            extra_args: vec![
+                "--store".into(),
+                url.to_string(),
+                "--compiled-dir".into(),
+                compiled_cache(),
+            ],
+            ..HostOptions::default()
+        },
+    )
+    .unwrap_or_else(|e| panic!("a host on {url}: {e:#}"));
+    host.deploy("probe", guests::PROBE).await.unwrap();
+    let loopback = Loopback::start().await.unwrap();
+    let run = start_script(&host, json!({"url": loopback.url, "ops": [{"run": "a"}]})).await;
+    host.wait_status(&run, "completed", PATIENCE).await.unwrap();
+    (data, host)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tls_to_the_database_checks_what_sslmode_asks() {
+    let cluster = cluster().unwrap();
+    let ca = cluster.ca_file().unwrap();
+    let other_ca = cluster.other_ca_file().unwrap();
+    // A new database each time: each host is alone on its own.
+    let with = |host: &str, params: String| {
+        let url = cluster.new_database().unwrap();
+        let name = database_of(&url).unwrap().to_string();
+        (cluster.tcp_url(host, &name, &params), name)
+    };
+
+    // The certificate checked, chain and name.
+    let full = format!("sslmode=verify-full&sslrootcert={}", ca.display());
+    let (url, name) = with("localhost", full.clone());
+    let running = works_on(&url).await;
+    let encrypted = cluster
+        .sql(&format!(
+            "SELECT count(*) FILTER (WHERE s.ssl) || '/' || count(*) \
+             FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) \
+             WHERE a.datname = '{name}' AND a.application_name = 'stepwise'"
+        ))
+        .unwrap();
+    let (tls, all) = encrypted.split_once('/').unwrap();
+    assert!(
+        all != "0" && tls == all,
+        "connections with TLS / all: {encrypted}"
+    );
+    drop(running);
+    // Encrypted without a check, and the chain without the name.
+    works_on(&with("localhost", "sslmode=require".into()).0).await;
+
+    let chain_only = format!("sslmode=verify-ca&sslrootcert={}", ca.display());
+    works_on(&with("127.0.0.1", chain_only).0).await;
+
+    // A name the certificate is not for, a CA that did not sign it, and no
+    // TLS where the server requires it: clear errors at start.
+    let wrong_name = start_fails(&with("127.0.0.1", full).0);
+    assert!(
+        wrong_name.contains("could not connect to PostgreSQL at 127.0.0.1")
+            && wrong_name.contains("sslrootcert"),
+        "{wrong_name}"
+    );
+    let untrusted = start_fails(
+        &with(
+            "localhost",
+            format!("sslmode=verify-full&sslrootcert={}", other_ca.display()),
+        )
+        .0,
+    );
+    assert!(
+        untrusted.contains("could not connect") && untrusted.to_lowercase().contains("certificate"),
+        "{untrusted}"
+    );
+    let plain = start_fails(&with("localhost", "sslmode=disable".into()).0);
+    assert!(
+        plain.contains("no encryption") || plain.contains("pg_hba.conf"),
+        "{plain}"
+    );
+    let missing = start_fails(
+        &with(
+            "localhost",
+            "sslmode=verify-full&sslrootcert=/nonexistent/ca.pem".into(),
+        )
+        .0,
+    );
+    assert!(
+        missing.contains("reading sslrootcert /nonexistent/ca.pem"),
+        "{missing}"
+    );
 }

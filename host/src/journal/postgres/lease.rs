@@ -102,8 +102,8 @@ impl Leases {
     /// `holder`, whose API others reach at `address`; leases last `ttl`
     /// unless renewed.
     pub async fn open(url: &str, holder: &str, address: &str, ttl: Duration) -> Result<Self> {
-        let config = super::parse_url(url)?;
-        let connection = super::schema::migrate(Connection::open(&config).await?).await?;
+        let target = super::parse_url(url)?;
+        let connection = super::schema::migrate(Connection::open(&target).await?).await?;
         Ok(Leases {
             connection,
             holder: holder.to_string(),

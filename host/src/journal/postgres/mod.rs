@@ -17,6 +17,7 @@ pub mod lease;
 mod pending;
 mod pool;
 pub mod schema;
+pub mod tls;
 
 use super::records::{self, Prepared, Row, TreeId, WriteCounts, decode};
 use super::usage::StorageUsage;
@@ -25,10 +26,10 @@ use crate::model::{
     AppRecord, EventRecord, FunctionRecord, IndexKind, IndexRef, LogChunk, RunKey, RunRecord,
     RunStatus, StepRecord, TenantRecord, Timer, Waiter,
 };
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use lease::{Fence, Fenced};
 use pending::{Flush, Pending};
-use pool::{BoxFuture, Connection, Pool, TreeSql};
+use pool::{BoxFuture, Connection, Pool, Target, TreeSql};
 use serde::de::DeserializeOwned;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -74,8 +75,8 @@ impl PgJournal {
     /// every flush checks that it still holds it, and a flush that finds
     /// it lost is refused, tells `fence.lost`, and no later one is tried.
     pub fn open_fenced(url: &str, fence: Option<Fence>) -> Result<Self> {
-        let config = parse_url(url)?;
-        let pool = Pool::open(config, schema::migrate)?;
+        let target = parse_url(url)?;
+        let pool = Pool::open(target, schema::migrate)?;
         let sql = Arc::new(records::TREES.iter().map(|t| TreeSql::of(*t)).collect());
         let shared = Arc::new(Shared {
             pool,
@@ -426,21 +427,20 @@ async fn write_flush(
     }
 }
 
-/// `url` as a connection configuration, or what is wrong with it.
-fn parse_url(url: &str) -> Result<tokio_postgres::Config> {
-    let config: tokio_postgres::Config = url.parse().with_context(|| {
+/// `url` as where to connect and how, or what is wrong with it.
+fn parse_url(url: &str) -> Result<Target> {
+    let (url, settings) = tls::split(url)?;
+    let mut config: tokio_postgres::Config = url.parse().with_context(|| {
         "the --store URL is not a PostgreSQL connection string; write it as \
          postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE (a unix socket: \
          postgres://USER@/DATABASE?host=/run/postgresql)"
             .to_string()
     })?;
-    if config.get_ssl_mode() == tokio_postgres::config::SslMode::Require {
-        bail!(
-            "sslmode=require: TLS to PostgreSQL is not built into this version yet; connect \
-             without it (a unix socket or a private network), or leave sslmode out"
-        );
-    }
-    Ok(config)
+    config.ssl_mode(settings.mode);
+    Ok(Target {
+        config,
+        tls: tls::connector(&settings)?,
+    })
 }
 
 impl Journal for PgJournal {

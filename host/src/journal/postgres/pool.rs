@@ -9,12 +9,13 @@
 //! cut) is made again on its next use.
 
 use super::super::records::TreeId;
+use super::tls::MakeRustlsConnect;
 use anyhow::{Context, Result, anyhow};
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use tokio_postgres::{Client, Config, NoTls, Statement};
+use tokio_postgres::{Client, Config, Statement};
 
 /// How many connections a host keeps open: enough for the API's reads and
 /// the state machine's writes to overlap, few enough for many hosts.
@@ -25,19 +26,28 @@ pub const CONNECTIONS: usize = 8;
 /// whatever the server's default.
 const SESSION_SETUP: &str = "SET application_name TO 'stepwise'";
 
+/// Where to connect: the server and the TLS it asks for.
+#[derive(Clone)]
+pub struct Target {
+    /// The URL's settings, TLS's taken out (see [`super::tls`]).
+    pub config: Config,
+    /// Makes the TLS connections the URL asked for.
+    pub tls: MakeRustlsConnect,
+}
+
 /// One connection, made again when it is lost, with its prepared
 /// statements.
 pub struct Connection {
-    config: Config,
+    target: Target,
     client: Option<Client>,
     statements: HashMap<String, Statement>,
 }
 
 impl Connection {
     /// Connects (or fails with what was wrong, see [`connect_error`]).
-    pub async fn open(config: &Config) -> Result<Self> {
+    pub async fn open(target: &Target) -> Result<Self> {
         let mut connection = Connection {
-            config: config.clone(),
+            target: target.clone(),
             client: None,
             statements: HashMap::new(),
         };
@@ -50,10 +60,11 @@ impl Connection {
         if self.client.as_ref().is_none_or(Client::is_closed) {
             self.statements.clear();
             let (client, connection) = self
+                .target
                 .config
-                .connect(NoTls)
+                .connect(self.target.tls.clone())
                 .await
-                .map_err(|e| connect_error(&self.config, e))?;
+                .map_err(|e| connect_error(&self.target.config, e))?;
             tokio::spawn(async move {
                 if let Err(error) = connection.await {
                     tracing::warn!(error = %error, "the connection to PostgreSQL closed");
@@ -96,7 +107,7 @@ pub struct Pool {
 impl Pool {
     /// Opens [`CONNECTIONS`] connections with `config`, after `prepare`
     /// (the schema's migrations) has run on the first.
-    pub fn open<F, Fut>(config: Config, prepare: F) -> Result<Self>
+    pub fn open<F, Fut>(target: Target, prepare: F) -> Result<Self>
     where
         F: FnOnce(Connection) -> Fut + Send + 'static,
         Fut: Future<Output = Result<Connection>> + Send,
@@ -110,10 +121,10 @@ impl Pool {
         let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Vec<_>>>(1);
         runtime.spawn(async move {
             let opened = async {
-                let first = prepare(Connection::open(&config).await?).await?;
+                let first = prepare(Connection::open(&target).await?).await?;
                 let mut connections = vec![tokio::sync::Mutex::new(first)];
                 for _ in 1..CONNECTIONS {
-                    connections.push(tokio::sync::Mutex::new(Connection::open(&config).await?));
+                    connections.push(tokio::sync::Mutex::new(Connection::open(&target).await?));
                 }
                 Ok(connections)
             };
@@ -195,10 +206,19 @@ fn connect_error(config: &Config, error: tokio_postgres::Error) -> anyhow::Error
         })
         .collect();
     let ports: Vec<String> = config.get_ports().iter().map(u16::to_string).collect();
+    // The client's own message names only the stage (e.g. the TLS
+    // handshake); the causes say what was wrong.
+    let mut error_text = error.to_string();
+    let mut cause = std::error::Error::source(&error);
+    while let Some(inner) = cause {
+        error_text.push_str(&format!(": {inner}"));
+        cause = inner.source();
+    }
     anyhow!(
-        "could not connect to PostgreSQL at {} (port {}, user {}, database {}): {error}; \
+        "could not connect to PostgreSQL at {} (port {}, user {}, database {}): {error_text}; \
          check that the server is running there and that --store (or STEPWISE_STORE) \
-         names the right host, port, user, password and database",
+         names the right host, port, user, password and database (and, for TLS, the \
+         right sslmode and sslrootcert)",
         if hosts.is_empty() {
             "localhost".to_string()
         } else {
