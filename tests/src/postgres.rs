@@ -27,7 +27,12 @@ pub struct Cluster {
     /// The cluster's directory: `data/`, the socket, the server's log.
     dir: PathBuf,
     bin: PathBuf,
-    _server: Child,
+    server: std::sync::Mutex<Child>,
+    /// Who runs the server (root's tests hand it to `postgres`).
+    owner: Option<(u32, u32)>,
+    /// Whether this cluster is a test's own (removed when dropped), not
+    /// the binary's.
+    private: bool,
     databases: AtomicUsize,
     /// The port, of the socket's name and of TCP on loopback.
     port: u16,
@@ -39,20 +44,49 @@ pub struct Cluster {
 pub fn cluster() -> Result<&'static Cluster> {
     static CLUSTER: OnceLock<Result<Cluster, String>> = OnceLock::new();
     CLUSTER
-        .get_or_init(|| Cluster::start().map_err(|e| format!("{e:#}")))
+        .get_or_init(|| Cluster::start(false).map_err(|e| format!("{e:#}")))
         .as_ref()
         .map_err(|e| anyhow!("{e}"))
 }
 
 impl Cluster {
-    fn start() -> Result<Cluster> {
+    /// A cluster of the caller's own (for a test that restarts it),
+    /// stopped and removed when dropped.
+    pub fn private() -> Result<Cluster> {
+        Self::start(true)
+    }
+
+    /// Stops the server at once, as `pg_ctl restart -m immediate` does
+    /// (SIGQUIT: no checkpoint, crash recovery at the next start), and
+    /// starts it again on the same data and port.
+    pub fn restart_immediately(&self) -> Result<()> {
+        let mut server = self.server.lock().unwrap_or_else(|p| p.into_inner());
+        unsafe {
+            libc::kill(server.id() as i32, libc::SIGQUIT);
+        }
+        server.wait().context("waiting for the server to stop")?;
+        *server = spawn_server(
+            &self.bin,
+            &self.dir,
+            &self.dir.join("data"),
+            self.owner,
+            self.port,
+            self.no_tls.is_none(),
+        )?;
+        drop(server);
+        self.wait_ready()
+    }
+
+    fn start(private: bool) -> Result<Cluster> {
         let bin = bin_dir()?;
         let dir = tempfile::Builder::new()
             .prefix("stepwise-pg-")
             .tempdir()
             .context("making the cluster's directory")?
             .keep();
-        remove_at_exit(&dir);
+        if !private {
+            remove_at_exit(&dir);
+        }
         let owner = if unsafe { libc::geteuid() } == 0 {
             let ids = user_ids("postgres").context(
                 "the tests run as root and PostgreSQL refuses to: they run it as the `postgres` \
@@ -102,7 +136,9 @@ impl Cluster {
         let cluster = Cluster {
             dir,
             bin,
-            _server: server,
+            server: std::sync::Mutex::new(server),
+            owner,
+            private,
             databases: AtomicUsize::new(0),
             port,
             no_tls: tls.err().map(|e| format!("{e:#}")),
@@ -221,6 +257,17 @@ impl Cluster {
             contents.push('\n');
         }
         Ok(contents)
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if self.private {
+            let server = self.server.get_mut().unwrap_or_else(|p| p.into_inner());
+            let _ = server.kill();
+            let _ = server.wait();
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
     }
 }
 

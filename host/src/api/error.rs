@@ -48,8 +48,20 @@ impl ApiError {
         Self::new(StatusCode::NOT_FOUND, message)
     }
 
-    /// 500: logged in full, answered in general terms.
+    /// 500: logged in full, answered in general terms; 503 when the
+    /// journal's database is out of reach for now (the client may retry).
     pub fn internal(error: anyhow::Error) -> Self {
+        if crate::journal::postgres::is_unreachable(&error) {
+            tracing::warn!(
+                error = format!("{error:#}"),
+                "request failed: the database is out of reach"
+            );
+            return Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the host cannot reach its database right now (it may be restarting); retry in a moment (an event sent again with the same id is not taken twice)",
+            )
+            .retry_after(1);
+        }
         tracing::error!(error = format!("{error:#}"), "request failed");
         Self::new(
             StatusCode::INTERNAL_SERVER_ERROR,

@@ -14,7 +14,7 @@ use stepwise_host::journal::postgres::lease::Fenced;
 use stepwise_host::journal::{Journal, Op, PgJournal, RunJournal};
 use stepwise_tests::host::{on_postgres, pretty};
 use stepwise_tests::loopback::{Loopback, Plan};
-use stepwise_tests::postgres::{cluster, database_of};
+use stepwise_tests::postgres::{Cluster, cluster, database_of};
 use stepwise_tests::{Api, HostOptions, HostProcess, guests};
 
 /// Hosts started one after another on one new database: the first leads.
@@ -355,4 +355,99 @@ fn a_flush_under_a_lost_lease_is_refused_and_writes_nothing() {
     let fresh = PgJournal::open(&url).unwrap();
     assert_eq!(fresh.setting("while-held").unwrap().as_deref(), Some("v"));
     assert_eq!(fresh.setting("after-losing").unwrap(), None);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_database_restarted_under_load_loses_nothing_acknowledged() {
+    if !on_postgres() {
+        eprintln!("the database restarts only on PostgreSQL: skipped on sled");
+        return;
+    }
+    let cluster = Cluster::private().unwrap();
+    let url = cluster.new_database().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let host = HostProcess::start(
+        STEPWISE,
+        dir.path(),
+        HostOptions {
+            extra_args: vec![
+                "--store".into(),
+                url.clone(),
+                "--compiled-dir".into(),
+                compiled_cache(),
+            ],
+            ..HostOptions::default()
+        },
+    )
+    .unwrap();
+    host.deploy("probe", guests::PROBE).await.unwrap();
+    let loopback = Loopback::start().await.unwrap();
+    let script = json!({"url": loopback.url, "ops": [{"run": "a"}, {"run": "b"}, {"run": "c"}]});
+
+    // Events go in all along; the database restarts in the middle.
+    let sender = {
+        let api: Api = (*host).clone();
+        let script = script.clone();
+        tokio::spawn(async move {
+            let mut acknowledged = Vec::new();
+            let mut refused = 0;
+            for _ in 0..80 {
+                match api.send("probe/script", script.clone()).await {
+                    Ok(id) => acknowledged.push(id),
+                    Err(error) => {
+                        let error = error.to_string();
+                        assert!(
+                            error.contains("503") && error.contains("cannot reach its database"),
+                            "{error}"
+                        );
+                        refused += 1;
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(25)).await;
+            }
+            (acknowledged, refused)
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let restarted = tokio::task::spawn_blocking(move || {
+        cluster.restart_immediately().unwrap();
+        cluster
+    });
+    let (acknowledged, refused) = sender.await.unwrap();
+    let _cluster = restarted.await.unwrap();
+    eprintln!(
+        "{} events acknowledged, {refused} refused while the database restarted",
+        acknowledged.len()
+    );
+    assert!(acknowledged.len() >= 40, "{}", host.log());
+    // Events refused meanwhile (503) may still have been kept: runs may
+    // outnumber the events acknowledged, never the other way round.
+
+    let deadline = Instant::now() + PATIENCE;
+    let runs = loop {
+        let runs = host.runs().await;
+        if let Ok(runs) = &runs
+            && runs.len() >= acknowledged.len()
+            && runs.iter().all(|r| r.status == "completed")
+        {
+            break runs.clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not every run completed: {runs:?}\n{}",
+            host.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    for event in &acknowledged {
+        let started: Vec<_> = runs
+            .iter()
+            .filter(|r| r.event_ids.contains(event))
+            .collect();
+        assert_eq!(started.len(), 1, "event {event} started {started:?}");
+        for step in ["a", "b", "c"] {
+            let hits = loopback.hits(&started[0].id, step);
+            assert!((1..=2).contains(&hits), "{step}: {hits} hits");
+        }
+    }
 }

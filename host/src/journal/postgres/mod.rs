@@ -16,6 +16,7 @@
 pub mod lease;
 mod pending;
 mod pool;
+pub use pool::is_unreachable;
 pub mod schema;
 pub mod tls;
 

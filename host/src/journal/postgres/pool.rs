@@ -214,7 +214,7 @@ fn connect_error(config: &Config, error: tokio_postgres::Error) -> anyhow::Error
         error_text.push_str(&format!(": {inner}"));
         cause = inner.source();
     }
-    anyhow!(
+    anyhow::Error::new(Unreachable(format!(
         "could not connect to PostgreSQL at {} (port {}, user {}, database {}): {error_text}; \
          check that the server is running there and that --store (or STEPWISE_STORE) \
          names the right host, port, user, password and database (and, for TLS, the \
@@ -231,7 +231,24 @@ fn connect_error(config: &Config, error: tokio_postgres::Error) -> anyhow::Error
         },
         config.get_user().unwrap_or("(default)"),
         config.get_dbname().unwrap_or("(the user's)"),
-    )
+    )))
+}
+
+/// The database could not be reached (it restarts, the network is cut):
+/// the same call may succeed in a moment.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Unreachable(String);
+
+/// Whether `error` comes of the database being out of reach for now (no
+/// connection, or the one in use closed), not of what was asked of it.
+pub fn is_unreachable(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        cause.is::<Unreachable>()
+            || cause
+                .downcast_ref::<tokio_postgres::Error>()
+                .is_some_and(tokio_postgres::Error::is_closed)
+    })
 }
 
 /// The SQL of the statements on table `tree`, by kind.
