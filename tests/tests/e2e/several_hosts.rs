@@ -451,3 +451,78 @@ async fn the_database_restarted_under_load_loses_nothing_acknowledged() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_concurrency_limit_holds_across_hosts() {
+    let Some(set) = Hosts::start(3, "2s") else {
+        return;
+    };
+    let apis: Vec<Api> = (0..3).map(|i| set.default_tenant(i)).collect();
+    apis[2].deploy("flow", guests::FLOW).await.unwrap();
+    let loopback = Loopback::start().await.unwrap();
+    loopback.plan("work", Plan::Delay(Duration::from_millis(150)));
+    // One user's runs, sent through every host: one step at a time.
+    for i in 0..9 {
+        apis[i % 3]
+            .send("flow/keyed", json!({"url": loopback.url, "user": "ann"}))
+            .await
+            .unwrap();
+    }
+    let runs = apis[1]
+        .wait_runs("keyed", PATIENCE, |runs| {
+            runs.len() == 9 && runs.iter().all(|r| r.status == "completed")
+        })
+        .await
+        .unwrap();
+    assert_eq!(runs.len(), 9);
+    assert_eq!(loopback.total_hits(), 9, "each body ran once");
+    assert_eq!(
+        loopback.max_in_flight(),
+        1,
+        "a concurrency limit of 1: never two bodies at once, whichever host took the event"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cron_fires_once_per_tick_across_hosts_and_a_leader_change() {
+    let Some(mut set) = Hosts::start(3, "2s") else {
+        return;
+    };
+    let on_c = set.default_tenant(2);
+    on_c.deploy("ticker", guests::TICKER).await.unwrap();
+    on_c.wait_runs("tick", PATIENCE, |runs| {
+        runs.iter().filter(|r| r.status == "completed").count() >= 2
+    })
+    .await
+    .unwrap();
+    set.hosts[0].kill();
+    let killed_at = stepwise_host::model::now_ms();
+    // Host 1 or host 2 takes over; host 2 forwards to it, or leads.
+    let deadline = Instant::now() + PATIENCE;
+    while set.leader().0 == "host-0" {
+        assert!(Instant::now() < deadline, "nobody took the lease over");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let runs = on_c
+        .wait_runs("tick", PATIENCE, |runs| {
+            runs.iter()
+                .filter(|r| r.status == "completed" && r.created_at > killed_at)
+                .count()
+                >= 2
+        })
+        .await
+        .unwrap();
+    let mut scheduled = Vec::new();
+    for run in &runs {
+        let detail = on_c.run(&run.id).await.unwrap();
+        scheduled.push(detail.events[0]["ts"].as_u64().unwrap());
+    }
+    let mut unique = scheduled.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(
+        unique.len(),
+        scheduled.len(),
+        "no tick fired twice across the hosts and the change of leader: {scheduled:?}"
+    );
+}
