@@ -200,6 +200,9 @@ pub struct HostConfig {
     /// The lease every write to `store` must hold, when other hosts may
     /// share it (`serve` sets it once it leads).
     pub fence: Option<crate::cluster::Fence>,
+    /// The secret hosts on one database prove a forwarded request with
+    /// (see [`crate::api::forward`]).
+    pub forwarding_secret: Option<String>,
     /// Where compiled components are cached (default `data_dir/compiled`);
     /// hosts of the same build may share one.
     pub compiled_dir: Option<PathBuf>,
@@ -238,6 +241,7 @@ impl HostConfig {
             data_dir,
             store: None,
             fence: None,
+            forwarding_secret: None,
             compiled_dir: None,
             event_key: None,
             keep_old_event_key: false,

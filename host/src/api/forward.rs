@@ -17,9 +17,15 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 
-/// The header naming the client a forwarded request came from (for the
-/// leader's log; the leader does not trust it for its limits).
-const FORWARDED_FOR: &str = "x-forwarded-for";
+/// The header naming the client a forwarded request came from: the
+/// leader counts the request against that client (its wrong keys, say),
+/// not against the standby that forwarded it, when the request also
+/// carries the hosts' forwarding secret.
+pub const FORWARDED_FOR: &str = "x-stepwise-forwarded-for";
+
+/// The header carrying the forwarding secret, which only hosts on the
+/// database know (see [`crate::cluster`]).
+pub const FORWARDING_KEY: &str = "x-stepwise-forwarding-key";
 
 /// How long a request waits for this host to finish starting to lead.
 const STARTING_PATIENCE: Duration = Duration::from_secs(60);
@@ -38,13 +44,16 @@ pub enum Role {
 /// What a standby's router needs.
 struct Forwarding {
     role: watch::Receiver<Role>,
+    /// Proves to the leader that a request comes from a host.
+    secret: String,
     http: reqwest::Client,
     /// The largest request body forwarded (an upload's limit).
     body_limit: usize,
 }
 
-/// A router that answers as `role` says at the time of each request.
-pub fn router(role: watch::Receiver<Role>, body_limit: usize) -> Router {
+/// A router that answers as `role` says at the time of each request;
+/// requests it forwards carry `secret`.
+pub fn router(role: watch::Receiver<Role>, secret: String, body_limit: usize) -> Router {
     let http = reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(5))
         // The leader's answer is the answer: its redirects are the client's.
@@ -53,6 +62,7 @@ pub fn router(role: watch::Receiver<Role>, body_limit: usize) -> Router {
         .expect("a client with a connect timeout and no redirects builds");
     let forwarding = Arc::new(Forwarding {
         role,
+        secret,
         http,
         body_limit,
     });
@@ -119,7 +129,9 @@ async fn forward(
         .headers(end_to_end(&parts.headers))
         .body(body);
     if let Some(ClientAddr(peer)) = parts.extensions.get::<ClientAddr>() {
-        outgoing = outgoing.header(FORWARDED_FOR, peer.ip().to_string());
+        outgoing = outgoing
+            .header(FORWARDED_FOR, peer.ip().to_string())
+            .header(FORWARDING_KEY, &forwarding.secret);
     }
     let answered = outgoing.send().await.map_err(|error| {
         ApiError::new(
@@ -163,7 +175,39 @@ fn end_to_end(headers: &HeaderMap) -> HeaderMap {
     }
     kept.remove("keep-alive");
     kept.remove("proxy-connection");
+    // A client's own claim of where it is from is never passed on.
+    kept.remove(FORWARDED_FOR);
+    kept.remove(FORWARDING_KEY);
     kept
+}
+
+/// The leader's side: a request that carries the hosts' forwarding secret
+/// counts as coming from the client the standby names; any other claim of
+/// a source is dropped.
+pub async fn trust_forwarded(
+    State(secret): State<Arc<String>>,
+    mut request: Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let headers = request.headers_mut();
+    let key = headers.remove(FORWARDING_KEY);
+    let claimed = headers.remove(FORWARDED_FOR);
+    let from_a_host = key.is_some_and(|key| same_secret(key.as_bytes(), secret.as_bytes()));
+    let client = claimed
+        .and_then(|value| value.to_str().ok()?.parse::<std::net::IpAddr>().ok())
+        .filter(|_| from_a_host);
+    if let Some(ip) = client {
+        request
+            .extensions_mut()
+            .insert(ClientAddr(std::net::SocketAddr::new(ip, 0)));
+    }
+    next.run(request).await
+}
+
+/// Compares digests, so that the time taken says nothing of the secret.
+fn same_secret(given: &[u8], secret: &[u8]) -> bool {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(given) == Sha256::digest(secret)
 }
 
 #[cfg(test)]
@@ -171,13 +215,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn connection_headers_are_not_forwarded() {
+    fn connection_headers_and_a_clients_claim_of_its_source_are_not_forwarded() {
         let mut headers = HeaderMap::new();
         headers.insert(header::CONNECTION, "close".parse().unwrap());
         headers.insert(header::HOST, "a:1".parse().unwrap());
         headers.insert("keep-alive", "timeout=5".parse().unwrap());
         headers.insert(header::AUTHORIZATION, "Bearer k".parse().unwrap());
         headers.insert(header::CONTENT_TYPE, "application/json".parse().unwrap());
+        headers.insert(FORWARDED_FOR, "10.0.0.1".parse().unwrap());
+        headers.insert(FORWARDING_KEY, "guess".parse().unwrap());
         let kept = end_to_end(&headers);
         assert_eq!(kept.len(), 2, "{kept:?}");
         assert_eq!(kept[header::AUTHORIZATION], "Bearer k");

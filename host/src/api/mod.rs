@@ -56,7 +56,8 @@ type ApiResult<T> = Result<T, ApiError>;
 /// The API's routes over a running host; wrong keys are counted by `auth`.
 pub fn router(host: Arc<Stepwise>, auth: Arc<AuthThrottle>) -> Router {
     let component_limit = host.config.limits.max_component_bytes;
-    Router::new()
+    let forwarding_secret = host.config.forwarding_secret.clone();
+    let routes = Router::new()
         .route("/health", get(health))
         .route("/e/{event_key}", post(send_with_key))
         .route("/v1/events", get(list_events).post(send_event))
@@ -71,7 +72,14 @@ pub fn router(host: Arc<Stepwise>, auth: Arc<AuthThrottle>) -> Router {
         .layer(DefaultBodyLimit::max(MAX_EVENTS_BODY))
         .layer(axum::middleware::map_response(error::json_errors))
         .layer(axum::Extension(auth))
-        .with_state(host)
+        .with_state(host);
+    match forwarding_secret {
+        Some(secret) => routes.layer(axum::middleware::from_fn_with_state(
+            Arc::new(secret),
+            forward::trust_forwarded,
+        )),
+        None => routes,
+    }
 }
 
 async fn not_found() -> ApiError {

@@ -94,6 +94,7 @@ async fn serve_on_postgres(
             flush_stdout();
             Some(api::forward::router(
                 role_seen,
+                leases.forwarding_secret().to_string(),
                 config.limits.max_component_bytes + 64 * 1024,
             ))
         }
@@ -110,6 +111,7 @@ async fn serve_on_postgres(
                 epoch
             }
         };
+        config.forwarding_secret = Some(leases.forwarding_secret().to_string());
         let leadership = Leadership::keep(leases, epoch, ttl);
         config.fence = Some(leadership.fence().await);
         let host = Stepwise::start(config).await?;
@@ -184,6 +186,7 @@ fn host_config(args: &ServeArgs, dev: bool) -> HostConfig {
         data_dir: args.data_dir.clone(),
         store: args.store.clone(),
         fence: None,
+        forwarding_secret: None,
         compiled_dir: args.compiled_dir.clone(),
         event_key: args.event_key.clone(),
         keep_old_event_key: args.keep_old,

@@ -526,3 +526,62 @@ async fn a_cron_fires_once_per_tick_across_hosts_and_a_leader_change() {
         "no tick fired twice across the hosts and the change of leader: {scheduled:?}"
     );
 }
+
+/// A client calling from `source` (a loopback address of its own).
+fn client_from(source: &str) -> reqwest::Client {
+    reqwest::Client::builder()
+        .local_address(source.parse::<std::net::IpAddr>().unwrap())
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn wrong_keys_through_a_standby_count_against_their_sender_only() {
+    let Some(set) = Hosts::start(2, "2s") else {
+        return;
+    };
+    let (leader, standby) = (&set.hosts[0].url, &set.hosts[1].url);
+    let attacker = client_from("127.0.0.2");
+    let honest = client_from("127.0.0.3");
+    let mut throttled = false;
+    for _ in 0..30 {
+        let answer = attacker
+            .post(format!("{standby}/e/swe_{}", "0".repeat(48)))
+            .json(&json!({"name": "x/y", "data": {}}))
+            .send()
+            .await
+            .unwrap();
+        if answer.status() == StatusCode::TOO_MANY_REQUESTS {
+            throttled = true;
+            break;
+        }
+        assert_eq!(answer.status(), StatusCode::UNAUTHORIZED);
+    }
+    assert!(throttled, "30 wrong keys were never throttled");
+
+    // Another client of the same standby is not the attacker.
+    let sent = honest
+        .post(format!("{standby}/e/{}", set.hosts[0].event_key))
+        .json(&json!({"name": "x/y", "data": {}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        sent.status(),
+        StatusCode::OK,
+        "{}",
+        sent.text().await.unwrap()
+    );
+
+    // Claiming another source without the hosts' secret changes nothing.
+    let spoofed = attacker
+        .post(format!("{leader}/e/{}", set.hosts[0].event_key))
+        .header("x-stepwise-forwarded-for", "10.9.9.9")
+        .header("x-stepwise-forwarding-key", "a guess")
+        .json(&json!({"name": "x/y", "data": {}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(spoofed.status(), StatusCode::TOO_MANY_REQUESTS);
+}

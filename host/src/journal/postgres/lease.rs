@@ -93,6 +93,7 @@ pub enum Claim {
 pub struct Leases {
     connection: Connection,
     holder: String,
+    forwarding_secret: String,
     address: String,
     ttl: Duration,
 }
@@ -103,10 +104,12 @@ impl Leases {
     /// unless renewed.
     pub async fn open(url: &str, holder: &str, address: &str, ttl: Duration) -> Result<Self> {
         let target = super::parse_url(url)?;
-        let connection = super::schema::migrate(Connection::open(&target).await?).await?;
+        let mut connection = super::schema::migrate(Connection::open(&target).await?).await?;
+        let forwarding_secret = shared_secret(&mut connection, "forwarding_secret").await?;
         Ok(Leases {
             connection,
             holder: holder.to_string(),
+            forwarding_secret,
             address: address.to_string(),
             ttl,
         })
@@ -115,6 +118,12 @@ impl Leases {
     /// This host's id.
     pub fn holder(&self) -> &str {
         &self.holder
+    }
+
+    /// The secret every host on the database shares, which proves that a
+    /// request was forwarded by one of them.
+    pub fn forwarding_secret(&self) -> &str {
+        &self.forwarding_secret
     }
 
     /// Takes lease `name` if nobody holds it, its holder let it expire or
@@ -187,4 +196,26 @@ impl Leases {
             .with_context(|| format!("releasing the lease {name}"))?;
         Ok(())
     }
+}
+
+/// The secret `name` the hosts on the database share: made by the first
+/// host that asks for it, read by the others.
+async fn shared_secret(connection: &mut Connection, name: &str) -> Result<String> {
+    let made = hex::encode(rand::random::<[u8; 32]>());
+    let client = connection.client().await?;
+    client
+        .execute(
+            "INSERT INTO stepwise.cluster (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING",
+            &[&name, &made],
+        )
+        .await
+        .with_context(|| format!("making the hosts' {name}"))?;
+    let row = client
+        .query_one(
+            "SELECT value FROM stepwise.cluster WHERE name = $1",
+            &[&name],
+        )
+        .await
+        .with_context(|| format!("reading the hosts' {name}"))?;
+    Ok(row.get(0))
 }

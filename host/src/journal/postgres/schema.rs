@@ -35,9 +35,10 @@ fn tables_v1() -> String {
     sql
 }
 
-/// Version 2: the leases hosts hold to write (see [`super::lease`]), and
-/// the check every flush makes that its host still holds its lease, which
-/// fails the flush's transaction when not.
+/// Version 2: the leases hosts hold to write (see [`super::lease`]), the
+/// check every flush makes that its host still holds its lease, which
+/// fails the flush's transaction when not, and the settings the hosts
+/// share (the secret that proves a request forwarded by one of them).
 fn leases_v2() -> String {
     format!(
         "CREATE TABLE stepwise.leases (\
@@ -46,6 +47,7 @@ fn leases_v2() -> String {
            epoch bigint NOT NULL, \
            expires_at timestamptz NOT NULL, \
            address text NOT NULL); \
+         CREATE TABLE stepwise.cluster (name text PRIMARY KEY, value text NOT NULL); \
          CREATE FUNCTION stepwise.hold_lease(lease_name text, lease_holder text, lease_epoch bigint) \
          RETURNS void LANGUAGE plpgsql AS $fn$ \
          BEGIN \
