@@ -18,15 +18,17 @@ use stepwise_tests::postgres::{Cluster, cluster, database_of};
 use stepwise_tests::{Api, HostOptions, HostProcess, guests};
 
 /// Hosts started one after another on one new database: the first leads.
-struct Hosts {
+/// Each listens on a port of its own, the same again after a restart.
+pub struct Hosts {
     url: String,
-    hosts: Vec<HostProcess>,
+    /// The hosts, `host-0` first.
+    pub hosts: Vec<HostProcess>,
     _dirs: Vec<tempfile::TempDir>,
 }
 
 impl Hosts {
     /// `count` hosts whose leases last `ttl`; `None` on sled.
-    fn start(count: usize, ttl: &str) -> Option<Hosts> {
+    pub fn start(count: usize, ttl: &str) -> Option<Hosts> {
         if !on_postgres() {
             eprintln!("several hosts share a journal only on PostgreSQL: skipped on sled");
             return None;
@@ -49,6 +51,7 @@ impl Hosts {
                     "--compiled-dir".to_string(),
                     compiled_cache(),
                 ],
+                listen: Some(format!("127.0.0.1:{}", free_port())),
                 ..HostOptions::default()
             };
             hosts.push(HostProcess::start(STEPWISE, dir.path(), options).unwrap());
@@ -63,13 +66,13 @@ impl Hosts {
 
     /// The default tenant (whose keys the first host printed) through host
     /// `i`.
-    fn default_tenant(&self, i: usize) -> Api {
+    pub fn default_tenant(&self, i: usize) -> Api {
         let first = &self.hosts[0];
         self.hosts[i].as_tenant(&first.management_key, &first.event_key)
     }
 
     /// Who holds the runs lease, and at what epoch.
-    fn leader(&self) -> (String, i64) {
+    pub fn leader(&self) -> (String, i64) {
         let row = cluster()
             .unwrap()
             .sql_in(
@@ -82,7 +85,7 @@ impl Hosts {
     }
 
     /// Waits for `holder` to hold the runs lease; how long that took.
-    fn wait_leader(&self, holder: &str, patience: Duration) -> Duration {
+    pub fn wait_leader(&self, holder: &str, patience: Duration) -> Duration {
         let start = Instant::now();
         while self.leader().0 != holder {
             assert!(
@@ -95,6 +98,14 @@ impl Hosts {
         }
         start.elapsed()
     }
+}
+
+/// A TCP port nothing listens on now.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
 }
 
 #[tokio::test(flavor = "multi_thread")]
