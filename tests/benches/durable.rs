@@ -15,6 +15,7 @@ use std::collections::HashSet;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use stepwise_host::cluster::{Claim, Fence, Leases, RUNS_LEASE};
 use stepwise_host::config::HostConfig;
 use stepwise_host::model::IncomingEvent;
 use stepwise_host::model::{DEFAULT_TENANT, RunKey};
@@ -78,6 +79,9 @@ async fn bench_host_with(max_steps: u32, component: &str) -> Result<Bench> {
     let dir = tempfile::tempdir()?;
     let mut config = HostConfig::new(dir.path().to_path_buf());
     config.store = bench_store()?;
+    if let Some(url) = &config.store {
+        config.fence = Some(lead(url).await?);
+    }
     config.backoff = Backoff::scaled(0.001);
     config.limits.max_steps_per_run = max_steps;
     let host = Stepwise::start(config).await?;
@@ -90,6 +94,27 @@ async fn bench_host_with(max_steps: u32, component: &str) -> Result<Bench> {
         host,
         _dir: dir,
         version: deployed.version,
+    })
+}
+
+/// The runs lease on the database at `url`, won as `stepwise serve` wins
+/// it: the bench host's flushes check it, as a serving host's do.
+async fn lead(url: &str) -> Result<Fence> {
+    let mut leases = Leases::open(
+        url,
+        "bench",
+        "http://bench.invalid",
+        Duration::from_secs(3_600),
+    )
+    .await?;
+    let Claim::Won { epoch } = leases.claim(RUNS_LEASE).await? else {
+        anyhow::bail!("another host holds the bench database's lease");
+    };
+    Ok(Fence {
+        lease: RUNS_LEASE.to_string(),
+        holder: "bench".to_string(),
+        epoch,
+        lost: Arc::new(tokio::sync::Notify::new()),
     })
 }
 

@@ -30,6 +30,11 @@ pub const FORWARDING_KEY: &str = "x-stepwise-forwarding-key";
 /// How long a request waits for this host to finish starting to lead.
 const STARTING_PATIENCE: Duration = Duration::from_secs(60);
 
+/// How long a request waits for another leader when the one it was sent
+/// to cannot be reached: longer than a lease, so that a leader's death is
+/// ridden out.
+const FAILOVER_PATIENCE: Duration = Duration::from_secs(30);
+
 /// Who answers a request to this host.
 #[derive(Clone)]
 pub enum Role {
@@ -71,53 +76,110 @@ pub fn router(role: watch::Receiver<Role>, secret: String, body_limit: usize) ->
 
 async fn answer(State(forwarding): State<Arc<Forwarding>>, request: Request) -> Response {
     let mut role = forwarding.role.clone();
-    let settled = tokio::time::timeout(
+    let leader = match settled(&mut role).await {
+        Ok(Role::Lead(router)) => return lead(router, request).await,
+        Ok(Role::Forward(leader)) => leader,
+        Ok(Role::Starting) | Err(()) => return not_ready(),
+    };
+    let (parts, body) = request.into_parts();
+    let Ok(body) = axum::body::to_bytes(body, forwarding.body_limit).await else {
+        return ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "the request's body is over {} bytes, or was cut off",
+                forwarding.body_limit
+            ),
+        )
+        .into_response();
+    };
+    let client = parts.extensions.get::<ClientAddr>().copied();
+    // A leader that cannot be reached may have died: once another host
+    // leads (this one, perhaps), the request goes there instead. It was
+    // never received, so sending it again repeats nothing.
+    let deadline = tokio::time::Instant::now() + FAILOVER_PATIENCE;
+    let mut leader = leader;
+    loop {
+        match forward(&forwarding, &leader, &parts, client, body.clone()).await {
+            Ok(response) => return response,
+            Err(Failed::Answer(error)) => return error.into_response(),
+            Err(Failed::Unreachable(error)) => {
+                let changed = tokio::time::timeout_at(deadline, role.changed()).await;
+                if !matches!(changed, Ok(Ok(()))) {
+                    return unreachable_leader(&leader, &error).into_response();
+                }
+                match settled(&mut role).await {
+                    Ok(Role::Forward(next)) => leader = next,
+                    Ok(Role::Lead(router)) => {
+                        let mut request = Request::new(Body::from(body));
+                        *request.method_mut() = parts.method.clone();
+                        *request.uri_mut() = parts.uri.clone();
+                        *request.headers_mut() = parts.headers.clone();
+                        if let Some(client) = client {
+                            request.extensions_mut().insert(client);
+                        }
+                        return lead(router, request).await;
+                    }
+                    Ok(Role::Starting) | Err(()) => return not_ready(),
+                }
+            }
+        }
+    }
+}
+
+/// The role once this host is not starting to lead (waiting for that up to
+/// [`STARTING_PATIENCE`]).
+async fn settled(role: &mut watch::Receiver<Role>) -> Result<Role, ()> {
+    tokio::time::timeout(
         STARTING_PATIENCE,
         role.wait_for(|role| !matches!(role, Role::Starting)),
     )
     .await
-    .map(|seen| seen.map(|role| role.clone()));
-    let current = match settled {
-        Ok(Ok(role)) => role,
-        _ => {
-            return ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "this host is taking over as the leader and is not ready yet; retry in a moment",
-            )
-            .retry_after(1)
-            .into_response();
-        }
-    };
-    match current {
-        Role::Lead(mut router) => match tower_service::Service::call(&mut router, request).await {
-            Ok(response) => response,
-            Err(never) => match never {},
-        },
-        Role::Forward(leader) => match forward(&forwarding, &leader, request).await {
-            Ok(response) => response,
-            Err(error) => error.into_response(),
-        },
-        Role::Starting => unreachable!("waited for above"),
+    .map_err(|_| ())?
+    .map(|role| role.clone())
+    .map_err(|_| ())
+}
+
+async fn lead(mut router: Router, request: Request) -> Response {
+    match tower_service::Service::call(&mut router, request).await {
+        Ok(response) => response,
+        Err(never) => match never {},
     }
+}
+
+fn not_ready() -> Response {
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "this host is taking over as the leader and is not ready yet; retry in a moment",
+    )
+    .retry_after(1)
+    .into_response()
+}
+
+fn unreachable_leader(leader: &str, error: &reqwest::Error) -> ApiError {
+    ApiError::new(
+        StatusCode::BAD_GATEWAY,
+        format!(
+            "this host stands by and forwards to the leading host at {leader}, which could not be reached ({error}); retry: if it stopped, another host takes over within the lease's time"
+        ),
+    )
+    .retry_after(1)
+}
+
+/// Why a forwarded request got no answer.
+enum Failed {
+    /// The leader could not be reached: the request was not sent.
+    Unreachable(reqwest::Error),
+    /// Anything else, answered as it is.
+    Answer(ApiError),
 }
 
 async fn forward(
     forwarding: &Forwarding,
     leader: &str,
-    request: Request,
-) -> Result<Response, ApiError> {
-    let (parts, body) = request.into_parts();
-    let body = axum::body::to_bytes(body, forwarding.body_limit)
-        .await
-        .map_err(|_| {
-            ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                format!(
-                    "the request's body is over {} bytes, or was cut off",
-                    forwarding.body_limit
-                ),
-            )
-        })?;
+    parts: &axum::http::request::Parts,
+    client: Option<ClientAddr>,
+    body: axum::body::Bytes,
+) -> Result<Response, Failed> {
     let path = parts
         .uri
         .path_and_query()
@@ -128,27 +190,30 @@ async fn forward(
         .request(parts.method.clone(), format!("{leader}{path}"))
         .headers(end_to_end(&parts.headers))
         .body(body);
-    if let Some(ClientAddr(peer)) = parts.extensions.get::<ClientAddr>() {
+    if let Some(ClientAddr(peer)) = client {
         outgoing = outgoing
             .header(FORWARDED_FOR, peer.ip().to_string())
             .header(FORWARDING_KEY, &forwarding.secret);
     }
-    let answered = outgoing.send().await.map_err(|error| {
-        ApiError::new(
-            StatusCode::BAD_GATEWAY,
-            format!(
-                "this host stands by and forwards to the leading host at {leader}, which did not answer ({error}); retry: if it stopped, another host takes over within the lease's time"
-            ),
-        )
-        .retry_after(1)
+    let answered = outgoing.send().await.map_err(|error| match error.is_connect() {
+        true => Failed::Unreachable(error),
+        false => Failed::Answer(
+            ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                format!(
+                    "the leading host at {leader} did not answer ({error}); the request may or may not have been taken: retry (an event sent again with the same id is not taken twice)"
+                ),
+            )
+            .retry_after(1),
+        ),
     })?;
     let status = answered.status();
     let headers = end_to_end(answered.headers());
     let body = answered.bytes().await.map_err(|error| {
-        ApiError::new(
+        Failed::Answer(ApiError::new(
             StatusCode::BAD_GATEWAY,
             format!("the leading host at {leader} broke off its answer ({error}); retry"),
-        )
+        ))
     })?;
     let mut response = Response::new(Body::from(body));
     *response.status_mut() = status;

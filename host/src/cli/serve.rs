@@ -104,7 +104,15 @@ async fn serve_on_postgres(
             Err(epoch) => epoch,
             Ok(_) => {
                 let epoch = cluster::wait_to_lead(&mut leases, ttl, |at| {
-                    role.send_replace(Role::Forward(at.to_string()));
+                    // Told only of a change: requests waiting for a new
+                    // leader wake on it.
+                    role.send_if_modified(|role| match role {
+                        Role::Forward(known) if known == at => false,
+                        _ => {
+                            *role = Role::Forward(at.to_string());
+                            true
+                        }
+                    });
                 })
                 .await;
                 role.send_replace(Role::Starting);

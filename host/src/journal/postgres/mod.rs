@@ -14,6 +14,7 @@
 //! transaction that it still holds it.
 
 pub mod lease;
+mod own_writes;
 mod pending;
 mod pool;
 pub use pool::is_unreachable;
@@ -59,6 +60,8 @@ struct Shared {
     fence: Option<Fence>,
     /// Set once a flush found the lease lost: no flush is tried again.
     fenced: AtomicBool,
+    /// The run records this host wrote, while it holds a lease (`fence`).
+    own: Option<own_writes::OwnWrites>,
 }
 
 /// How often writes nobody waits for (a run's end, output, saved counts)
@@ -85,6 +88,7 @@ impl PgJournal {
             writes: WriteCounts::default(),
             pending: Mutex::new(Pending::new()),
             flushing: Mutex::new(()),
+            own: fence.as_ref().map(|_| own_writes::OwnWrites::default()),
             fence,
             fenced: AtomicBool::new(false),
         });
@@ -106,6 +110,12 @@ impl PgJournal {
     fn get_raw(&self, tree: TreeId, key: Vec<u8>) -> Result<Option<Vec<u8>>> {
         if let Some(value) = self.pending().get(tree, &key) {
             return Ok(value);
+        }
+        if tree == TreeId::Runs
+            && let Some(own) = &self.shared.own
+            && let Some(value) = own.run(&key)
+        {
+            return Ok(Some(value));
         }
         let sql = self.shared.sql.clone();
         self.shared
@@ -447,6 +457,9 @@ fn parse_url(url: &str) -> Result<Target> {
 impl Journal for PgJournal {
     fn apply(&self, batch: Batch) -> Result<()> {
         let Prepared { writes, stored, .. } = records::prepare_batch(batch)?;
+        if let Some(own) = &self.shared.own {
+            own.note(&writes);
+        }
         self.shared.writes.applying(|| self.pending().apply(writes));
         for (tenant, bytes) in &stored {
             self.usage.add(tenant, *bytes);
