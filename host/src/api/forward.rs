@@ -49,6 +49,8 @@ pub enum Role {
 /// What a standby's router needs.
 struct Forwarding {
     role: watch::Receiver<Role>,
+    /// This host's id (for `/health`).
+    host_id: String,
     /// Proves to the leader that a request comes from a host.
     secret: String,
     http: reqwest::Client,
@@ -58,7 +60,12 @@ struct Forwarding {
 
 /// A router that answers as `role` says at the time of each request;
 /// requests it forwards carry `secret`.
-pub fn router(role: watch::Receiver<Role>, secret: String, body_limit: usize) -> Router {
+pub fn router(
+    role: watch::Receiver<Role>,
+    host_id: String,
+    secret: String,
+    body_limit: usize,
+) -> Router {
     let http = reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(5))
         // The leader's answer is the answer: its redirects are the client's.
@@ -67,6 +74,7 @@ pub fn router(role: watch::Receiver<Role>, secret: String, body_limit: usize) ->
         .expect("a client with a connect timeout and no redirects builds");
     let forwarding = Arc::new(Forwarding {
         role,
+        host_id,
         secret,
         http,
         body_limit,
@@ -81,6 +89,16 @@ async fn answer(State(forwarding): State<Arc<Forwarding>>, request: Request) -> 
         Ok(Role::Forward(leader)) => leader,
         Ok(Role::Starting) | Err(()) => return not_ready(),
     };
+    if request.uri().path() == "/health" {
+        // A standby is healthy when it can forward: it answers for itself.
+        return axum::Json(serde_json::json!({
+            "status": "ok",
+            "role": "standby",
+            "host_id": forwarding.host_id,
+            "leader": leader,
+        }))
+        .into_response();
+    }
     let (parts, body) = request.into_parts();
     let Ok(body) = axum::body::to_bytes(body, forwarding.body_limit).await else {
         return ApiError::new(

@@ -87,11 +87,18 @@ async fn not_found() -> ApiError {
 }
 
 async fn health(State(host): Host) -> Json<Value> {
-    Json(json!({
+    let mut health = json!({
         "status": "ok",
         "active_runs": host.scheduler.active_runs(),
         "armed_timers": host.scheduler.armed_timers(),
-    }))
+    });
+    // Among several hosts on one database: this one leads.
+    if let Some(fence) = &host.config.fence {
+        health["role"] = json!("leader");
+        health["host_id"] = json!(fence.holder);
+        health["epoch"] = json!(fence.epoch);
+    }
+    Json(health)
 }
 
 /// The cause of a failed body read that says how the client failed: a body

@@ -94,6 +94,7 @@ async fn serve_on_postgres(
             flush_stdout();
             Some(api::forward::router(
                 role_seen,
+                host_id.clone(),
                 leases.forwarding_secret().to_string(),
                 config.limits.max_component_bytes + 64 * 1024,
             ))

@@ -123,6 +123,18 @@ async fn a_standby_forwards_every_request_and_answers_as_the_leader() {
         set.hosts[1].start_output
     );
     let (on_a, on_b) = (set.default_tenant(0), set.default_tenant(1));
+    let leader = on_a.get("/health").await.unwrap();
+    assert_eq!(
+        (&leader["role"], &leader["host_id"], &leader["epoch"]),
+        (&json!("leader"), &json!("host-0"), &json!(1)),
+        "{leader}"
+    );
+    let standby = on_b.get("/health").await.unwrap();
+    assert_eq!(
+        (&standby["role"], &standby["host_id"], &standby["leader"]),
+        (&json!("standby"), &json!("host-1"), &json!(on_a.url)),
+        "{standby}"
+    );
     on_b.deploy("probe", guests::PROBE).await.unwrap();
     let loopback = Loopback::start().await.unwrap();
     let ops = json!([{"run": "a"}, {"run": "b"}]);
