@@ -132,6 +132,25 @@ impl Leases {
     pub async fn claim(&mut self, name: &str) -> Result<Claim> {
         let ttl = self.ttl.as_secs_f64();
         let client = self.connection.client().await?;
+        // Look first, without a lock: a standby polling a held lease must
+        // not make the leader's flushes (which share-lock its row) wait.
+        let held = client
+            .query_opt(
+                "SELECT holder, address, \
+                   greatest(extract(epoch FROM expires_at - now()), 0)::float8 \
+                 FROM stepwise.leases \
+                 WHERE name = $1 AND expires_at > now() AND holder <> $2",
+                &[&name, &self.holder],
+            )
+            .await
+            .with_context(|| format!("reading who holds the lease {name}"))?;
+        if let Some(row) = held {
+            return Ok(Claim::HeldBy {
+                holder: row.get(0),
+                address: row.get(1),
+                expires_in: Duration::from_secs_f64(row.get(2)),
+            });
+        }
         let won = client
             .query_opt(
                 "INSERT INTO stepwise.leases AS l (name, holder, epoch, expires_at, address) \
