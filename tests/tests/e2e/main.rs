@@ -75,6 +75,25 @@ pub fn step_output(step: &StepView) -> &serde_json::Value {
         .unwrap_or_else(|| panic!("step {} has no output: {step:#?}", step.id))
 }
 
+/// The times cron `runs` were scheduled for (their events' `ts`), in the
+/// runs' order; fails the test if any time fired twice.
+pub async fn cron_times_once_each(api: &stepwise_tests::Api, runs: &[RunView]) -> Vec<u64> {
+    let mut scheduled = Vec::new();
+    for run in runs {
+        let detail = api.run(&run.id).await.unwrap();
+        scheduled.push(detail.events[0]["ts"].as_u64().unwrap());
+    }
+    let mut unique = scheduled.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(
+        unique.len(),
+        scheduled.len(),
+        "no time fired twice: {scheduled:?}"
+    );
+    scheduled
+}
+
 /// The ids of a run's steps, in order.
 pub fn step_ids(run: &RunDetail) -> Vec<String> {
     run.steps.iter().map(|s| s.id.clone()).collect()

@@ -9,6 +9,24 @@ use std::time::{Duration, Instant};
 use stepwise_tests::postgres::{cluster, database_of};
 use stepwise_tests::{HostOptions, HostProcess, Loopback, guests};
 
+/// A host on a new data directory with its journal at `url` (kept alive
+/// by the returned directory).
+pub fn host_on(url: &str) -> (tempfile::TempDir, HostProcess) {
+    let data = tempfile::tempdir().unwrap();
+    let options = HostOptions {
+        extra_args: vec![
+            "--store".into(),
+            url.to_string(),
+            "--compiled-dir".into(),
+            compiled_cache(),
+        ],
+        ..HostOptions::default()
+    };
+    let host = HostProcess::start(STEPWISE, data.path(), options)
+        .unwrap_or_else(|e| panic!("a host on {url}: {e:#}"));
+    (data, host)
+}
+
 /// Starts `stepwise serve --store url`, which must fail; returns what it
 /// printed to stderr.
 fn start_fails(url: &str) -> String {
@@ -58,22 +76,7 @@ fn a_database_a_newer_binary_migrated_is_refused_and_left_as_it_was() {
     let cluster = cluster().unwrap();
     let url = cluster.new_database().unwrap();
     let database = database_of(&url).unwrap();
-    let data = tempfile::tempdir().unwrap();
-    let host = HostProcess::start(
-        STEPWISE,
-        data.path(),
-        HostOptions {
-            extra_args: vec![
-                "--store".into(),
-                url.clone(),
-                "--compiled-dir".into(),
-                compiled_cache(),
-            ],
-            ..HostOptions::default()
-        },
-    )
-    .unwrap();
-    drop(host);
+    drop(host_on(&url));
     let versions =
         "SELECT string_agg(version::text, ',' ORDER BY version) FROM stepwise.schema_version";
     let migrated = cluster.sql_in(database, versions).unwrap();
@@ -122,21 +125,7 @@ fn a_user_who_may_not_create_the_schema_is_told_what_to_grant() {
 /// Starts a host on `url` and runs a one-step script on it to completion;
 /// the host runs on until dropped.
 async fn works_on(url: &str) -> (tempfile::TempDir, HostProcess) {
-    let data = tempfile::tempdir().unwrap();
-    let host = HostProcess::start(
-        STEPWISE,
-        data.path(),
-        HostOptions {
-            extra_args: vec![
-                "--store".into(),
-                url.to_string(),
-                "--compiled-dir".into(),
-                compiled_cache(),
-            ],
-            ..HostOptions::default()
-        },
-    )
-    .unwrap_or_else(|e| panic!("a host on {url}: {e:#}"));
+    let (data, host) = host_on(url);
     host.deploy("probe", guests::PROBE).await.unwrap();
     let loopback = Loopback::start().await.unwrap();
     let run = start_script(&host, json!({"url": loopback.url, "ops": [{"run": "a"}]})).await;

@@ -183,15 +183,23 @@ async fn call(api: &Api, method: Method, path: &str) -> (StatusCode, Value) {
     (code, response.json().await.unwrap_or(Value::Null))
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_killed_leader_is_replaced_and_its_runs_carry_on() {
-    let Some(mut set) = Hosts::start(2, "2s") else {
-        return;
-    };
+/// Two hosts with a 2 s lease, the probe app deployed through the standby
+/// (`host-1`, whose API is returned), and a loopback server that holds every
+/// call to step `slow` until released; `None` on sled.
+async fn two_hosts_holding_slow() -> Option<(Hosts, Api, Loopback)> {
+    let set = Hosts::start(2, "2s")?;
     let on_b = set.default_tenant(1);
     on_b.deploy("probe", guests::PROBE).await.unwrap();
     let loopback = Loopback::start().await.unwrap();
     loopback.plan("slow", Plan::Hold);
+    Some((set, on_b, loopback))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_killed_leader_is_replaced_and_its_runs_carry_on() {
+    let Some((mut set, on_b, loopback)) = two_hosts_holding_slow().await else {
+        return;
+    };
     let executing = start_script(
         &on_b,
         json!({"url": loopback.url, "ops": [{"run": "a"}, {"run": "slow"}, {"run": "c"}]}),
@@ -272,13 +280,9 @@ async fn a_stopped_leader_hands_its_lease_over_at_once() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_paused_leader_cannot_write_once_another_host_took_its_lease() {
-    let Some(mut set) = Hosts::start(2, "2s") else {
+    let Some((mut set, on_b, loopback)) = two_hosts_holding_slow().await else {
         return;
     };
-    let on_b = set.default_tenant(1);
-    on_b.deploy("probe", guests::PROBE).await.unwrap();
-    let loopback = Loopback::start().await.unwrap();
-    loopback.plan("slow", Plan::Hold);
     let ops = json!([{"run": "a"}, {"run": "slow"}, {"run": "c"}]);
     let run = start_script(&on_b, json!({"url": loopback.url, "ops": ops})).await;
     assert!(loopback.wait_hits(&run, "slow", 1, PATIENCE).await);
@@ -391,21 +395,7 @@ async fn the_database_restarted_under_load_loses_nothing_acknowledged() {
     }
     let cluster = Cluster::private().unwrap();
     let url = cluster.new_database().unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let host = HostProcess::start(
-        STEPWISE,
-        dir.path(),
-        HostOptions {
-            extra_args: vec![
-                "--store".into(),
-                url.clone(),
-                "--compiled-dir".into(),
-                compiled_cache(),
-            ],
-            ..HostOptions::default()
-        },
-    )
-    .unwrap();
+    let (_dir, host) = crate::postgres::host_on(&url);
     host.deploy("probe", guests::PROBE).await.unwrap();
     let loopback = Loopback::start().await.unwrap();
     let script = json!({"url": loopback.url, "ops": [{"run": "a"}, {"run": "b"}, {"run": "c"}]});
@@ -538,19 +528,8 @@ async fn a_cron_fires_once_per_tick_across_hosts_and_a_leader_change() {
         })
         .await
         .unwrap();
-    let mut scheduled = Vec::new();
-    for run in &runs {
-        let detail = on_c.run(&run.id).await.unwrap();
-        scheduled.push(detail.events[0]["ts"].as_u64().unwrap());
-    }
-    let mut unique = scheduled.clone();
-    unique.sort();
-    unique.dedup();
-    assert_eq!(
-        unique.len(),
-        scheduled.len(),
-        "no tick fired twice across the hosts and the change of leader: {scheduled:?}"
-    );
+    // No tick fired twice across the hosts and the change of leader.
+    crate::cron_times_once_each(&on_c, &runs).await;
 }
 
 /// A client calling from `source` (a loopback address of its own).

@@ -139,24 +139,25 @@ pub fn connector(settings: &TlsSettings) -> Result<MakeRustlsConnect> {
         .with_safe_default_protocol_versions()
         .context("setting up TLS")?;
     let algorithms = provider.signature_verification_algorithms;
-    let config = match settings.check {
-        Check::Nothing => builder
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(AnyCertificate { algorithms }))
-            .with_no_client_auth(),
-        check => {
+    let chain = match settings.check {
+        Check::Nothing => None,
+        Check::Chain | Check::ChainAndName => {
             let roots = roots(settings.root_cert.as_deref())?;
-            let chain = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider)
-                .build()
-                .context("setting up the certificate check")?;
-            match check {
-                Check::ChainAndName => builder.with_webpki_verifier(chain).with_no_client_auth(),
-                _ => builder
-                    .dangerous()
-                    .with_custom_certificate_verifier(Arc::new(ChainOnly { chain }))
-                    .with_no_client_auth(),
-            }
+            Some(
+                WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider)
+                    .build()
+                    .context("setting up the certificate check")?,
+            )
         }
+    };
+    let config = match (settings.check, chain) {
+        (Check::ChainAndName, Some(chain)) => {
+            builder.with_webpki_verifier(chain).with_no_client_auth()
+        }
+        (_, chain) => builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(Lenient { chain, algorithms }))
+            .with_no_client_auth(),
     };
     Ok(MakeRustlsConnect::new(config))
 }
@@ -190,22 +191,34 @@ fn roots(root_cert: Option<&str>) -> Result<RootCertStore> {
     Ok(roots)
 }
 
-/// `require` without `sslrootcert`: encrypted, any certificate (as libpq).
+/// The checks rustls's own verifier does not offer: `require` without
+/// `sslrootcert` (encrypted, any certificate, as libpq) when `chain` is
+/// `None`; `verify-ca` (the chain checked, not the name it is for)
+/// otherwise. The handshake's signatures are checked either way.
 #[derive(Debug)]
-struct AnyCertificate {
+struct Lenient {
+    chain: Option<Arc<WebPkiServerVerifier>>,
     algorithms: WebPkiSupportedAlgorithms,
 }
 
-impl ServerCertVerifier for AnyCertificate {
+impl ServerCertVerifier for Lenient {
     fn verify_server_cert(
         &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
+        let Some(chain) = &self.chain else {
+            return Ok(ServerCertVerified::assertion());
+        };
+        match chain.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now) {
+            Err(rustls::Error::InvalidCertificate(
+                CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
+            )) => Ok(ServerCertVerified::assertion()),
+            other => other,
+        }
     }
 
     fn verify_tls12_signature(
@@ -228,58 +241,6 @@ impl ServerCertVerifier for AnyCertificate {
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.algorithms.supported_schemes()
-    }
-}
-
-/// `verify-ca`: the chain is checked, the name it is for is not.
-#[derive(Debug)]
-struct ChainOnly {
-    chain: Arc<WebPkiServerVerifier>,
-}
-
-impl ServerCertVerifier for ChainOnly {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        server_name: &ServerName<'_>,
-        ocsp_response: &[u8],
-        now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        match self.chain.verify_server_cert(
-            end_entity,
-            intermediates,
-            server_name,
-            ocsp_response,
-            now,
-        ) {
-            Err(rustls::Error::InvalidCertificate(
-                CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
-            )) => Ok(ServerCertVerified::assertion()),
-            other => other,
-        }
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.chain.verify_tls12_signature(message, cert, dss)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.chain.verify_tls13_signature(message, cert, dss)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.chain.supported_verify_schemes()
     }
 }
 
