@@ -137,6 +137,7 @@ pub async fn wait_to_lead(
     mut leader_at: impl FnMut(&str),
 ) -> i64 {
     let mut told = None;
+    let released = leases.released();
     loop {
         match leases.claim(RUNS_LEASE).await {
             Ok(Claim::Won { epoch }) => return epoch,
@@ -156,7 +157,12 @@ pub async fn wait_to_lead(
                 );
             }
         }
-        tokio::time::sleep(claim_interval(ttl)).await;
+        tokio::select! {
+            _ = tokio::time::sleep(claim_interval(ttl)) => {}
+            _ = released.notified() => {
+                tracing::info!("a lease was released: claiming it now");
+            }
+        }
     }
 }
 

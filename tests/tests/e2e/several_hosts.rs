@@ -272,6 +272,14 @@ async fn a_stopped_leader_hands_its_lease_over_at_once() {
     assert!(status.success(), "{status:?}: {}", set.hosts[0].log());
     let took = set.wait_leader("host-1", Duration::from_secs(30));
     assert!(took < Duration::from_secs(30));
+    // Woken by the release's NOTIFY, not by its next poll.
+    assert!(
+        set.hosts[1]
+            .log()
+            .contains("a lease was released: claiming it now"),
+        "{}",
+        set.hosts[1].log()
+    );
     let loopback = Loopback::start().await.unwrap();
     let run = start_script(&on_b, json!({"url": loopback.url, "ops": [{"run": "a"}]})).await;
     let done = on_b.wait_status(&run, "completed", PATIENCE).await.unwrap();

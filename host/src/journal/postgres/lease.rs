@@ -11,6 +11,11 @@
 //! stop, `SIGSTOP`, a network cut) cannot write when it wakes.
 //!
 //! Times are the database's (`now()`), so hosts' clocks may disagree.
+//!
+//! A released lease is announced with `NOTIFY` ([`RELEASED_CHANNEL`]), so
+//! that standbys claim it at once; that is a hint only (it does not pass
+//! transaction-mode poolers, and a listener may be cut off): standbys poll
+//! the lease all the same.
 
 use super::pool::Connection;
 use anyhow::{Context, Result};
@@ -22,6 +27,9 @@ pub const FENCED_SQLSTATE: &str = "SWF01";
 
 /// The lease of the run state machine.
 pub const RUNS_LEASE: &str = "runs";
+
+/// The channel a released lease's name is sent on.
+pub const RELEASED_CHANNEL: &str = "stepwise_lease_released";
 
 /// The lease a journal's flushes must hold, and whom to tell when they
 /// find it lost.
@@ -92,6 +100,11 @@ pub enum Claim {
 /// A host's connection for claiming, renewing and releasing leases.
 pub struct Leases {
     connection: Connection,
+    /// Told when a host released a lease (a hint: see the module's
+    /// documentation).
+    released: Arc<tokio::sync::Notify>,
+    /// The connection that listens for releases, while it lasts.
+    _listener: Option<tokio_postgres::Client>,
     holder: String,
     forwarding_secret: String,
     address: String,
@@ -106,13 +119,31 @@ impl Leases {
         let target = super::parse_url(url)?;
         let mut connection = super::schema::migrate(Connection::open(&target).await?).await?;
         let forwarding_secret = shared_secret(&mut connection, "forwarding_secret").await?;
+        let released = Arc::new(tokio::sync::Notify::new());
+        let listener = match listen(&target, released.clone()).await {
+            Ok(client) => Some(client),
+            Err(error) => {
+                tracing::warn!(
+                    error = format!("{error:#}"),
+                    "cannot listen for released leases; standbys find them by polling"
+                );
+                None
+            }
+        };
         Ok(Leases {
             connection,
+            released,
+            _listener: listener,
             holder: holder.to_string(),
             forwarding_secret,
             address: address.to_string(),
             ttl,
         })
+    }
+
+    /// Told when a host released a lease: worth claiming at once.
+    pub fn released(&self) -> Arc<tokio::sync::Notify> {
+        self.released.clone()
     }
 
     /// This host's id.
@@ -213,8 +244,44 @@ impl Leases {
             )
             .await
             .with_context(|| format!("releasing the lease {name}"))?;
+        client
+            .execute("SELECT pg_notify($1, $2)", &[&RELEASED_CHANNEL, &name])
+            .await
+            .with_context(|| format!("announcing the release of the lease {name}"))?;
         Ok(())
     }
+}
+
+/// A connection of its own that listens on [`RELEASED_CHANNEL`] and tells
+/// `released` of every notification, until it is cut off.
+async fn listen(
+    target: &super::pool::Target,
+    released: Arc<tokio::sync::Notify>,
+) -> Result<tokio_postgres::Client> {
+    let (client, mut connection) = target
+        .config
+        .connect(target.tls.clone())
+        .await
+        .context("connecting to listen for released leases")?;
+    tokio::spawn(async move {
+        loop {
+            let message = futures_util::future::poll_fn(|cx| connection.poll_message(cx)).await;
+            match message {
+                Some(Ok(tokio_postgres::AsyncMessage::Notification(_))) => released.notify_one(),
+                Some(Ok(_)) => {}
+                Some(Err(error)) => {
+                    tracing::warn!(%error, "stopped listening for released leases; polling goes on");
+                    return;
+                }
+                None => return,
+            }
+        }
+    });
+    client
+        .batch_execute(&format!("LISTEN {RELEASED_CHANNEL}"))
+        .await
+        .context("listening for released leases")?;
+    Ok(client)
 }
 
 /// The secret `name` the hosts on the database share: made by the first
