@@ -310,36 +310,44 @@ async fn queue_loop(
             woken.push(job);
         }
         for job in woken {
-            let tenant = job.run.tenant.clone();
             admit(&scheduler, states.as_ref(), job);
-            // Counted as arriving until it is in the queue (or running).
-            shared.state().admitted(&tenant);
         }
         start_ready(&scheduler, &dispatch);
     }
 }
 
+/// Puts a woken job in the queue (or marks it to run again, if it is
+/// executing). A job counts as arriving from [`Scheduler::send`] until
+/// here, where it stops counting in the same lock that queues it: counted
+/// in both for a moment, it would make its tenant's queue look longer than
+/// it is, and refuse an event that fits.
 fn admit(scheduler: &Scheduler, states: &dyn RunStates, job: Job) {
+    let tenant = job.run.tenant.clone();
     {
         let mut state = scheduler.shared.state();
         if let Some(active) = state.active.get_mut(&job) {
             active.again = true;
+            state.admitted(&tenant);
             return;
         }
         if state.queue.contains(&job) {
+            state.admitted(&tenant);
             return;
         }
     }
-    match states.admission(&job) {
-        Ok(Some(admission)) => {
-            scheduler
-                .shared
-                .state()
-                .queue
-                .push(job, &admission, scheduler.shared.clock.now_ms())
+    let admission = states.admission(&job);
+    let mut state = scheduler.shared.state();
+    state.admitted(&tenant);
+    match admission {
+        Ok(Some(admission)) => state
+            .queue
+            .push(job, &admission, scheduler.shared.clock.now_ms()),
+        Ok(None) => {
+            drop(state);
+            branch_done(scheduler, &job)
         }
-        Ok(None) => branch_done(scheduler, &job),
         Err(error) => {
+            drop(state);
             tracing::error!(run = %job.run, error = format!("{error:#}"), "could not queue a run; retrying in 1 s");
             let scheduler = scheduler.clone();
             tokio::spawn(async move {
