@@ -71,13 +71,17 @@ fn check_host_id(id: &str) -> Result<()> {
     Ok(())
 }
 
+/// The machine's name (empty if it cannot be read).
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| std::env::var("HOSTNAME"))
+        .map(|name| name.trim().to_string())
+        .unwrap_or_default()
+}
+
 /// The machine's name, made safe for a host id.
 fn machine_name() -> String {
-    let name = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .or_else(|_| std::env::var("HOSTNAME"))
-        .unwrap_or_default();
-    let name: String = name
-        .trim()
+    let name: String = hostname()
         .chars()
         .map(|c| match c.is_ascii_alphanumeric() || c == '-' {
             true => c,
@@ -141,9 +145,7 @@ pub async fn wait_to_lead(
     loop {
         match leases.claim(RUNS_LEASE).await {
             Ok(Claim::Won { epoch }) => return epoch,
-            Ok(Claim::HeldBy {
-                holder, address, ..
-            }) => {
+            Ok(Claim::HeldBy { holder, address }) => {
                 if told.as_ref() != Some(&holder) {
                     tracing::info!(leader = %holder, %address, "standing by: another host leads");
                     told = Some(holder);
@@ -169,9 +171,9 @@ pub async fn wait_to_lead(
 /// The lease a leading host holds, kept alive in the background.
 pub struct Leadership {
     leases: Arc<Mutex<Leases>>,
-    epoch: i64,
-    /// Told by the journal when a flush found the lease taken.
-    lost: Arc<Notify>,
+    /// What the journal's flushes must hold; its `lost` is told by the
+    /// journal when a flush found the lease taken.
+    fence: Fence,
 }
 
 impl Leadership {
@@ -180,33 +182,20 @@ impl Leadership {
     /// finds the lease taken, when no renewal succeeded for `ttl` (another
     /// host may have it by now), or when a flush was refused.
     pub fn keep(leases: Leases, epoch: i64, ttl: Duration) -> Self {
-        let leadership = Leadership {
-            leases: Arc::new(Mutex::new(leases)),
-            epoch,
-            lost: Arc::new(Notify::new()),
-        };
-        tokio::spawn(renew(
-            leadership.leases.clone(),
-            epoch,
-            ttl,
-            leadership.lost.clone(),
-        ));
-        leadership
+        let fence = Fence::runs(leases.holder(), epoch);
+        let leases = Arc::new(Mutex::new(leases));
+        tokio::spawn(renew(leases.clone(), epoch, ttl, fence.lost.clone()));
+        Leadership { leases, fence }
     }
 
     /// The fence the journal's flushes must hold.
-    pub async fn fence(&self) -> Fence {
-        Fence {
-            lease: RUNS_LEASE.to_string(),
-            holder: self.leases.lock().await.holder().to_string(),
-            epoch: self.epoch,
-            lost: self.lost.clone(),
-        }
+    pub fn fence(&self) -> Fence {
+        self.fence.clone()
     }
 
     /// The epoch this host leads at.
     pub fn epoch(&self) -> i64 {
-        self.epoch
+        self.fence.epoch
     }
 
     /// Lets the lease go at once (a host stopping), so that a standby takes
@@ -216,7 +205,7 @@ impl Leadership {
             .leases
             .lock()
             .await
-            .release(RUNS_LEASE, self.epoch)
+            .release(RUNS_LEASE, self.fence.epoch)
             .await
         {
             Ok(()) => tracing::info!("released the runs lease"),

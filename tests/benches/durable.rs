@@ -110,12 +110,7 @@ async fn lead(url: &str) -> Result<Fence> {
     let Claim::Won { epoch } = leases.claim(RUNS_LEASE).await? else {
         anyhow::bail!("another host holds the bench database's lease");
     };
-    Ok(Fence {
-        lease: RUNS_LEASE.to_string(),
-        holder: "bench".to_string(),
-        epoch,
-        lost: Arc::new(tokio::sync::Notify::new()),
-    })
+    Ok(Fence::runs("bench", epoch))
 }
 
 /// With `STEPWISE_BENCH_STORE=postgres`, each bench host's journal is a

@@ -11,6 +11,15 @@ pub use host::{Api, HostOptions, HostProcess};
 pub use loopback::{Loopback, Plan};
 pub use polyglot::guest_app;
 
+/// A loopback TCP port nothing listens on now (for a host that must listen
+/// on the same port again after a restart, or a server's own port).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
 /// The source of example `name` in `language` (`python` or `js`), for
 /// `stepwise build`.
 pub fn example_source(language: &str, name: &str) -> String {

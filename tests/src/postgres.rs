@@ -120,7 +120,7 @@ impl Cluster {
                 String::from_utf8_lossy(&out.stderr)
             );
         }
-        let port = free_port()?;
+        let port = crate::free_port();
         let tls = make_certificates(&dir.join("tls"), owner);
         // Unix sockets need no password; TCP only with TLS.
         std::fs::write(
@@ -303,12 +303,6 @@ fn bin_dir() -> Result<PathBuf> {
              initdb, postgres, pg_isready and psql"
         )
     })
-}
-
-/// A TCP port nothing listens on now.
-fn free_port() -> Result<u16> {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").context("finding a free port")?;
-    Ok(listener.local_addr()?.port())
 }
 
 /// Makes, in `dir`, a test CA (`ca.crt`), a server certificate for

@@ -77,7 +77,6 @@ async fn serve_on_postgres(
         Claim::HeldBy {
             holder,
             address: at,
-            ..
         } => Ok((holder, at)),
     };
     let (role, role_seen) = tokio::sync::watch::channel(Role::Starting);
@@ -122,7 +121,7 @@ async fn serve_on_postgres(
         };
         config.forwarding_secret = Some(leases.forwarding_secret().to_string());
         let leadership = Leadership::keep(leases, epoch, ttl);
-        config.fence = Some(leadership.fence().await);
+        config.fence = Some(leadership.fence());
         let host = Stepwise::start(config).await?;
         tracing::info!(host_id, epoch, "leading: this host holds the runs lease");
         Ok::<_, anyhow::Error>((host, leadership))
@@ -180,8 +179,7 @@ async fn stop(host: &Stepwise, leadership: &Leadership) -> Result<()> {
 /// every interface.
 fn advertised_url(address: std::net::SocketAddr) -> String {
     if address.ip().is_unspecified() {
-        let name = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
-        let name = name.trim();
+        let name = cluster::hostname();
         if !name.is_empty() {
             return format!("http://{name}:{}", address.port());
         }

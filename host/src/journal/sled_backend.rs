@@ -24,6 +24,7 @@ use serde::de::DeserializeOwned;
 use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 use std::path::Path;
+use std::time::Duration;
 
 /// The journal in a sled database on local disk.
 pub struct SledJournal {
@@ -31,6 +32,43 @@ pub struct SledJournal {
     trees: Vec<sled::Tree>,
     usage: StorageUsage,
     writes: WriteCounts,
+}
+
+/// How long opening waits for the journal's file lock when it is held: a
+/// journal this process just closed keeps it until sled's flusher thread
+/// lets go, up to its flush interval (500 ms) after the last handle went
+/// (a start that migrates the journal closes and opens it again).
+const LOCK_PATIENCE: Duration = Duration::from_secs(3);
+
+/// The sled database in `dir`, waiting up to [`LOCK_PATIENCE`] for its
+/// lock.
+fn open_db(dir: &Path) -> Result<sled::Db> {
+    let deadline = std::time::Instant::now() + LOCK_PATIENCE;
+    loop {
+        let opened = sled::Config::new()
+            .path(dir)
+            // Records are small and read once per resume; a big cache would
+            // only cost resident memory.
+            .cache_capacity(64 * 1024 * 1024)
+            .open();
+        match opened {
+            // sled says so only in the message (an io error of kind Other).
+            Err(sled::Error::Io(error)) if error.to_string().contains("could not acquire lock") => {
+                if std::time::Instant::now() >= deadline {
+                    return Err(error).with_context(|| {
+                        format!(
+                            "opening the journal in {}: another process holds it (is another stepwise host running on this data directory?)",
+                            dir.display()
+                        )
+                    });
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            opened => {
+                return opened.with_context(|| format!("opening the journal in {}", dir.display()));
+            }
+        }
+    }
 }
 
 impl SledJournal {
@@ -101,13 +139,7 @@ impl SledJournal {
     /// Opens (or creates) the journal in `dir`.
     pub fn open(dir: &Path) -> Result<Self> {
         recover_interrupted_rewrite(dir)?;
-        let db = sled::Config::new()
-            .path(dir)
-            // Records are small and read once per resume; a big cache would
-            // only cost resident memory.
-            .cache_capacity(64 * 1024 * 1024)
-            .open()
-            .with_context(|| format!("opening the journal in {}", dir.display()))?;
+        let db = open_db(dir)?;
         let trees = TREE_NAMES
             .iter()
             .map(|name| db.open_tree(name))
@@ -499,6 +531,18 @@ mod tests {
             .into_iter()
             .map(|r| r.key.run)
             .collect()
+    }
+
+    #[test]
+    fn a_journal_just_closed_opens_again_and_one_held_open_is_refused_clearly() {
+        let dir = tempfile::tempdir().unwrap();
+        for _ in 0..5 {
+            let journal = SledJournal::open(dir.path()).unwrap();
+            journal.flush().unwrap();
+        }
+        let _held = SledJournal::open(dir.path()).unwrap();
+        let error = format!("{:#}", SledJournal::open(dir.path()).err().unwrap());
+        assert!(error.contains("another process holds it"), "{error}");
     }
 
     #[test]

@@ -7,7 +7,6 @@ use crate::tenants::{ADMIN, create_tenant};
 use crate::{PATIENCE, STEPWISE, compiled_cache, output, start_script};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 use stepwise_host::cluster::{Claim, Fence, Leases, RUNS_LEASE};
 use stepwise_host::journal::postgres::lease::Fenced;
@@ -51,7 +50,7 @@ impl Hosts {
                     "--compiled-dir".to_string(),
                     compiled_cache(),
                 ],
-                listen: Some(format!("127.0.0.1:{}", free_port())),
+                listen: Some(format!("127.0.0.1:{}", stepwise_tests::free_port())),
                 ..HostOptions::default()
             };
             hosts.push(HostProcess::start(STEPWISE, dir.path(), options).unwrap());
@@ -98,14 +97,6 @@ impl Hosts {
         }
         start.elapsed()
     }
-}
-
-/// A TCP port nothing listens on now.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -267,11 +258,16 @@ async fn a_stopped_leader_hands_its_lease_over_at_once() {
     };
     let on_b = set.default_tenant(1);
     on_b.deploy("probe", guests::PROBE).await.unwrap();
+    let stopped_at = Instant::now();
     set.hosts[0].signal(libc::SIGTERM);
     let status = set.hosts[0].wait_exit(PATIENCE).expect("the leader stops");
     assert!(status.success(), "{status:?}: {}", set.hosts[0].log());
-    let took = set.wait_leader("host-1", Duration::from_secs(30));
-    assert!(took < Duration::from_secs(30));
+    set.wait_leader("host-1", PATIENCE);
+    let took = stopped_at.elapsed();
+    assert!(
+        took < Duration::from_secs(30),
+        "the lease moved only {took:?} after SIGTERM: it expired, it was not released"
+    );
     // Woken by the release's NOTIFY, not by its next poll.
     assert!(
         set.hosts[1]
@@ -354,13 +350,8 @@ fn a_flush_under_a_lost_lease_is_refused_and_writes_nothing() {
         runtime.block_on(b.claim(RUNS_LEASE)).unwrap(),
         Claim::HeldBy { ref holder, .. } if holder == "a"
     ));
-    let lost = Arc::new(tokio::sync::Notify::new());
-    let fence = Fence {
-        lease: RUNS_LEASE.to_string(),
-        holder: "a".to_string(),
-        epoch: 1,
-        lost: lost.clone(),
-    };
+    let fence = Fence::runs("a", 1);
+    let lost = fence.lost.clone();
     let journal = PgJournal::open_fenced(&url, Some(fence)).unwrap();
     let put = |name: &str| {
         vec![Op::PutSetting {
@@ -494,11 +485,11 @@ async fn a_concurrency_limit_holds_across_hosts() {
     }
     let runs = apis[1]
         .wait_runs("keyed", PATIENCE, |runs| {
-            runs.len() == 9 && runs.iter().all(|r| r.status == "completed")
+            runs.len() >= 9 && runs.iter().all(|r| r.status == "completed")
         })
         .await
         .unwrap();
-    assert_eq!(runs.len(), 9);
+    assert_eq!(runs.len(), 9, "one run per event");
     assert_eq!(loopback.total_hits(), 9, "each body ran once");
     assert_eq!(
         loopback.max_in_flight(),

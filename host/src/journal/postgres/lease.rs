@@ -60,6 +60,18 @@ pub struct Fenced {
     pub epoch: i64,
 }
 
+impl Fence {
+    /// The runs lease, as `holder` won it at `epoch`.
+    pub fn runs(holder: &str, epoch: i64) -> Self {
+        Fence {
+            lease: RUNS_LEASE.to_string(),
+            holder: holder.to_string(),
+            epoch,
+            lost: Arc::new(tokio::sync::Notify::new()),
+        }
+    }
+}
+
 impl Fenced {
     /// The error of a flush under `fence`.
     pub fn of(fence: &Fence) -> Self {
@@ -92,9 +104,15 @@ pub enum Claim {
         holder: String,
         /// Where its API listens.
         address: String,
-        /// How long until it expires unless renewed.
-        expires_in: Duration,
     },
+}
+
+/// A lease row's `holder, address` as a [`Claim::HeldBy`].
+fn held_by(row: &tokio_postgres::Row) -> Claim {
+    Claim::HeldBy {
+        holder: row.get(0),
+        address: row.get(1),
+    }
 }
 
 /// A host's connection for claiming, renewing and releasing leases.
@@ -167,20 +185,14 @@ impl Leases {
         // not make the leader's flushes (which share-lock its row) wait.
         let held = client
             .query_opt(
-                "SELECT holder, address, \
-                   greatest(extract(epoch FROM expires_at - now()), 0)::float8 \
-                 FROM stepwise.leases \
+                "SELECT holder, address FROM stepwise.leases \
                  WHERE name = $1 AND expires_at > now() AND holder <> $2",
                 &[&name, &self.holder],
             )
             .await
             .with_context(|| format!("reading who holds the lease {name}"))?;
         if let Some(row) = held {
-            return Ok(Claim::HeldBy {
-                holder: row.get(0),
-                address: row.get(1),
-                expires_in: Duration::from_secs_f64(row.get(2)),
-            });
+            return Ok(held_by(&row));
         }
         let won = client
             .query_opt(
@@ -198,20 +210,15 @@ impl Leases {
         if let Some(row) = won {
             return Ok(Claim::Won { epoch: row.get(0) });
         }
+        // Another host claimed it between the look and the claim.
         let row = client
             .query_one(
-                "SELECT holder, address, \
-                   greatest(extract(epoch FROM expires_at - now()), 0)::float8 \
-                 FROM stepwise.leases WHERE name = $1",
+                "SELECT holder, address FROM stepwise.leases WHERE name = $1",
                 &[&name],
             )
             .await
             .with_context(|| format!("reading who holds the lease {name}"))?;
-        Ok(Claim::HeldBy {
-            holder: row.get(0),
-            address: row.get(1),
-            expires_in: Duration::from_secs_f64(row.get(2)),
-        })
+        Ok(held_by(&row))
     }
 
     /// Extends lease `name` by the lease's time from now; false when this

@@ -60,9 +60,12 @@ pub fn split(url: &str) -> Result<(String, TlsSettings)> {
     let rest = if let Some((base, query)) = url.split_once('?').filter(|_| url.contains("://")) {
         let mut kept = Vec::new();
         for pair in query.split('&') {
-            match pair.split_once('=') {
-                Some(("sslmode", value)) => mode = Some(percent_decode(value)),
-                Some(("sslrootcert", value)) => root_cert = Some(percent_decode(value)),
+            // The other parameters go on as they were written.
+            match form_urlencoded::parse(pair.as_bytes()).next() {
+                Some((name, value)) if name == "sslmode" => mode = Some(value.into_owned()),
+                Some((name, value)) if name == "sslrootcert" => {
+                    root_cert = Some(value.into_owned())
+                }
                 _ => kept.push(pair),
             }
         }
@@ -102,34 +105,6 @@ pub fn split(url: &str) -> Result<(String, TlsSettings)> {
             root_cert,
         },
     ))
-}
-
-/// `%XX` escapes of a URL's query value, decoded.
-fn percent_decode(value: &str) -> String {
-    let bytes = value.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = bytes
-            .get(i + 1..i + 3)
-            .and_then(|h| std::str::from_utf8(h).ok())
-            .and_then(|h| u8::from_str_radix(h, 16).ok());
-        match (bytes[i], hex) {
-            (b'%', Some(byte)) => {
-                out.push(byte);
-                i += 3;
-            }
-            (b'+', _) => {
-                out.push(b' ');
-                i += 1;
-            }
-            (byte, _) => {
-                out.push(byte);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// The connector that does what `settings` ask.

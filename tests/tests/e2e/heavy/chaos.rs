@@ -16,13 +16,6 @@ const SCRIPTS: usize = 800;
 const FANS: usize = 200;
 const KILLS: usize = 10;
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
 fn now_ms() -> u64 {
     stepwise_host::model::now_ms()
 }
@@ -63,7 +56,7 @@ async fn send_all(apis: Vec<Api>, events: Vec<Value>, batch: usize) {
 async fn a_thousand_runs_survive_ten_kills_and_completed_steps_never_run_again() {
     let dir = tempfile::tempdir().unwrap();
     let options = HostOptions {
-        listen: Some(format!("127.0.0.1:{}", free_port())),
+        listen: Some(format!("127.0.0.1:{}", stepwise_tests::free_port())),
         extra_args: vec!["--compiled-dir".into(), compiled_cache()],
         ..HostOptions::default()
     };
