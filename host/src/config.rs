@@ -203,6 +203,10 @@ pub struct HostConfig {
     /// The secret hosts on one database prove a forwarded request with
     /// (see [`crate::api::forward`]).
     pub forwarding_secret: Option<String>,
+    /// Hand jobs to worker hosts (the standbys on the same database, see
+    /// [`crate::work`]), fencing a worker off once it has not claimed for
+    /// this long: `serve` sets it, to its lease ttl, once it leads.
+    pub share_work: Option<std::time::Duration>,
     /// Where compiled components are cached (default `data_dir/compiled`);
     /// hosts of the same build may share one.
     pub compiled_dir: Option<PathBuf>,
@@ -242,6 +246,7 @@ impl HostConfig {
             store: None,
             fence: None,
             forwarding_secret: None,
+            share_work: None,
             compiled_dir: None,
             event_key: None,
             keep_old_event_key: false,

@@ -31,3 +31,4 @@ pub mod tenants;
 #[cfg(test)]
 mod testing;
 pub mod wit;
+pub mod work;

@@ -201,6 +201,20 @@ impl Tenants {
         self.state.read().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Reads the tenants' records (limits, allowlists) from the journal
+    /// again: a worker host executes with them, and the leader changes
+    /// them. Keys are left alone (a worker authenticates nothing).
+    pub fn reload_records(&self) -> Result<()> {
+        let fresh: HashMap<String, TenantRecord> = self
+            .journal
+            .tenants()?
+            .into_iter()
+            .map(|tenant| (tenant.name.clone(), tenant))
+            .collect();
+        self.write().tenants = fresh;
+        Ok(())
+    }
+
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, State> {
         self.state.write().unwrap_or_else(|p| p.into_inner())
     }

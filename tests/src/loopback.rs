@@ -22,6 +22,10 @@ pub enum Plan {
     /// Hold the call open until [`Loopback::release`] (to kill the host
     /// while a step body is in flight).
     Hold,
+    /// Hold a run's first call open until [`Loopback::release`], and
+    /// answer its later ones at once (a body re-executed elsewhere ends
+    /// while the first is still held).
+    HoldFirst,
     /// Answer 200 after this long (to keep calls in flight together).
     Delay(Duration),
 }
@@ -82,7 +86,7 @@ impl Loopback {
             .plans
             .lock()
             .unwrap()
-            .retain(|_, p| !matches!(p, Plan::Hold));
+            .retain(|_, p| !matches!(p, Plan::Hold | Plan::HoldFirst));
         let _ = self.release.send(true);
     }
 
@@ -214,7 +218,8 @@ async fn step(
         ),
         Some(Plan::FailTimes(_)) => ok,
         Some(Plan::Reject) => (StatusCode::BAD_REQUEST, "planned rejection".into()),
-        Some(Plan::Hold) => {
+        Some(Plan::HoldFirst) if hit > 1 => ok,
+        Some(Plan::Hold | Plan::HoldFirst) => {
             let _ = tokio::time::timeout(Duration::from_secs(120), released.wait_for(|r| *r)).await;
             ok
         }

@@ -14,6 +14,7 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderName, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 use tokio::sync::watch;
 
@@ -56,6 +57,8 @@ struct Forwarding {
     http: reqwest::Client,
     /// The largest request body forwarded (an upload's limit).
     body_limit: usize,
+    /// What this host executes for the leader.
+    work: Arc<crate::work::WorkerStats>,
 }
 
 /// A router that answers as `role` says at the time of each request;
@@ -65,6 +68,7 @@ pub fn router(
     host_id: String,
     secret: String,
     body_limit: usize,
+    work: Arc<crate::work::WorkerStats>,
 ) -> Router {
     let http = reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(5))
@@ -78,6 +82,7 @@ pub fn router(
         secret,
         http,
         body_limit,
+        work,
     });
     Router::new().fallback(answer).with_state(forwarding)
 }
@@ -96,6 +101,8 @@ async fn answer(State(forwarding): State<Arc<Forwarding>>, request: Request) -> 
             "role": "standby",
             "host_id": forwarding.host_id,
             "leader": leader,
+            "executing": forwarding.work.executing.load(Ordering::Relaxed),
+            "executed": forwarding.work.executed.load(Ordering::Relaxed),
         }))
         .into_response();
     }
@@ -279,6 +286,9 @@ pub async fn trust_forwarded(
     let client = claimed
         .and_then(|value| value.to_str().ok()?.parse::<std::net::IpAddr>().ok())
         .filter(|_| from_a_host);
+    if from_a_host {
+        request.extensions_mut().insert(FromAHost);
+    }
     if let Some(ip) = client {
         request
             .extensions_mut()
@@ -286,6 +296,12 @@ pub async fn trust_forwarded(
     }
     next.run(request).await
 }
+
+/// Marks a request that proved it comes from another host on the same
+/// database: worker hosts' requests (see [`crate::work`]) are only taken
+/// from those.
+#[derive(Debug, Clone, Copy)]
+pub struct FromAHost;
 
 /// Compares digests, so that the time taken says nothing of the secret.
 fn same_secret(given: &[u8], secret: &[u8]) -> bool {

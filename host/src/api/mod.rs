@@ -24,6 +24,7 @@ mod query;
 mod tenants;
 pub mod throttle;
 pub mod views;
+mod work;
 
 pub use auth::{Caller, KeyUse, MIN_KEY_CHARS, check_operator_key};
 pub use error::ApiError;
@@ -68,6 +69,7 @@ pub fn router(host: Arc<Stepwise>, auth: Arc<AuthThrottle>) -> Router {
         .route("/v1/runs/{id}", get(get_run))
         .route("/v1/runs/{id}/cancel", post(cancel_run))
         .merge(tenants::routes())
+        .merge(work::routes())
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_EVENTS_BODY))
         .layer(axum::middleware::map_response(error::json_errors))
@@ -97,6 +99,10 @@ async fn health(State(host): Host) -> Json<Value> {
         health["role"] = json!("leader");
         health["host_id"] = json!(fence.holder);
         health["epoch"] = json!(fence.epoch);
+    }
+    if let Some(workers) = &host.workers {
+        health["executing_here"] = json!(workers.executing_here());
+        health["workers"] = json!(workers.view());
     }
     Json(health)
 }

@@ -80,6 +80,8 @@ async fn serve_on_postgres(
         } => Ok((holder, at)),
     };
     let (role, role_seen) = tokio::sync::watch::channel(Role::Starting);
+    let work = Arc::new(crate::work::WorkerStats::default());
+    let leases_secret = leases.forwarding_secret().to_string();
     let router = match &standing_by {
         Err(_) => None,
         Ok((holder, at)) => {
@@ -92,13 +94,24 @@ async fn serve_on_postgres(
             );
             flush_stdout();
             Some(api::forward::router(
-                role_seen,
+                role_seen.clone(),
                 host_id.clone(),
                 leases.forwarding_secret().to_string(),
                 config.limits.max_component_bytes + 64 * 1024,
+                work.clone(),
             ))
         }
     };
+    // A standby executes jobs for the leader until it leads itself.
+    let worker = standing_by.is_ok().then(|| {
+        tokio::spawn(crate::work::worker::work(
+            role_seen,
+            host_id.clone(),
+            leases.forwarding_secret().to_string(),
+            config.clone(),
+            work.clone(),
+        ))
+    });
     let lead = async {
         let epoch = match standing_by {
             Err(epoch) => epoch,
@@ -119,7 +132,13 @@ async fn serve_on_postgres(
                 epoch
             }
         };
+        if let Some(worker) = &worker {
+            // Its executions belong to the last leader's sessions, which
+            // are over: this host replays their runs as it starts.
+            worker.abort();
+        }
         config.forwarding_secret = Some(leases.forwarding_secret().to_string());
+        config.share_work = Some(ttl);
         let leadership = Leadership::keep(leases, epoch, ttl);
         config.fence = Some(leadership.fence());
         let host = Stepwise::start(config).await?;
@@ -143,6 +162,7 @@ async fn serve_on_postgres(
     tokio::pin!(serving);
     let (host, leadership) = tokio::select! {
         _ = &mut serving => {
+            work.leave(leases_secret.as_str()).await;
             tracing::info!("stopped while standing by");
             return Ok(());
         }
@@ -194,6 +214,7 @@ fn host_config(args: &ServeArgs, dev: bool) -> HostConfig {
         store: args.store.clone(),
         fence: None,
         forwarding_secret: None,
+        share_work: None,
         compiled_dir: args.compiled_dir.clone(),
         event_key: args.event_key.clone(),
         keep_old_event_key: args.keep_old,

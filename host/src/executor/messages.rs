@@ -59,7 +59,14 @@ impl RunState {
             ));
         }
         let (used, quota) = (
-            self.session()?.services.runs.storage_used(&tenant),
+            {
+                let services = self.session()?.services.clone();
+                services
+                    .runs
+                    .storage_used(&tenant)
+                    .await
+                    .map_err(host_fault)?
+            },
             self.session()?.limits.storage_bytes,
         );
         if problem.is_none() && used >= quota {
@@ -68,7 +75,7 @@ impl RunState {
             ));
         }
         if problem.is_none()
-            && let Some(delay) = self.over_event_budget(&tenant, incoming.len())
+            && let Some(delay) = self.over_event_budget(&tenant, incoming.len()).await?
         {
             return self.send_later(delay).await;
         }
@@ -82,12 +89,12 @@ impl RunState {
             ));
         } else {
             let services = self.session()?.services.clone();
-            let accepted = services
+            let ids = services
                 .runs
                 .ingest(&tenant, incoming)
                 .await
                 .map_err(host_fault)?;
-            step.output = Some(json!(accepted.ids).to_string());
+            step.output = Some(json!(ids).to_string());
         }
         self.record_step(step.clone()).await?;
         journaled(&step).map(|r| r.map(ids_of))
@@ -96,9 +103,16 @@ impl RunState {
     /// How long until `tenant` may send `count` more events (its events per
     /// second and queued runs bound sends from steps as they bound its
     /// event API), or `None` if it may now.
-    fn over_event_budget(&mut self, tenant: &str, count: usize) -> Option<u64> {
-        let session = self.session.as_ref()?;
-        session.services.runs.event_budget_wait(tenant, count)
+    async fn over_event_budget(&mut self, tenant: &str, count: usize) -> Result<Option<u64>> {
+        let Some(session) = self.session.as_ref() else {
+            return Ok(None);
+        };
+        let services = session.services.clone();
+        services
+            .runs
+            .event_budget_wait(tenant, count)
+            .await
+            .map_err(host_fault)
     }
 
     /// Suspends the run until `delay_ms` from now, when it replays and sends

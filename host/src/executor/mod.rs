@@ -46,7 +46,7 @@ use crate::catalog::Catalog;
 use crate::config::Limits;
 use crate::journal::RunJournal;
 use crate::retry::Backoff;
-use crate::runs::Runs;
+use crate::runs::RunAccess;
 use crate::wit::types::FunctionConfig;
 use crate::wit::{App, AppPre};
 use anyhow::{Context, Result, anyhow};
@@ -91,8 +91,8 @@ pub struct RunServices {
     /// write through `runs`).
     pub journal: Arc<dyn RunJournal + Send + Sync>,
     /// The run state machine, which applies every transition a host call
-    /// asks for.
-    pub runs: Arc<Runs>,
+    /// asks for: this host's, or the leading host's (see [`RunAccess`]).
+    pub runs: Arc<dyn RunAccess>,
     /// The deployed functions (for `invoke`).
     pub catalog: Arc<Catalog>,
     /// When failed attempts are retried (Inngest's table, or scaled).

@@ -11,7 +11,7 @@
 //! fails follows the retry rules of its own step: its retry timer wakes the
 //! run, and the retry is another branch job.
 
-use super::outcome::{Interrupt, diverged, fault, replay_end};
+use super::outcome::{Interrupt, diverged, fault, host_fault, replay_end};
 use super::replay::Slot;
 use super::state::{OpenStep, Role, RunState, wit_error};
 use super::step_calls::BRANCH_SEGMENTS;
@@ -121,7 +121,10 @@ impl RunState {
         let runs = session.services.runs.clone();
         if !not_due
             && let [only] = todo.as_slice()
-            && !runs.branch_pending(&key, only.seq)
+            && !runs
+                .branch_pending(&key, only.seq)
+                .await
+                .map_err(host_fault)?
         {
             memos[only.index] = Memo::Execute;
             let segment = session.replay.calls_made();

@@ -250,7 +250,7 @@ impl RunDriver {
 
     async fn execute(&self, key: &RunKey) -> Result<Followup> {
         let journal = self.services.journal.clone();
-        let Some(run) = journal.run(key)? else {
+        let Some(run) = self.services.runs.run(key).await? else {
             return Ok(None);
         };
         if !matches!(run.status(), RunStatus::Queued | RunStatus::Running)
@@ -280,7 +280,7 @@ impl RunDriver {
         let _permit = self.executor.permits.clone().acquire_owned().await?;
         // Registered for as long as this function runs: the run state
         // machine then knows, without a read per step, whether it ends.
-        let Some((run, _execution)) = self.services.runs.start(key)? else {
+        let Some((run, _execution)) = self.services.runs.start(key).await? else {
             return Ok(None);
         };
         let steps = journal.steps(key)?;
@@ -301,7 +301,7 @@ impl RunDriver {
     /// Runs branch `seq` of `key`'s parallel group in an instance of its own.
     async fn execute_branch(&self, key: &RunKey, seq: u32) -> Result<Followup> {
         let journal = self.services.journal.clone();
-        let Some(run) = journal.run(key)? else {
+        let Some(run) = self.services.runs.run(key).await? else {
             return Ok(None);
         };
         if run.status().is_terminal() {
@@ -309,7 +309,7 @@ impl RunDriver {
         }
         let version = self.executor.version(&run.version).await?;
         let _permit = self.executor.permits.clone().acquire_owned().await?;
-        let Some(_execution) = self.services.runs.enter(key)? else {
+        let Some(_execution) = self.services.runs.enter(key, seq).await? else {
             return Ok(None);
         };
         let steps = journal.steps(key)?;

@@ -11,8 +11,9 @@ use std::fmt;
 /// Most events in one request, as in Inngest.
 pub const MAX_EVENTS_PER_REQUEST: usize = 5_000;
 
-/// An event as a sender gave it, checked but not yet accepted.
-#[derive(Debug, Clone, PartialEq)]
+/// An event as a sender gave it, checked but not yet accepted (sent
+/// between hosts as JSON when a step on a worker host sends it).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct IncomingEvent {
     /// The event's name, checked (printable, 1 to 256 characters).
     pub name: String,

@@ -12,6 +12,7 @@
 //! [`Effects`] reach the scheduler once they are durable. The executor and
 //! the API write nothing themselves.
 
+mod access;
 mod admit;
 mod crons;
 mod ending;
@@ -23,6 +24,7 @@ mod tx;
 #[cfg(test)]
 mod transitions_test;
 
+pub use access::{ExecutionGuard, RunAccess};
 pub use admit::delayed_start;
 pub use ending::FUNCTION_FAILED;
 pub use live::Execution;

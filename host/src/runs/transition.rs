@@ -15,10 +15,12 @@ use crate::model::{
     RunRecord, RunState, RunStatus, StepRecord, Timer, TimerKind, Waiter,
 };
 use anyhow::Result;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-/// One change an execution makes to its run.
-#[derive(Debug, Clone)]
+/// One change an execution makes to its run (sent between hosts as JSON
+/// when the run executes on a worker host).
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum Transition {
     /// The run starts (or resumes) executing: `running`, its start time
     /// set, and on its first start its `timeouts.finish` timer armed.
@@ -96,7 +98,7 @@ pub enum Transition {
 }
 
 /// What a parked run goes back to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Suspended {
     /// Sleeping, until the sleep's timer fires.
     Sleeping,
@@ -164,7 +166,7 @@ impl Runs {
 }
 
 /// What [`Runs::record`] did.
-#[derive(Debug)]
+#[derive(Debug, Serialize, Deserialize)]
 pub enum Recorded {
     /// The transition changed the run's record: here it is, as written.
     Run(Box<RunRecord>),

@@ -93,6 +93,8 @@ pub struct Stepwise {
     /// Where its API listens (set once bound): step bodies may not call it.
     pub own_address: Arc<OwnAddress>,
     pub(crate) driver: Arc<RunDriver>,
+    /// Worker hosts' sessions, when this host shares its jobs with them.
+    pub workers: Option<Arc<crate::work::Workers>>,
     /// What deploys wait for: no host-wide lock (see [`crate::deploys`]).
     pub(crate) deploys: crate::deploys::DeployLocks,
 }
@@ -211,7 +213,7 @@ impl Stepwise {
         let own_address = Arc::new(OwnAddress::default());
         let services = Arc::new(RunServices {
             journal: journal.clone(),
-            runs: runs.clone(),
+            runs: Arc::new(runs.clone()),
             catalog: catalog.clone(),
             backoff: config.backoff,
             tenants: tenants.clone(),
@@ -223,7 +225,18 @@ impl Stepwise {
         let poke = scheduler.clone();
         executor.memory_budget().on_room(move || poke.poke());
         let driver = Arc::new(RunDriver::new(executor.clone(), services));
-        loops.start(&scheduler, driver.clone(), runs.clone());
+        // Among several hosts, jobs execute here or on worker hosts.
+        let workers = config.share_work.map(|ttl| {
+            crate::work::Workers::start(runs.clone(), ttl, config.limits.max_executing as usize)
+        });
+        let dispatch: Arc<dyn crate::scheduler::Dispatch> = match &workers {
+            Some(workers) => Arc::new(crate::work::SharedDispatch {
+                local: driver.clone(),
+                workers: workers.clone(),
+            }),
+            None => driver.clone(),
+        };
+        loops.start(&scheduler, dispatch, runs.clone());
         let host = Arc::new(Stepwise {
             journal,
             commit,
@@ -235,6 +248,7 @@ impl Stepwise {
             config,
             own_address,
             driver,
+            workers,
             deploys: crate::deploys::DeployLocks::default(),
         });
         host.recover()?;

@@ -35,7 +35,9 @@ use std::fmt::Write as _;
 pub type Score = i64;
 
 /// Something to execute: a run's handler, or one branch of a parallel group.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub struct Job {
     /// The run to execute (tenant and id).
     pub run: RunKey,

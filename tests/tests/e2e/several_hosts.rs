@@ -589,3 +589,169 @@ async fn wrong_keys_through_a_standby_count_against_their_sender_only() {
         .unwrap();
     assert_eq!(spoofed.status(), StatusCode::TOO_MANY_REQUESTS);
 }
+
+impl Hosts {
+    /// Waits until the leader, host `leader`, has a session for each of
+    /// the other hosts (they execute jobs for it); its `/health`.
+    pub async fn wait_workers(&self, leader: usize) -> Value {
+        let api = self.default_tenant(leader);
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let health = api.get("/health").await.unwrap();
+            if health["workers"].as_array().map(Vec::len) == Some(self.hosts.len() - 1) {
+                return health;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the other hosts did not join as workers: {health}\n{}",
+                self.hosts[leader].log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// What host `i` says it executes for the leader (a standby's `/health`).
+async fn executing_on(set: &Hosts, i: usize) -> (u64, u64) {
+    let health = set.default_tenant(i).get("/health").await.unwrap();
+    assert_eq!(health["role"], "standby", "{health}");
+    (
+        health["executing"].as_u64().unwrap(),
+        health["executed"].as_u64().unwrap(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn runs_execute_on_every_host_and_each_body_runs_once() {
+    let Some(set) = Hosts::start(3, "2s") else {
+        return;
+    };
+    let on_c = set.default_tenant(2);
+    on_c.deploy("probe", guests::PROBE).await.unwrap();
+    set.wait_workers(0).await;
+    let loopback = Loopback::start().await.unwrap();
+    loopback.plan("b", Plan::Delay(Duration::from_millis(100)));
+    let script = json!({"url": loopback.url, "ops": [
+        {"run": "a"}, {"run": "b"}, {"sleep": {"id": "nap", "duration": "200ms"}}, {"run": "c"},
+    ]});
+    let mut runs = Vec::new();
+    for i in 0..30 {
+        runs.push(start_script(&set.default_tenant(i % 3), script.clone()).await);
+    }
+    for run in &runs {
+        let done = on_c.wait_status(run, "completed", PATIENCE).await.unwrap();
+        let ids: Vec<&str> = done.steps.iter().map(|s| s.id.as_str()).collect();
+        assert_eq!(ids, ["a", "b", "nap", "c"], "{run}");
+        for step in ["a", "b", "c"] {
+            assert_eq!(loopback.hits(run, step), 1, "{step} of {run}");
+        }
+    }
+    let leader = set.default_tenant(0).get("/health").await.unwrap();
+    let workers = leader["workers"].as_array().unwrap();
+    assert_eq!(workers.len(), 2, "{leader}");
+    for i in 1..3 {
+        let (_, executed) = executing_on(&set, i).await;
+        assert!(
+            executed > 0,
+            "host-{i} executed nothing: {leader}\n{}",
+            set.hosts[i].log()
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_killed_workers_run_resumes_on_another_host_by_replay() {
+    let Some((mut set, _on_b, loopback)) = two_hosts_holding_slow().await else {
+        return;
+    };
+    set.wait_workers(0).await;
+    let on_a = set.default_tenant(0);
+    let ops = json!([{"run": "a"}, {"run": "slow"}, {"run": "c"}]);
+    let run = start_script(&on_a, json!({"url": loopback.url, "ops": ops})).await;
+    assert!(loopback.wait_hits(&run, "slow", 1, PATIENCE).await);
+    assert_eq!(
+        executing_on(&set, 1).await.0,
+        1,
+        "an idle worker takes the job"
+    );
+
+    set.hosts[1].kill();
+    let killed_at = Instant::now();
+    assert!(
+        loopback.wait_hits(&run, "slow", 2, PATIENCE).await,
+        "{}",
+        set.hosts[0].log()
+    );
+    let took = killed_at.elapsed();
+    assert!(
+        took < Duration::from_secs(10),
+        "the run of a worker killed with a 2 s lease resumed only after {took:?}"
+    );
+    loopback.release();
+    let done = on_a.wait_status(&run, "completed", PATIENCE).await.unwrap();
+    assert_eq!(
+        loopback.hits(&run, "a"),
+        1,
+        "a is replayed from the journal"
+    );
+    assert_eq!(loopback.hits(&run, "c"), 1);
+    assert_eq!(output(&done.run)[1]["hit"], 2);
+    let health = on_a.get("/health").await.unwrap();
+    assert_eq!(health["workers"], json!([]), "{health}");
+    assert!(
+        set.hosts[0].log().contains("stopped claiming"),
+        "{}",
+        set.hosts[0].log()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_paused_worker_cannot_write_once_its_run_moved() {
+    let Some(set) = Hosts::start(2, "2s") else {
+        return;
+    };
+    let on_a = set.default_tenant(0);
+    on_a.deploy("probe", guests::PROBE).await.unwrap();
+    let loopback = Loopback::start().await.unwrap();
+    loopback.plan("slow", Plan::HoldFirst);
+    set.wait_workers(0).await;
+    let ops = json!([{"run": "a"}, {"run": "slow"}, {"sleep": {"id": "nap", "duration": "4s"}}, {"run": "c"}]);
+    let run = start_script(&on_a, json!({"url": loopback.url, "ops": ops})).await;
+    assert!(loopback.wait_hits(&run, "slow", 1, PATIENCE).await);
+    assert_eq!(executing_on(&set, 1).await.0, 1, "the worker executes it");
+
+    // The worker stops in the middle of the step; the leader fences its
+    // session off and runs the step again itself, and the run sleeps.
+    set.hosts[1].signal(libc::SIGSTOP);
+    on_a.wait_status(&run, "sleeping", PATIENCE).await.unwrap();
+    assert_eq!(loopback.hits(&run, "slow"), 2, "the body ran again");
+
+    // The worker wakes with its step's result while the run still goes
+    // on: the leader refuses it, and the worker joins again.
+    loopback.release();
+    set.hosts[1].signal(libc::SIGCONT);
+    let deadline = Instant::now() + PATIENCE;
+    while !set.hosts[1].log().contains("is fenced off") {
+        assert!(
+            Instant::now() < deadline,
+            "the worker was not refused: {}",
+            set.hosts[1].log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    set.wait_workers(0).await;
+
+    let done = on_a.wait_status(&run, "completed", PATIENCE).await.unwrap();
+    let ids: Vec<&str> = done.steps.iter().map(|s| s.id.as_str()).collect();
+    assert_eq!(
+        ids,
+        ["a", "slow", "nap", "c"],
+        "one journaled result per step"
+    );
+    assert_eq!(loopback.hits(&run, "slow"), 2, "the body ran twice");
+    assert_eq!(
+        output(&done.run)[1]["hit"],
+        2,
+        "the result journaled is the leader's, not the paused worker's"
+    );
+}

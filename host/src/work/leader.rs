@@ -1,0 +1,395 @@
+//! The leader's side: which host executes each job, worker sessions, and
+//! fencing a session off.
+
+use super::wire::{Answer, Ask, Joined};
+use crate::executor::RunDriver;
+use crate::model::{LogChunk, RunKey};
+use crate::runs::{ExecutionGuard, RunAccess, Runs};
+use crate::scheduler::{BoxFuture, Dispatch, Job};
+use anyhow::Result;
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+use tokio::sync::{Notify, RwLock, oneshot};
+
+/// A call in a session the leader fenced off (or never opened): the
+/// worker must stop every execution of it and join again.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "worker session {0} is fenced off: the leader stopped hearing from it, or it is not the leader that opened it; its jobs execute elsewhere"
+)]
+pub struct SessionFenced(pub u64);
+
+/// How a job's execution on a worker ended, for the scheduler: a delay
+/// after which to wake its run again, or `None`.
+type Ended = Option<Duration>;
+
+/// The worker sessions, and the jobs executing in each.
+pub struct Workers {
+    runs: Arc<Runs>,
+    /// A session not heard from for this long is fenced off.
+    ttl: Duration,
+    sessions: Mutex<HashMap<u64, Arc<Session>>>,
+    /// Jobs executing on this host, and how many it executes at once.
+    local: AtomicUsize,
+    local_capacity: usize,
+}
+
+struct Session {
+    id: u64,
+    host_id: String,
+    capacity: usize,
+    /// Whether the session is fenced off. Every call holds it shared while
+    /// it is applied; fencing takes it exclusively, so it waits for the
+    /// calls in progress, and no call is applied after it.
+    fenced: RwLock<bool>,
+    state: Mutex<SessionState>,
+    /// Jobs were handed to it (a claim waiting should look).
+    offered: Notify,
+    /// Jobs it finished, for `/health`.
+    executed: AtomicU64,
+}
+
+struct SessionState {
+    last_seen: Instant,
+    /// Handed to the session and not yet claimed.
+    unclaimed: VecDeque<Job>,
+    /// Every job handed to it and not done, with whom to tell.
+    assigned: HashMap<Job, oneshot::Sender<Ended>>,
+    /// Executions it started, registered with the run state machine.
+    executions: HashMap<Job, ExecutionGuard>,
+}
+
+impl Session {
+    fn state(&self) -> MutexGuard<'_, SessionState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn touch(&self) {
+        self.state().last_seen = Instant::now();
+    }
+}
+
+/// One worker's session, for `/health`.
+#[derive(Debug, serde::Serialize)]
+pub struct WorkerView {
+    /// The worker's host id.
+    pub host_id: String,
+    /// Jobs handed to it and not done.
+    pub executing: usize,
+    /// Jobs it finished.
+    pub executed: u64,
+}
+
+impl Workers {
+    /// Sessions of `runs`' workers; a worker not heard from for `ttl` is
+    /// fenced off. This host executes up to `local_capacity` jobs itself.
+    /// Starts the task that fences silent sessions off.
+    pub fn start(runs: Arc<Runs>, ttl: Duration, local_capacity: usize) -> Arc<Self> {
+        let workers = Arc::new(Workers {
+            runs,
+            ttl,
+            sessions: Mutex::new(HashMap::new()),
+            local: AtomicUsize::new(0),
+            local_capacity: local_capacity.max(1),
+        });
+        tokio::spawn(reap(Arc::downgrade(&workers)));
+        workers
+    }
+
+    fn sessions(&self) -> MutexGuard<'_, HashMap<u64, Arc<Session>>> {
+        self.sessions.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn session(&self, id: u64) -> Result<Arc<Session>, SessionFenced> {
+        self.sessions().get(&id).cloned().ok_or(SessionFenced(id))
+    }
+
+    /// Opens a session for worker `host_id`, which executes up to
+    /// `capacity` jobs at once.
+    pub fn join(&self, host_id: String, capacity: usize) -> Joined {
+        let id = rand::random::<u64>();
+        let session = Arc::new(Session {
+            id,
+            host_id: host_id.clone(),
+            capacity: capacity.max(1),
+            fenced: RwLock::new(false),
+            state: Mutex::new(SessionState {
+                last_seen: Instant::now(),
+                unclaimed: VecDeque::new(),
+                assigned: HashMap::new(),
+                executions: HashMap::new(),
+            }),
+            offered: Notify::new(),
+            executed: AtomicU64::new(0),
+        });
+        self.sessions().insert(id, session);
+        tracing::info!(
+            worker = host_id,
+            session = id,
+            capacity,
+            "a worker host joined"
+        );
+        Joined {
+            session: id,
+            ttl_ms: self.ttl.as_millis() as u64,
+        }
+    }
+
+    /// Where `job` executes: on the worker least loaded for its capacity
+    /// (a receiver told when it is done there), or here (`None`), when this
+    /// host is less loaded than every worker. Workers win ties: the leader
+    /// also serves every request.
+    fn assign(&self, job: &Job) -> Option<oneshot::Receiver<Ended>> {
+        let sessions = self.sessions();
+        let local = self.local.load(Ordering::Relaxed) as f64 / self.local_capacity as f64;
+        let mut best: Option<(f64, &Arc<Session>)> = None;
+        for session in sessions.values() {
+            let assigned = session.state().assigned.len();
+            if assigned >= session.capacity {
+                continue;
+            }
+            let load = assigned as f64 / session.capacity as f64;
+            if load <= local && best.is_none_or(|(least, _)| load < least) {
+                best = Some((load, session));
+            }
+        }
+        let (_, session) = best?;
+        let (done, ended) = oneshot::channel();
+        {
+            let mut state = session.state();
+            state.unclaimed.push_back(job.clone());
+            state.assigned.insert(job.clone(), done);
+        }
+        session.offered.notify_one();
+        Some(ended)
+    }
+
+    /// The jobs handed to session `id` since its last claim, waiting up to
+    /// a third of the ttl for one. A claim is also the worker's heartbeat.
+    pub async fn claim(&self, id: u64) -> Result<Vec<Job>, SessionFenced> {
+        let session = self.session(id)?;
+        let deadline = tokio::time::Instant::now() + self.ttl / 3;
+        loop {
+            {
+                let mut state = session.state();
+                state.last_seen = Instant::now();
+                if !state.unclaimed.is_empty() {
+                    return Ok(state.unclaimed.drain(..).collect());
+                }
+            }
+            if *session.fenced.read().await {
+                return Err(SessionFenced(id));
+            }
+            tokio::select! {
+                _ = session.offered.notified() => {}
+                _ = tokio::time::sleep_until(deadline) => {
+                    session.touch();
+                    return Ok(Vec::new());
+                }
+            }
+        }
+    }
+
+    /// Applies what an execution in session `id` asks of its run, unless
+    /// the session is fenced off.
+    pub async fn call(&self, id: u64, ask: Ask) -> Result<Answer> {
+        let session = self.session(id)?;
+        let fenced = session.fenced.read().await;
+        if *fenced {
+            return Err(SessionFenced(id).into());
+        }
+        session.touch();
+        let runs = &self.runs;
+        Ok(match ask {
+            Ask::Run(key) => Answer::Run(RunAccess::run(runs, &key).await?.map(Box::new)),
+            Ask::Start(key) => {
+                let started = RunAccess::start(runs, &key).await?;
+                Answer::Run(started.map(|(run, execution)| {
+                    session.state().executions.insert(Job::run(key), execution);
+                    Box::new(run)
+                }))
+            }
+            Ask::Enter(key, seq) => {
+                let entered = RunAccess::enter(runs, &key, seq).await?;
+                Answer::Entered(entered.is_some_and(|execution| {
+                    let job = Job {
+                        run: key,
+                        branch: Some(seq),
+                    };
+                    session.state().executions.insert(job, execution);
+                    true
+                }))
+            }
+            Ask::Record {
+                key,
+                output,
+                transition,
+            } => {
+                self.output(&key, output)?;
+                Answer::Recorded(Runs::record(runs, &key, *transition).await?)
+            }
+            Ask::Ingest { tenant, events } => {
+                Answer::Ingested(RunAccess::ingest(runs, &tenant, events).await?)
+            }
+            Ask::StorageUsed(tenant) => Answer::Bytes(Runs::storage_used(runs, &tenant)),
+            Ask::EventBudgetWait(tenant, count) => {
+                Answer::Wait(Runs::event_budget_wait(runs, &tenant, count))
+            }
+            Ask::BranchPending(key, seq) => Answer::Pending(Runs::branch_pending(runs, &key, seq)),
+        })
+    }
+
+    fn output(&self, key: &RunKey, output: Vec<LogChunk>) -> Result<()> {
+        if output.is_empty() {
+            return Ok(());
+        }
+        Runs::record_output(&self.runs, key, output)
+    }
+
+    /// Job `job` of session `id` ended; its run wakes again after
+    /// `again_after` if set.
+    pub async fn done(
+        &self,
+        id: u64,
+        job: Job,
+        output: Vec<LogChunk>,
+        again_after: Option<Duration>,
+    ) -> Result<()> {
+        let session = self.session(id)?;
+        let fenced = session.fenced.read().await;
+        if *fenced {
+            return Err(SessionFenced(id).into());
+        }
+        self.output(&job.run, output)?;
+        let (execution, done) = {
+            let mut state = session.state();
+            state.last_seen = Instant::now();
+            (state.executions.remove(&job), state.assigned.remove(&job))
+        };
+        // The run state machine stops counting the execution before the
+        // scheduler may start the job again.
+        drop(execution);
+        if let Some(done) = done {
+            let _ = done.send(again_after);
+        }
+        session.executed.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Fences session `id` off: the worker left, or went silent.
+    pub async fn fence(&self, id: u64, why: &str) {
+        let Some(session) = self.sessions().remove(&id) else {
+            return;
+        };
+        *session.fenced.write().await = true;
+        let (assigned, executions) = {
+            let mut state = session.state();
+            state.unclaimed.clear();
+            (
+                std::mem::take(&mut state.assigned),
+                std::mem::take(&mut state.executions),
+            )
+        };
+        drop(executions);
+        tracing::warn!(
+            worker = session.host_id,
+            session = session.id,
+            jobs = assigned.len(),
+            "{why}: the worker's session is fenced off and its jobs execute again elsewhere"
+        );
+        for (_, done) in assigned {
+            let _ = done.send(Some(Duration::ZERO));
+        }
+        session.offered.notify_waiters();
+    }
+
+    /// The sessions open, for `/health`.
+    pub fn view(&self) -> Vec<WorkerView> {
+        let mut view: Vec<WorkerView> = self
+            .sessions()
+            .values()
+            .map(|session| WorkerView {
+                host_id: session.host_id.clone(),
+                executing: session.state().assigned.len(),
+                executed: session.executed.load(Ordering::Relaxed),
+            })
+            .collect();
+        view.sort_by(|a, b| a.host_id.cmp(&b.host_id));
+        view
+    }
+
+    /// Jobs executing on this host.
+    pub fn executing_here(&self) -> usize {
+        self.local.load(Ordering::Relaxed)
+    }
+}
+
+/// Fences off every session not heard from for the ttl, until the
+/// sessions are gone.
+async fn reap(workers: std::sync::Weak<Workers>) {
+    loop {
+        let Some(every) = workers.upgrade().map(|w| w.ttl / 4) else {
+            return;
+        };
+        tokio::time::sleep(every).await;
+        let Some(workers) = workers.upgrade() else {
+            return;
+        };
+        let silent: Vec<u64> = workers
+            .sessions()
+            .values()
+            .filter(|s| s.state().last_seen.elapsed() > workers.ttl)
+            .map(|s| s.id)
+            .collect();
+        for id in silent {
+            workers
+                .fence(id, "a worker host stopped claiming for the lease's ttl")
+                .await;
+        }
+    }
+}
+
+/// The leader's [`Dispatch`]: each job executes here or on a worker host,
+/// whichever is less loaded.
+pub struct SharedDispatch {
+    /// This host's executor.
+    pub local: Arc<RunDriver>,
+    /// The worker sessions.
+    pub workers: Arc<Workers>,
+}
+
+/// Counts a job executing on this host while it lives.
+struct ExecutingHere(Arc<Workers>);
+
+impl Drop for ExecutingHere {
+    fn drop(&mut self) {
+        self.0.local.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl Dispatch for SharedDispatch {
+    fn drive(self: Arc<Self>, job: Job) -> BoxFuture {
+        if let Some(ended) = self.workers.assign(&job) {
+            // Fenced off: the sender is dropped, and the job executes again.
+            return Box::pin(async move { ended.await.unwrap_or(Some(Duration::ZERO)) });
+        }
+        self.workers.local.fetch_add(1, Ordering::Relaxed);
+        let here = ExecutingHere(self.workers.clone());
+        let local = self.local.clone();
+        Box::pin(async move {
+            let ended = local.drive(job).await;
+            drop(here);
+            ended
+        })
+    }
+
+    fn has_room(&self, tenant: &str) -> bool {
+        self.local.has_room(tenant)
+    }
+
+    fn reserve(&self, job: &Job) -> Box<dyn Send> {
+        self.local.reserve(job)
+    }
+}
