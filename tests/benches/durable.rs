@@ -46,6 +46,9 @@ fn main() -> Result<()> {
         if wants("steps") {
             steps_per_second().await?;
         }
+        if wants("steps") && on_postgres() {
+            two_hosts_per_second().await?;
+        }
         if wants("replay") {
             replay_cost().await?;
         }
@@ -76,6 +79,27 @@ async fn bench_host(max_steps: u32) -> Result<Bench> {
 }
 
 async fn bench_host_with(max_steps: u32, component: &str) -> Result<Bench> {
+    bench_host_configured(component, |config| {
+        config.limits.max_steps_per_run = max_steps;
+    })
+    .await
+}
+
+/// A bench host on PostgreSQL that shares its jobs with worker hosts
+/// proving `secret`.
+async fn bench_host_sharing(secret: &str) -> Result<Bench> {
+    bench_host_configured(guests::PROBE, |config| {
+        config.limits.max_steps_per_run = 1_000;
+        config.forwarding_secret = Some(secret.to_string());
+        config.share_work = Some(Duration::from_secs(8));
+    })
+    .await
+}
+
+async fn bench_host_configured(
+    component: &str,
+    configure: impl FnOnce(&mut HostConfig),
+) -> Result<Bench> {
     let dir = tempfile::tempdir()?;
     let mut config = HostConfig::new(dir.path().to_path_buf());
     config.store = bench_store()?;
@@ -83,7 +107,7 @@ async fn bench_host_with(max_steps: u32, component: &str) -> Result<Bench> {
         config.fence = Some(lead(url).await?);
     }
     config.backoff = Backoff::scaled(0.001);
-    config.limits.max_steps_per_run = max_steps;
+    configure(&mut config);
     let host = Stepwise::start(config).await?;
     let bytes = std::fs::read(component)?;
     let deployed = host
@@ -315,6 +339,88 @@ async fn steps_per_second() -> Result<()> {
             (rows_after - rows) / steps
         );
     }
+    Ok(())
+}
+
+/// (b2) with a second host executing jobs for the first: a worker host
+/// (in this process, over HTTP on loopback, as `stepwise serve` standbys
+/// are) on the same database.
+async fn two_hosts_per_second() -> Result<()> {
+    let secret = "bench-hosts-secret".to_string();
+    let bench = bench_host_sharing(&secret).await?;
+    let host = &bench.host;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let address = listener.local_addr()?;
+    let router = stepwise_host::api::router(
+        host.clone(),
+        Arc::new(stepwise_host::api::throttle::AuthThrottle::new(0)),
+    );
+    // The connection layer `stepwise serve` uses, with its defaults.
+    let limits = stepwise_host::api::conn::ConnLimits {
+        max_connections: 1_024,
+        max_per_source: 1_024,
+        header_timeout: Duration::from_secs(10),
+        idle_timeout: Duration::from_secs(60),
+        body_rate: stepwise_host::api::body_rate::MinRate {
+            window: Duration::from_secs(10),
+            min_bytes: 64 * 1024,
+        },
+        shutdown_grace: Duration::from_secs(1),
+    };
+    tokio::spawn(stepwise_host::api::conn::serve(
+        listener,
+        router,
+        limits,
+        std::future::pending(),
+    ));
+
+    let worker_dir = tempfile::tempdir()?;
+    let mut worker = HostConfig::new(worker_dir.path().to_path_buf());
+    worker.store = host.config.store.clone();
+    worker.backoff = host.config.backoff;
+    worker.limits = host.config.limits.clone();
+    let (_role, role_seen) = tokio::sync::watch::channel(
+        stepwise_host::api::forward::Role::Forward(format!("http://{address}")),
+    );
+    tokio::spawn(stepwise_host::work::worker::work(
+        role_seen,
+        "bench-worker".to_string(),
+        secret,
+        worker,
+        Arc::new(stepwise_host::work::WorkerStats::default()),
+    ));
+    let workers = host.workers.clone().context("the bench host shares work")?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while workers.view().is_empty() {
+        anyhow::ensure!(Instant::now() < deadline, "the worker host did not join");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    lone_run_samples(host, 5).await?;
+    let lone = lone_run_samples(host, 60).await?;
+    println!(
+        "(b1, a worker host idle beside the leader, so the run executes on the worker) one run of 10 durable steps: median {:.0} µs, p90 {:.0} µs",
+        median(lone.clone()),
+        percentile(lone, 0.9)
+    );
+    let before = postgres_counters()?;
+    let rates = concurrent_rates(host, 5).await?;
+    let on_worker = workers.view()[0].executed;
+    println!(
+        "(b2, two hosts: the leader and a worker host) 256 concurrent runs x 10 durable steps: median {:.0} steps/s (min {:.0}, max {:.0}); the worker executed {on_worker} jobs",
+        median(rates.clone()),
+        rates.iter().cloned().fold(f64::MAX, f64::min),
+        rates.iter().cloned().fold(0.0, f64::max)
+    );
+    let (cpu, commits, rows) = before;
+    let (cpu_after, commits_after, rows_after) = postgres_counters()?;
+    let steps = 6.0 * 2_560.0;
+    println!(
+        "    PostgreSQL during (b2, two hosts): {:.1} µs of its CPU, {:.2} transactions and {:.2} rows written per step",
+        (cpu_after - cpu) * 1000.0 / steps,
+        (commits_after - commits) / steps,
+        (rows_after - rows) / steps
+    );
     Ok(())
 }
 

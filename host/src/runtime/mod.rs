@@ -227,7 +227,12 @@ impl Stepwise {
         let driver = Arc::new(RunDriver::new(executor.clone(), services));
         // Among several hosts, jobs execute here or on worker hosts.
         let workers = config.share_work.map(|ttl| {
-            crate::work::Workers::start(runs.clone(), ttl, config.limits.max_executing as usize)
+            crate::work::Workers::start(
+                runs.clone(),
+                scheduler.clone(),
+                ttl,
+                config.limits.max_executing as usize,
+            )
         });
         let dispatch: Arc<dyn crate::scheduler::Dispatch> = match &workers {
             Some(workers) => Arc::new(crate::work::SharedDispatch {

@@ -228,6 +228,13 @@ impl Scheduler {
         self.shared.freed.notify_one();
     }
 
+    /// Sets how many jobs execute at once: the leader's slots and its
+    /// worker hosts' together (see [`crate::work`]).
+    pub fn set_slots(&self, slots: u32) {
+        self.shared.state().queue.set_slots(slots);
+        self.poke();
+    }
+
     /// Asks the queue to look again (resources it waits on were freed).
     pub fn poke(&self) {
         self.shared.freed.notify_one();

@@ -213,6 +213,12 @@ impl Queue {
         }
     }
 
+    /// Sets how many jobs execute at once (more when worker hosts join);
+    /// jobs executing beyond it keep their slots until they end.
+    pub fn set_slots(&mut self, slots: u32) {
+        self.policy.slots = slots;
+    }
+
     /// Jobs executing now (popped and not yet released).
     pub fn executing(&self) -> u32 {
         self.executing

@@ -5,7 +5,7 @@ use super::wire::{Answer, Ask, Joined};
 use crate::executor::RunDriver;
 use crate::model::{LogChunk, RunKey};
 use crate::runs::{ExecutionGuard, RunAccess, Runs};
-use crate::scheduler::{BoxFuture, Dispatch, Job};
+use crate::scheduler::{BoxFuture, Dispatch, Job, Scheduler};
 use anyhow::Result;
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -28,6 +28,8 @@ type Ended = Option<Duration>;
 /// The worker sessions, and the jobs executing in each.
 pub struct Workers {
     runs: Arc<Runs>,
+    /// Told how many jobs the hosts execute at once together.
+    scheduler: Scheduler,
     /// A session not heard from for this long is fenced off.
     ttl: Duration,
     sessions: Mutex<HashMap<u64, Arc<Session>>>,
@@ -86,9 +88,15 @@ impl Workers {
     /// Sessions of `runs`' workers; a worker not heard from for `ttl` is
     /// fenced off. This host executes up to `local_capacity` jobs itself.
     /// Starts the task that fences silent sessions off.
-    pub fn start(runs: Arc<Runs>, ttl: Duration, local_capacity: usize) -> Arc<Self> {
+    pub fn start(
+        runs: Arc<Runs>,
+        scheduler: Scheduler,
+        ttl: Duration,
+        local_capacity: usize,
+    ) -> Arc<Self> {
         let workers = Arc::new(Workers {
             runs,
+            scheduler,
             ttl,
             sessions: Mutex::new(HashMap::new()),
             local: AtomicUsize::new(0),
@@ -125,6 +133,7 @@ impl Workers {
             executed: AtomicU64::new(0),
         });
         self.sessions().insert(id, session);
+        self.resize();
         tracing::info!(
             worker = host_id,
             session = id,
@@ -137,13 +146,34 @@ impl Workers {
         }
     }
 
+    /// Lets the scheduler execute as many jobs at once as this host and
+    /// its workers together can: each host is a machine's worth of slots.
+    fn resize(&self) {
+        let workers: usize = self.sessions().values().map(|s| s.capacity).sum();
+        let slots = self.local_capacity.saturating_add(workers);
+        self.scheduler
+            .set_slots(u32::try_from(slots).unwrap_or(u32::MAX));
+    }
+
+    /// Whether a worker could take another job now.
+    fn has_spare(&self) -> bool {
+        self.sessions()
+            .values()
+            .any(|s| s.state().assigned.len() < s.capacity)
+    }
+
     /// Where `job` executes: on the worker least loaded for its capacity
     /// (a receiver told when it is done there), or here (`None`), when this
     /// host is less loaded than every worker. Workers win ties: the leader
-    /// also serves every request.
-    fn assign(&self, job: &Job) -> Option<oneshot::Receiver<Ended>> {
+    /// also serves every request. With `here_full` (this host's guest
+    /// memory is spoken for) any worker with room wins.
+    fn assign(&self, job: &Job, here_full: bool) -> Option<oneshot::Receiver<Ended>> {
         let sessions = self.sessions();
-        let local = self.local.load(Ordering::Relaxed) as f64 / self.local_capacity as f64;
+        let local = if here_full {
+            f64::INFINITY
+        } else {
+            self.local.load(Ordering::Relaxed) as f64 / self.local_capacity as f64
+        };
         let mut best: Option<(f64, &Arc<Session>)> = None;
         for session in sessions.values() {
             let assigned = session.state().assigned.len();
@@ -293,6 +323,7 @@ impl Workers {
             )
         };
         drop(executions);
+        self.resize();
         tracing::warn!(
             worker = session.host_id,
             session = session.id,
@@ -371,7 +402,8 @@ impl Drop for ExecutingHere {
 
 impl Dispatch for SharedDispatch {
     fn drive(self: Arc<Self>, job: Job) -> BoxFuture {
-        if let Some(ended) = self.workers.assign(&job) {
+        let here_full = !self.local.has_room(&job.run.tenant);
+        if let Some(ended) = self.workers.assign(&job, here_full) {
             // Fenced off: the sender is dropped, and the job executes again.
             return Box::pin(async move { ended.await.unwrap_or(Some(Duration::ZERO)) });
         }
@@ -386,7 +418,7 @@ impl Dispatch for SharedDispatch {
     }
 
     fn has_room(&self, tenant: &str) -> bool {
-        self.local.has_room(tenant)
+        self.local.has_room(tenant) || self.workers.has_spare()
     }
 
     fn reserve(&self, job: &Job) -> Box<dyn Send> {

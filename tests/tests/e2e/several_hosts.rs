@@ -755,3 +755,40 @@ async fn a_paused_worker_cannot_write_once_its_run_moved() {
         "the result journaled is the leader's, not the paused worker's"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stopped_worker_hands_its_jobs_back_at_once() {
+    // A session that would take 60 s to be fenced off: only the worker's
+    // leaving explains a quick resumption.
+    let Some(mut set) = Hosts::start(2, "60s") else {
+        return;
+    };
+    let on_a = set.default_tenant(0);
+    on_a.deploy("probe", guests::PROBE).await.unwrap();
+    let loopback = Loopback::start().await.unwrap();
+    loopback.plan("slow", Plan::HoldFirst);
+    set.wait_workers(0).await;
+    let ops = json!([{"run": "a"}, {"run": "slow"}, {"run": "c"}]);
+    let run = start_script(&on_a, json!({"url": loopback.url, "ops": ops})).await;
+    assert!(loopback.wait_hits(&run, "slow", 1, PATIENCE).await);
+    assert_eq!(executing_on(&set, 1).await.0, 1, "the worker executes it");
+
+    let stopped_at = Instant::now();
+    set.hosts[1].signal(libc::SIGTERM);
+    let status = set.hosts[1].wait_exit(PATIENCE).expect("the worker stops");
+    assert!(status.success(), "{status:?}: {}", set.hosts[1].log());
+    let done = on_a.wait_status(&run, "completed", PATIENCE).await.unwrap();
+    let took = stopped_at.elapsed();
+    assert!(
+        took < Duration::from_secs(30),
+        "the run resumed only {took:?} after its worker stopped: the session expired, it was not left"
+    );
+    assert!(
+        set.hosts[0].log().contains("a worker host left"),
+        "{}",
+        set.hosts[0].log()
+    );
+    assert_eq!(loopback.hits(&run, "slow"), 2);
+    assert_eq!(output(&done.run)[1]["hit"], 2);
+    loopback.release();
+}
