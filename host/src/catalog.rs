@@ -34,18 +34,6 @@ impl Catalog {
         Ok(catalog)
     }
 
-    /// Reads every function from the journal again: a worker host
-    /// executes with them, and the leader deploys.
-    pub fn reload(&self, journal: &dyn RunJournal) -> Result<()> {
-        let fresh = Catalog::load(journal)?;
-        let functions = fresh
-            .functions
-            .into_inner()
-            .unwrap_or_else(|p| p.into_inner());
-        *self.write() = functions;
-        Ok(())
-    }
-
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, Functions> {
         self.functions.write().unwrap_or_else(|p| p.into_inner())
     }

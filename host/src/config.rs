@@ -13,7 +13,7 @@ pub const KEEP_VERSIONS: usize = 5;
 /// Bounds on what guests may use. The host's are the defaults of every
 /// tenant; a tenant's own ([`TenantLimits`]) replace them for it
 /// ([`Limits::for_tenant`]).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Limits {
     /// Step calls per run (Inngest's default is 1,000).
     pub max_steps_per_run: u32,

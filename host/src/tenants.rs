@@ -64,12 +64,41 @@ struct State {
     keys: HashMap<[u8; 32], Identity>,
 }
 
+/// A change of the tenants' state in progress: it counts itself in
+/// [`Tenants::generation`] as it ends, before the lock is let go.
+struct Writing<'a> {
+    state: std::sync::RwLockWriteGuard<'a, State>,
+    generation: &'a std::sync::atomic::AtomicU64,
+}
+
+impl Drop for Writing<'_> {
+    fn drop(&mut self) {
+        self.generation
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl std::ops::Deref for Writing<'_> {
+    type Target = State;
+    fn deref(&self) -> &State {
+        &self.state
+    }
+}
+
+impl std::ops::DerefMut for Writing<'_> {
+    fn deref_mut(&mut self) -> &mut State {
+        &mut self.state
+    }
+}
+
 /// The tenants of a host.
 pub struct Tenants {
     journal: Arc<dyn Journal>,
     defaults: Limits,
     admin_key: Option<[u8; 32]>,
     state: RwLock<State>,
+    /// Counts changes of `state` (see [`Tenants::generation`]).
+    generation: std::sync::atomic::AtomicU64,
     /// GCRA state of each tenant's events-per-second limit.
     event_rates: Mutex<HashMap<String, u64>>,
     /// The default tenant's dev keys (none under `--require-keys`).
@@ -191,6 +220,7 @@ impl Tenants {
             defaults: config.limits.clone(),
             admin_key: config.admin_key.as_deref().map(hash),
             state: RwLock::new(state),
+            generation: std::sync::atomic::AtomicU64::new(0),
             event_rates: Mutex::new(HashMap::new()),
             dev_keys,
             clock,
@@ -201,22 +231,30 @@ impl Tenants {
         self.state.read().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Reads the tenants' records (limits, allowlists) from the journal
-    /// again: a worker host executes with them, and the leader changes
-    /// them. Keys are left alone (a worker authenticates nothing).
-    pub fn reload_records(&self) -> Result<()> {
-        let fresh: HashMap<String, TenantRecord> = self
-            .journal
-            .tenants()?
-            .into_iter()
-            .map(|tenant| (tenant.name.clone(), tenant))
-            .collect();
-        self.write().tenants = fresh;
-        Ok(())
+    /// Changes whenever tenants, their limits, allowlists or keys may
+    /// have changed.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(std::sync::atomic::Ordering::SeqCst)
     }
 
-    fn write(&self) -> std::sync::RwLockWriteGuard<'_, State> {
-        self.state.write().unwrap_or_else(|p| p.into_inner())
+    /// What `tenant`'s runs execute under, with the generation it is of.
+    pub fn terms(&self, tenant: &str) -> (u64, Limits, Arc<Vec<String>>) {
+        loop {
+            // A write counts itself before it lets go of the lock: the
+            // same count before and after means no write in between.
+            let before = self.generation();
+            let (limits, allow) = (self.limits(tenant), self.http_allow(tenant));
+            if self.generation() == before {
+                return (before, limits, allow);
+            }
+        }
+    }
+
+    fn write(&self) -> Writing<'_> {
+        Writing {
+            state: self.state.write().unwrap_or_else(|p| p.into_inner()),
+            generation: &self.generation,
+        }
     }
 
     /// The default tenant's dev keys as reconciled at start (dev mode only).

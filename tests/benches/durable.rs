@@ -387,6 +387,7 @@ async fn two_hosts_per_second() -> Result<()> {
         "bench-worker".to_string(),
         secret,
         worker,
+        None,
         Arc::new(stepwise_host::work::WorkerStats::default()),
     ));
     let workers = host.workers.clone().context("the bench host shares work")?;

@@ -65,11 +65,14 @@ async fn claim(
     from: Option<Extension<FromAHost>>,
     Json(claim): Json<InSession>,
 ) -> ApiResult<Json<Claimed>> {
-    let jobs = workers(&host, from)?
+    let workers = workers(&host, from)?;
+    let jobs = workers
         .claim(claim.session)
         .await
         .map_err(|fenced| refused(fenced.into()))?;
-    Ok(Json(Claimed { jobs }))
+    // Read after the jobs: terms older than this are stale for them.
+    let generation = workers.generation();
+    Ok(Json(Claimed { jobs, generation }))
 }
 
 async fn call(

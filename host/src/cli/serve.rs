@@ -109,6 +109,7 @@ async fn serve_on_postgres(
             host_id.clone(),
             leases.forwarding_secret().to_string(),
             config.clone(),
+            Some(address),
             work.clone(),
         ))
     });

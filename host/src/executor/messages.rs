@@ -153,9 +153,13 @@ impl RunState {
             Slot::Journaled(step) => return journaled(&step),
             Slot::New { seq, id } => (seq, id),
         };
-        let session = self.session()?;
-        let tenant = session.run.key.tenant.clone();
-        let function = session.services.catalog.get(&tenant, &function_id);
+        let services = self.session()?.services.clone();
+        let tenant = self.session()?.run.key.tenant.clone();
+        let function = services
+            .runs
+            .function(&tenant, &function_id)
+            .await
+            .map_err(host_fault)?;
         let data: Result<Value, String> = serde_json::from_str(&data)
             .map_err(|e| format!("its data is not JSON: {e}"))
             .and_then(|v: Value| match v {

@@ -42,7 +42,6 @@ pub use sandbox::HTTP_OUTSIDE_STEP;
 pub use slots::{CompileSlot, CompileSlots};
 pub use step_calls::MAX_SUSPEND_MS;
 
-use crate::catalog::Catalog;
 use crate::config::Limits;
 use crate::journal::RunJournal;
 use crate::retry::Backoff;
@@ -93,11 +92,10 @@ pub struct RunServices {
     /// The run state machine, which applies every transition a host call
     /// asks for: this host's, or the leading host's (see [`RunAccess`]).
     pub runs: Arc<dyn RunAccess>,
-    /// The deployed functions (for `invoke`).
-    pub catalog: Arc<Catalog>,
     /// When failed attempts are retried (Inngest's table, or scaled).
     pub backoff: Backoff,
-    /// Tenants' limits and allowlists.
+    /// Tenants' limits, for the memory a job reserves as it leaves this
+    /// host's queue (executions ask `runs` for their tenant's terms).
     pub tenants: Arc<crate::tenants::Tenants>,
     /// The host's own API address, which step bodies may never call.
     pub own_address: Arc<OwnAddress>,

@@ -11,7 +11,7 @@ use crate::model::ErrorName;
 use crate::model::{
     ErrorRecord, EventRecord, RunKey, RunKind, RunRecord, RunStatus, StepRecord, StepStatus,
 };
-use crate::runs::Transition;
+use crate::runs::{TenantTerms, Transition};
 use crate::scheduler::{BoxFuture, Dispatch, Job};
 use crate::wit::types::{FailureContext, RunContext, StepError};
 use crate::wit::{App, AppPre};
@@ -181,6 +181,7 @@ impl RunDriver {
         events: Vec<EventRecord>,
         dry_run: bool,
         role: Role,
+        terms: TenantTerms,
     ) -> Result<(Store<RunState>, Entry)> {
         let trigger = events.first().context("the run has no triggering event")?;
         let attempt = match role {
@@ -207,10 +208,12 @@ impl RunDriver {
         };
         let (run_id, run_attempt) = (run.key.run.clone(), run.attempt);
         let logical_start = run.started_at.unwrap_or(run.created_at);
-        let tenants = &self.services.tenants;
-        let limits = tenants.limits(&run.key.tenant);
+        let TenantTerms {
+            limits,
+            http_allow: mut allow,
+            ..
+        } = terms;
         let default_tenant = run.key.tenant == crate::model::DEFAULT_TENANT;
-        let mut allow = tenants.http_allow(&run.key.tenant);
         if default_tenant && !self.services.default_http_allow.is_empty() {
             let mut extended = allow.as_ref().clone();
             extended.extend(self.services.default_http_allow.iter().cloned());
@@ -290,7 +293,8 @@ impl RunDriver {
             return self.finish(run, RunStatus::Failed, None, Some(error)).await;
         }
         let function = run.function.clone();
-        let (mut store, entry) = self.prepare(run, steps, events, false, Role::Main)?;
+        let terms = self.services.runs.terms(&key.tenant).await?;
+        let (mut store, entry) = self.prepare(run, steps, events, false, Role::Main, terms)?;
         let result = entry.call(&version.pre, &mut store, &function).await;
         if let Err(error) = store.data_mut().flush_output() {
             tracing::warn!(run = %key, %error, "could not log the run's output");
@@ -321,7 +325,9 @@ impl RunDriver {
         }
         let events = journal.run_events(key)?;
         let function = run.function.clone();
-        let (mut store, entry) = self.prepare(run, steps, events, false, Role::Branch(seq))?;
+        let terms = self.services.runs.terms(&key.tenant).await?;
+        let (mut store, entry) =
+            self.prepare(run, steps, events, false, Role::Branch(seq), terms)?;
         let result = entry.call(&version.pre, &mut store, &function).await;
         if let Err(error) = store.data_mut().flush_output() {
             tracing::warn!(run = %key, %error, "could not log a branch's output");
@@ -345,7 +351,8 @@ impl RunDriver {
         let journaled = steps.len();
         let events = journal.run_events(key)?;
         let function = run.function.clone();
-        let (mut store, entry) = self.prepare(run, steps, events, true, Role::Main)?;
+        let terms = self.services.runs.terms(&key.tenant).await?;
+        let (mut store, entry) = self.prepare(run, steps, events, true, Role::Main, terms)?;
         let _permit = self.executor.permits.clone().acquire_owned().await?;
         let started = std::time::Instant::now();
         let result = entry.call(&version.pre, &mut store, &function).await;

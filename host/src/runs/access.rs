@@ -7,10 +7,24 @@
 //! its one order. So the executor never knows where the state lives.
 
 use super::{Recorded, Runs, Transition};
-use crate::model::{IncomingEvent, LogChunk, RunKey, RunRecord};
+use crate::config::Limits;
+use crate::model::{FunctionRecord, IncomingEvent, LogChunk, RunKey, RunRecord};
 use anyhow::Result;
 use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
 use std::sync::Arc;
+
+/// What a tenant's runs execute under: its limits and the hosts its step
+/// bodies may call.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TenantTerms {
+    /// The tenants' generation these are of ([`Runs::terms_generation`]).
+    pub generation: u64,
+    /// Its limits (the host's defaults with its own over them).
+    pub limits: Limits,
+    /// Its allowlist for outgoing HTTP.
+    pub http_allow: Arc<Vec<String>>,
+}
 
 /// Kept by an execution while it runs: dropped, the run state machine no
 /// longer counts it (see [`super::Execution`]).
@@ -53,6 +67,12 @@ pub trait RunAccess: Send + Sync {
 
     /// Whether branch `seq` of `run` is queued or executing already.
     async fn branch_pending(&self, run: &RunKey, seq: u32) -> Result<bool>;
+
+    /// What `tenant`'s runs execute under now.
+    async fn terms(&self, tenant: &str) -> Result<TenantTerms>;
+
+    /// Function `id` of `tenant`, if it is deployed (for `invoke`).
+    async fn function(&self, tenant: &str, id: &str) -> Result<Option<FunctionRecord>>;
 }
 
 #[async_trait]
@@ -95,5 +115,13 @@ impl RunAccess for Arc<Runs> {
 
     async fn branch_pending(&self, run: &RunKey, seq: u32) -> Result<bool> {
         Ok(Runs::branch_pending(self, run, seq))
+    }
+
+    async fn terms(&self, tenant: &str) -> Result<TenantTerms> {
+        Ok(Runs::tenant_terms(self, tenant))
+    }
+
+    async fn function(&self, tenant: &str, id: &str) -> Result<Option<FunctionRecord>> {
+        Ok(self.catalog.get(tenant, id))
     }
 }

@@ -24,7 +24,7 @@ mod tx;
 #[cfg(test)]
 mod transitions_test;
 
-pub use access::{ExecutionGuard, RunAccess};
+pub use access::{ExecutionGuard, RunAccess, TenantTerms};
 pub use admit::delayed_start;
 pub use ending::FUNCTION_FAILED;
 pub use live::Execution;
@@ -143,6 +143,22 @@ impl Runs {
         self.journal.usage().used(tenant)
     }
 
+    /// What `tenant`'s runs execute under now.
+    pub fn tenant_terms(&self, tenant: &str) -> TenantTerms {
+        let (generation, limits, http_allow) = self.tenants.terms(tenant);
+        TenantTerms {
+            generation,
+            limits,
+            http_allow,
+        }
+    }
+
+    /// Changes when any tenant's terms may have: worker hosts keep terms
+    /// they were told until it does.
+    pub fn terms_generation(&self) -> u64 {
+        self.tenants.generation()
+    }
+
     /// Whether branch `seq` of `run` is queued or executing already.
     pub fn branch_pending(&self, run: &RunKey, seq: u32) -> bool {
         self.scheduler.branch_pending(run, seq)
@@ -198,6 +214,12 @@ impl Runs {
         self.order
             .lock()
             .unwrap_or_else(|poison| poison.into_inner())
+    }
+
+    /// Returns once every change applied so far is durable (at once if
+    /// there is none).
+    pub async fn settled(&self) -> Result<()> {
+        self.commit.settled().await
     }
 
     /// Waits until every change so far is durable, then hands `effects` to

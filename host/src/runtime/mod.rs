@@ -214,7 +214,6 @@ impl Stepwise {
         let services = Arc::new(RunServices {
             journal: journal.clone(),
             runs: Arc::new(runs.clone()),
-            catalog: catalog.clone(),
             backoff: config.backoff,
             tenants: tenants.clone(),
             own_address: own_address.clone(),

@@ -167,7 +167,14 @@ impl Workers {
     /// host is less loaded than every worker. Workers win ties: the leader
     /// also serves every request. With `here_full` (this host's guest
     /// memory is spoken for) any worker with room wins.
-    fn assign(&self, job: &Job, here_full: bool) -> Option<oneshot::Receiver<Ended>> {
+    ///
+    /// The job counts against the worker's capacity at once, and is
+    /// offered to it with [`Workers::offer`].
+    fn assign(
+        &self,
+        job: &Job,
+        here_full: bool,
+    ) -> Option<(Arc<Session>, oneshot::Receiver<Ended>)> {
         let sessions = self.sessions();
         let local = if here_full {
             f64::INFINITY
@@ -187,13 +194,29 @@ impl Workers {
         }
         let (_, session) = best?;
         let (done, ended) = oneshot::channel();
-        {
-            let mut state = session.state();
-            state.unclaimed.push_back(job.clone());
-            state.assigned.insert(job.clone(), done);
+        session.state().assigned.insert(job.clone(), done);
+        Some((session.clone(), ended))
+    }
+
+    /// Offers `job`, assigned to `session`, to its next claim, once every
+    /// change applied so far is durable: the worker reads the run's steps
+    /// and events from the database, and a change that rides with the
+    /// next flush (a child's end that completed the run's invoke, say)
+    /// must be there. If the journal cannot flush, the job goes back.
+    async fn offer(&self, session: &Session, job: Job) -> Result<(), Ended> {
+        if let Err(error) = self.runs.settled().await {
+            tracing::error!(run = %job.run, error = format!("{error:#}"), "could not flush before handing a job to a worker; resuming it in 1 s");
+            session.state().assigned.remove(&job);
+            return Err(Some(Duration::from_secs(1)));
         }
+        session.state().unclaimed.push_back(job);
         session.offered.notify_one();
-        Some(ended)
+        Ok(())
+    }
+
+    /// The tenants' generation (see [`super::wire::Claimed`]).
+    pub fn generation(&self) -> u64 {
+        self.runs.terms_generation()
     }
 
     /// The jobs handed to session `id` since its last claim, waiting up to
@@ -268,6 +291,10 @@ impl Workers {
                 Answer::Wait(Runs::event_budget_wait(runs, &tenant, count))
             }
             Ask::BranchPending(key, seq) => Answer::Pending(Runs::branch_pending(runs, &key, seq)),
+            Ask::Terms(tenant) => Answer::Terms(runs.tenant_terms(&tenant)),
+            Ask::Function(tenant, id) => {
+                Answer::Function(RunAccess::function(runs, &tenant, &id).await?.map(Box::new))
+            }
         })
     }
 
@@ -403,9 +430,16 @@ impl Drop for ExecutingHere {
 impl Dispatch for SharedDispatch {
     fn drive(self: Arc<Self>, job: Job) -> BoxFuture {
         let here_full = !self.local.has_room(&job.run.tenant);
-        if let Some(ended) = self.workers.assign(&job, here_full) {
-            // Fenced off: the sender is dropped, and the job executes again.
-            return Box::pin(async move { ended.await.unwrap_or(Some(Duration::ZERO)) });
+        if let Some((session, ended)) = self.workers.assign(&job, here_full) {
+            let workers = self.workers.clone();
+            return Box::pin(async move {
+                if let Err(again) = workers.offer(&session, job).await {
+                    return again;
+                }
+                // Fenced off: the sender is dropped, and the job executes
+                // again.
+                ended.await.unwrap_or(Some(Duration::ZERO))
+            });
         }
         self.workers.local.fetch_add(1, Ordering::Relaxed);
         let here = ExecutingHere(self.workers.clone());

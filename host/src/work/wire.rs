@@ -2,8 +2,8 @@
 //! leader's API (`/cluster/work/...`, only for requests carrying the
 //! hosts' shared secret).
 
-use crate::model::{IncomingEvent, LogChunk, RunKey, RunRecord};
-use crate::runs::{Recorded, Transition};
+use crate::model::{FunctionRecord, IncomingEvent, LogChunk, RunKey, RunRecord};
+use crate::runs::{Recorded, TenantTerms, Transition};
 use crate::scheduler::Job;
 use serde::{Deserialize, Serialize};
 
@@ -49,6 +49,8 @@ pub struct InSession {
 pub struct Claimed {
     /// Execute each, then say [`Done`].
     pub jobs: Vec<Job>,
+    /// The tenants' generation now: terms of an older one are stale.
+    pub generation: u64,
 }
 
 /// What an execution asks of its run (see [`crate::runs::RunAccess`]).
@@ -82,6 +84,10 @@ pub enum Ask {
     EventBudgetWait(String, usize),
     /// Whether a branch is queued or executing already.
     BranchPending(RunKey, u32),
+    /// What a tenant's runs execute under.
+    Terms(String),
+    /// A tenant's function, by id.
+    Function(String, String),
 }
 
 /// A call within a session.
@@ -110,6 +116,10 @@ pub enum Answer {
     Wait(Option<u64>),
     /// For [`Ask::BranchPending`].
     Pending(bool),
+    /// For [`Ask::Terms`].
+    Terms(TenantTerms),
+    /// For [`Ask::Function`].
+    Function(Option<Box<FunctionRecord>>),
 }
 
 /// A job's execution ended on the worker.

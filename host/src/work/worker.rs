@@ -2,19 +2,18 @@
 //! own sandbox, and asks the leader for every change to their runs.
 //!
 //! It reads what never changes once written (steps, events, components)
-//! from the database itself, and what it executes with (deployed
-//! functions, tenants' limits and allowlists) too, again every second.
-//! It writes nothing to the database.
+//! from the database itself, and asks the leader for the rest: the run,
+//! its tenant's terms (kept until the leader says tenants changed) and
+//! functions to invoke. It writes nothing to the database.
 
 use super::leader::SessionFenced;
 use super::wire::{self, Answer, Ask, Call, Claimed, Done, InSession, Join, Joined};
 use crate::api::forward::{FORWARDING_KEY, Role};
-use crate::catalog::Catalog;
 use crate::config::HostConfig;
 use crate::executor::{Executor, OwnAddress, RunDriver, RunServices};
 use crate::journal::{Journal, PgJournal};
-use crate::model::{IncomingEvent, LogChunk, RunKey, RunRecord};
-use crate::runs::{ExecutionGuard, Recorded, RunAccess, Transition};
+use crate::model::{FunctionRecord, IncomingEvent, LogChunk, RunKey, RunRecord};
+use crate::runs::{ExecutionGuard, Recorded, RunAccess, TenantTerms, Transition};
 use crate::scheduler::{Dispatch, Job};
 use crate::tenants::Tenants;
 use anyhow::{Context, Result, anyhow, bail};
@@ -73,6 +72,11 @@ pub struct Remote {
     session: u64,
     /// Output written since the run's last call, sent with its next one.
     output: Mutex<HashMap<RunKey, Vec<LogChunk>>>,
+    /// Terms of the tenants whose runs executed here, while fresh.
+    terms: Mutex<HashMap<String, TenantTerms>>,
+    /// The tenants' generation as of the last claim: older terms are
+    /// asked for again.
+    generation: AtomicU64,
     /// Set once the leader refused the session.
     fenced: AtomicBool,
     fenced_now: Notify,
@@ -112,6 +116,10 @@ impl Remote {
         self.post(wire::CALL, &call).await
     }
 
+    fn lock_terms(&self) -> std::sync::MutexGuard<'_, HashMap<String, TenantTerms>> {
+        self.terms.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     fn take_output(&self, key: &RunKey) -> Vec<LogChunk> {
         self.output
             .lock()
@@ -129,6 +137,8 @@ impl Remote {
                 },
             )
             .await?;
+        self.generation
+            .fetch_max(claimed.generation, Ordering::SeqCst);
         Ok(claimed.jobs)
     }
 
@@ -233,24 +243,53 @@ impl RunAccess for Remote {
             other => Err(unexpected(other)),
         }
     }
+
+    async fn terms(&self, tenant: &str) -> Result<TenantTerms> {
+        let fresh = self.generation.load(Ordering::SeqCst);
+        if let Some(terms) = self.lock_terms().get(tenant)
+            && terms.generation >= fresh
+        {
+            return Ok(terms.clone());
+        }
+        match self.ask(Ask::Terms(tenant.to_string())).await? {
+            Answer::Terms(terms) => {
+                self.lock_terms().insert(tenant.to_string(), terms.clone());
+                Ok(terms)
+            }
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn function(&self, tenant: &str, id: &str) -> Result<Option<FunctionRecord>> {
+        match self
+            .ask(Ask::Function(tenant.to_string(), id.to_string()))
+            .await?
+        {
+            Answer::Function(function) => Ok(function.map(|f| *f)),
+            other => Err(unexpected(other)),
+        }
+    }
 }
 
 /// What a worker executes with, read from the database.
 struct Equipment {
     journal: Arc<dyn Journal>,
     executor: Arc<Executor>,
-    catalog: Arc<Catalog>,
     tenants: Arc<Tenants>,
+    /// This host's API, which step bodies may not call.
+    own_address: Arc<OwnAddress>,
 }
 
 /// Executes jobs for whichever host leads, as `role` says, until this
 /// host leads itself. `config` is this host's (its `store`, limits and
-/// data directory); `secret` proves to the leader that it is a host.
+/// data directory); `secret` proves to the leader that it is a host;
+/// step bodies may not call `own`, this host's API.
 pub async fn work(
     mut role: watch::Receiver<Role>,
     host_id: String,
     secret: String,
     config: HostConfig,
+    own: Option<std::net::SocketAddr>,
     stats: Arc<WorkerStats>,
 ) -> Result<()> {
     let url = config
@@ -268,8 +307,10 @@ pub async fn work(
         journal.clone(),
         config.limits.clone(),
     )?);
-    let catalog = Arc::new(Catalog::load(journal.as_ref())?);
-    // Only the leader makes the dev-mode default tenant and its keys.
+    // Executions here ask the leader for their tenant's terms: these are
+    // only for `RunServices`' memory reservations, which a job makes as it
+    // leaves the leader's queue, not here. Only the leader makes the
+    // dev-mode default tenant and its keys.
     let mut reading = config.clone();
     reading.require_keys = true;
     reading.event_key = None;
@@ -278,13 +319,16 @@ pub async fn work(
         &reading,
         Arc::new(crate::model::SystemClock),
     )?);
+    let own_address = Arc::new(OwnAddress::default());
+    if let Some(own) = own {
+        own_address.set(own);
+    }
     let equipment = Arc::new(Equipment {
         journal,
         executor,
-        catalog,
         tenants,
+        own_address,
     });
-    tokio::spawn(refresh(Arc::downgrade(&equipment)));
     let http = reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(5))
         .timeout(Duration::from_secs(120))
@@ -304,6 +348,8 @@ pub async fn work(
                     secret: secret.clone(),
                     session: joined.session,
                     output: Mutex::new(HashMap::new()),
+                    terms: Mutex::new(HashMap::new()),
+                    generation: AtomicU64::new(0),
                     fenced: AtomicBool::new(false),
                     fenced_now: Notify::new(),
                 });
@@ -373,10 +419,9 @@ async fn session(
     let services = Arc::new(RunServices {
         journal: equipment.journal.clone(),
         runs: remote.clone(),
-        catalog: equipment.catalog.clone(),
         backoff: config.backoff,
         tenants: equipment.tenants.clone(),
-        own_address: Arc::new(OwnAddress::default()),
+        own_address: equipment.own_address.clone(),
         dev_loopback: config.dev_loopback,
         default_http_allow: config.default_http_allow.clone(),
     });
@@ -431,25 +476,4 @@ async fn session(
         tracing::warn!(stopped, "stopped this session's executions");
     }
     ended
-}
-
-/// Reads deployed functions and tenants again every second, while the
-/// worker lives.
-async fn refresh(equipment: std::sync::Weak<Equipment>) {
-    loop {
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        let Some(equipment) = equipment.upgrade() else {
-            return;
-        };
-        let reloaded = equipment
-            .catalog
-            .reload(equipment.journal.as_ref())
-            .and_then(|()| equipment.tenants.reload_records());
-        if let Err(error) = reloaded {
-            tracing::warn!(
-                error = format!("{error:#}"),
-                "could not read functions and tenants again"
-            );
-        }
-    }
 }

@@ -10,7 +10,7 @@ use stepwise_host::api::views::RunDetail;
 use stepwise_tests::{Api, Loopback, guests};
 
 /// Sets `tenant`'s HTTP allowlist.
-async fn allow(admin: &Api, tenant: &str, hosts: Value) {
+pub async fn allow(admin: &Api, tenant: &str, hosts: Value) {
     let (code, body) = status(
         admin,
         Method::PUT,
@@ -22,7 +22,7 @@ async fn allow(admin: &Api, tenant: &str, hosts: Value) {
 }
 
 /// Runs the hostile app's `http-elsewhere` against `url`: its run, ended.
-async fn call(tenant: &Api, url: &str) -> RunDetail {
+pub async fn call(tenant: &Api, url: &str) -> RunDetail {
     let event = tenant
         .send("attack/http-elsewhere", json!({ "url": url }))
         .await

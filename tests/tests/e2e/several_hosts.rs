@@ -792,3 +792,83 @@ async fn a_stopped_worker_hands_its_jobs_back_at_once() {
     assert_eq!(output(&done.run)[1]["hit"], 2);
     loopback.release();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_worker_executes_under_the_terms_and_functions_the_leader_has_now() {
+    let Some(set) = Hosts::start(2, "2s") else {
+        return;
+    };
+    set.wait_workers(0).await;
+    let admin = set.hosts[0].as_tenant(ADMIN, "");
+    let acme = create_tenant(&set.hosts[1], "acme");
+    acme.deploy("hostile", guests::HOSTILE).await.unwrap();
+    acme.deploy("flow", guests::FLOW).await.unwrap();
+    let loopback = Loopback::start().await.unwrap();
+    let loopback_address = loopback.url.trim_start_matches("http://").to_string();
+    let counter = format!("{}/egress/probe", loopback.url);
+    let worker_port = set.hosts[1].url.rsplit(':').next().unwrap().to_string();
+    let (_, executed_before) = executing_on(&set, 1).await;
+
+    // Not allowed yet; allowed at once after the change on the leader,
+    // with the worker's own API still refused, even listed exactly.
+    let refused = crate::egress::call(&acme, &counter).await;
+    assert_eq!(refused.run.status, "failed", "{refused:#?}");
+    crate::egress::allow(
+        &admin,
+        "acme",
+        json!([loopback_address, format!("127.0.0.1:{worker_port}")]),
+    )
+    .await;
+    let reached = crate::egress::call(&acme, &counter).await;
+    assert_eq!(reached.run.status, "completed", "{reached:#?}");
+    assert_eq!(loopback.total_hits(), 1);
+    let own = crate::egress::call(&acme, &format!("http://127.0.0.1:{worker_port}/health")).await;
+    assert_eq!(own.run.status, "failed", "{own:#?}");
+    let error = serde_json::to_string(&own.run.error).unwrap();
+    assert!(error.contains("own API"), "{error}");
+
+    // A function deployed a moment ago is invoked from the worker.
+    let parent = acme.send("flow/parent", json!({"n": 21})).await.unwrap();
+    let run = acme.run_for_event(&parent).await.unwrap();
+    let done = acme.wait_status(&run, "completed", PATIENCE).await.unwrap();
+    assert_eq!(done.run.output, Some(json!({"child": 42})));
+
+    // Parallel branches spread over the hosts, and events sent from a
+    // step start runs, each once.
+    loopback.plan("branch-0", Plan::Delay(Duration::from_millis(300)));
+    loopback.plan("branch-1", Plan::Delay(Duration::from_millis(300)));
+    let fan = acme
+        .send("flow/fan", json!({"url": loopback.url, "branches": 3}))
+        .await
+        .unwrap();
+    let send = acme
+        .send("flow/send", json!({"url": loopback.url, "n": 5}))
+        .await
+        .unwrap();
+    let fan = acme.run_for_event(&fan).await.unwrap();
+    let fanned = acme.wait_status(&fan, "completed", PATIENCE).await.unwrap();
+    let out = output(&fanned.run);
+    assert_eq!(out["join"], json!([1, "two"]), "{out}");
+    for i in 0..3 {
+        assert_eq!(loopback.hits(&fan, &format!("branch-{i}")), 1, "{out}");
+    }
+    let send = acme.run_for_event(&send).await.unwrap();
+    acme.wait_status(&send, "completed", PATIENCE)
+        .await
+        .unwrap();
+    let received = acme
+        .wait_runs("received", PATIENCE, |runs| {
+            runs.len() >= 2 && runs.iter().all(|r| r.status == "completed")
+        })
+        .await
+        .unwrap();
+    assert_eq!(received.len(), 2, "one run per event sent");
+
+    let (_, executed_after) = executing_on(&set, 1).await;
+    assert!(
+        executed_after >= executed_before + 4,
+        "the worker executed {} jobs of these runs: {}",
+        executed_after - executed_before,
+        set.hosts[1].log()
+    );
+}
