@@ -562,6 +562,24 @@ mod tests {
     }
 
     #[test]
+    fn terms_carry_the_generation_they_were_read_at_and_a_change_moves_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let tenants = tenants(dir.path());
+        tenants.create("acme").unwrap();
+        let (before, _, allow) = tenants.terms("acme");
+        assert!(allow.is_empty());
+        assert_eq!(tenants.terms("acme").0, before, "reads change nothing");
+        tenants
+            .set_http_allow("acme", vec!["api.example.com".into()])
+            .unwrap();
+        let (after, _, allow) = tenants.terms("acme");
+        assert!(after > before, "{after} after {before}");
+        assert_eq!(*allow, vec!["api.example.com".to_string()]);
+        let refused = tenants.set_http_allow("acme", vec!["not a host".into()]);
+        assert!(refused.is_err());
+    }
+
+    #[test]
     fn require_keys_makes_no_default_tenant_and_dev_keys_open_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let mut config = HostConfig::new(dir.path().to_path_buf());

@@ -85,17 +85,6 @@ async fn bench_host_with(max_steps: u32, component: &str) -> Result<Bench> {
     .await
 }
 
-/// A bench host on PostgreSQL that shares its jobs with worker hosts
-/// proving `secret`.
-async fn bench_host_sharing(secret: &str) -> Result<Bench> {
-    bench_host_configured(guests::PROBE, |config| {
-        config.limits.max_steps_per_run = 1_000;
-        config.forwarding_secret = Some(secret.to_string());
-        config.share_work = Some(Duration::from_secs(8));
-    })
-    .await
-}
-
 async fn bench_host_configured(
     component: &str,
     configure: impl FnOnce(&mut HostConfig),
@@ -342,15 +331,39 @@ async fn steps_per_second() -> Result<()> {
     Ok(())
 }
 
-/// (b2) with a second host executing jobs for the first: a worker host
-/// (in this process, over HTTP on loopback, as `stepwise serve` standbys
-/// are) on the same database.
+/// (b2) with a second host executing jobs for the first: a `stepwise
+/// serve` standing by on the same database (a process of its own, on the
+/// same 2 cores), which claims jobs from this bench host over HTTP.
 async fn two_hosts_per_second() -> Result<()> {
-    let secret = "bench-hosts-secret".to_string();
-    let bench = bench_host_sharing(&secret).await?;
-    let host = &bench.host;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let address = listener.local_addr()?;
+    let url = bench_store()?.context("two hosts need PostgreSQL")?;
+    let mut leases = Leases::open(
+        &url,
+        "bench",
+        &format!("http://{address}"),
+        Duration::from_secs(3_600),
+    )
+    .await?;
+    let Claim::Won { epoch } = leases.claim(RUNS_LEASE).await? else {
+        anyhow::bail!("another host holds the bench database's lease");
+    };
+    let dir = tempfile::tempdir()?;
+    let mut config = HostConfig::new(dir.path().to_path_buf());
+    config.store = Some(url.clone());
+    config.fence = Some(Fence::runs("bench", epoch));
+    config.backoff = Backoff::scaled(0.001);
+    config.limits.max_steps_per_run = 1_000;
+    config.forwarding_secret = Some(leases.forwarding_secret().to_string());
+    config.share_work = Some(Duration::from_secs(8));
+    let host = Stepwise::start(config).await?;
+    host.deploy(
+        DEFAULT_TENANT,
+        "probe",
+        std::fs::read(guests::PROBE)?.into(),
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
     let router = stepwise_host::api::router(
         host.clone(),
         Arc::new(stepwise_host::api::throttle::AuthThrottle::new(0)),
@@ -375,21 +388,15 @@ async fn two_hosts_per_second() -> Result<()> {
     ));
 
     let worker_dir = tempfile::tempdir()?;
-    let mut worker = HostConfig::new(worker_dir.path().to_path_buf());
-    worker.store = host.config.store.clone();
-    worker.backoff = host.config.backoff;
-    worker.limits = host.config.limits.clone();
-    let (_role, role_seen) = tokio::sync::watch::channel(
-        stepwise_host::api::forward::Role::Forward(format!("http://{address}")),
-    );
-    tokio::spawn(stepwise_host::work::worker::work(
-        role_seen,
-        "bench-worker".to_string(),
-        secret,
-        worker,
-        None,
-        Arc::new(stepwise_host::work::WorkerStats::default()),
-    ));
+    let worker = std::process::Command::new(env!("CARGO_BIN_EXE_stepwise-e2e"))
+        .args(["serve", "--store", &url, "--listen", "127.0.0.1:0"])
+        .args(["--host-id", "bench-worker", "--data"])
+        .arg(worker_dir.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .context("starting the worker host")?;
+    let worker = KillOnDrop(worker);
     let workers = host.workers.clone().context("the bench host shares work")?;
     let deadline = Instant::now() + Duration::from_secs(60);
     while workers.view().is_empty() {
@@ -397,32 +404,63 @@ async fn two_hosts_per_second() -> Result<()> {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 
-    lone_run_samples(host, 5).await?;
-    let lone = lone_run_samples(host, 60).await?;
+    lone_run_samples(&host, 5).await?;
+    let lone = lone_run_samples(&host, 60).await?;
     println!(
-        "(b1, a worker host idle beside the leader, so the run executes on the worker) one run of 10 durable steps: median {:.0} µs, p90 {:.0} µs",
+        "(b1, two hosts: an idle worker takes the run) one run of 10 durable steps: median {:.0} µs, p90 {:.0} µs",
         median(lone.clone()),
         percentile(lone, 0.9)
     );
-    let before = postgres_counters()?;
-    let rates = concurrent_rates(host, 5).await?;
-    let on_worker = workers.view()[0].executed;
+    let before = (
+        process_cpu_ms("self")?,
+        process_cpu_ms(&worker.0.id().to_string())?,
+        postgres_counters()?,
+    );
+    let executed_before = workers.view()[0].executed;
+    let rates = concurrent_rates(&host, 5).await?;
+    let on_worker = workers.view()[0].executed - executed_before;
+    let after = (
+        process_cpu_ms("self")?,
+        process_cpu_ms(&worker.0.id().to_string())?,
+        postgres_counters()?,
+    );
     println!(
-        "(b2, two hosts: the leader and a worker host) 256 concurrent runs x 10 durable steps: median {:.0} steps/s (min {:.0}, max {:.0}); the worker executed {on_worker} jobs",
+        "(b2, two hosts: the leader and a worker) 256 concurrent runs x 10 durable steps: median {:.0} steps/s (min {:.0}, max {:.0}); the worker executed {on_worker} of {} jobs",
         median(rates.clone()),
         rates.iter().cloned().fold(f64::MAX, f64::min),
-        rates.iter().cloned().fold(0.0, f64::max)
+        rates.iter().cloned().fold(0.0, f64::max),
+        6 * 256,
     );
-    let (cpu, commits, rows) = before;
-    let (cpu_after, commits_after, rows_after) = postgres_counters()?;
     let steps = 6.0 * 2_560.0;
     println!(
-        "    PostgreSQL during (b2, two hosts): {:.1} µs of its CPU, {:.2} transactions and {:.2} rows written per step",
-        (cpu_after - cpu) * 1000.0 / steps,
-        (commits_after - commits) / steps,
-        (rows_after - rows) / steps
+        "    per step during it: leader process {:.1} µs of CPU, worker process {:.1} µs, PostgreSQL {:.1} µs, {:.2} transactions and {:.2} rows written",
+        (after.0 - before.0) * 1000.0 / steps,
+        (after.1 - before.1) * 1000.0 / steps,
+        (after.2.0 - before.2.0) * 1000.0 / steps,
+        (after.2.1 - before.2.1) / steps,
+        (after.2.2 - before.2.2) / steps
     );
+    drop(leases);
     Ok(())
+}
+
+/// A child process killed when the bench is done with it.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// CPU time (user and system) of process `pid` (or `self`) so far, ms.
+fn process_cpu_ms(pid: &str) -> Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    let (_, rest) = stat.rsplit_once(") ").context("a /proc stat line")?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = fields[11].parse::<f64>()? + fields[12].parse::<f64>()?;
+    Ok(ticks * 10.0)
 }
 
 async fn replay_cost() -> Result<()> {
