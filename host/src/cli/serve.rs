@@ -163,6 +163,9 @@ async fn serve_on_postgres(
     tokio::pin!(serving);
     let (host, leadership) = tokio::select! {
         _ = &mut serving => {
+            if let Some(worker) = &worker {
+                worker.abort();
+            }
             work.leave(leases_secret.as_str()).await;
             tracing::info!("stopped while standing by");
             return Ok(());

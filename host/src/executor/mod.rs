@@ -211,6 +211,25 @@ struct TenantCopy {
 }
 
 impl Executor {
+    /// The executor of a host started with `config`: its compiled-code
+    /// cache in `--compiled-dir`, or its own in the data directory (which
+    /// it then prunes).
+    pub fn for_host(
+        config: &crate::config::HostConfig,
+        journal: Arc<dyn RunJournal + Send + Sync>,
+    ) -> Result<Self> {
+        let compiled_dir = config
+            .compiled_dir
+            .clone()
+            .unwrap_or_else(|| config.data_dir.join("compiled"));
+        Executor::new(
+            &compiled_dir,
+            config.compiled_dir.is_none(),
+            journal,
+            config.limits.clone(),
+        )
+    }
+
     /// An executor keeping compiled code in `compiled_dir`.
     pub fn new(
         compiled_dir: &Path,

@@ -199,16 +199,7 @@ impl Stepwise {
             tenants.clone(),
             clock,
         ));
-        let compiled_dir = config
-            .compiled_dir
-            .clone()
-            .unwrap_or_else(|| config.data_dir.join("compiled"));
-        let executor = Arc::new(Executor::new(
-            &compiled_dir,
-            config.compiled_dir.is_none(),
-            journal.clone(),
-            config.limits.clone(),
-        )?);
+        let executor = Arc::new(Executor::for_host(&config, journal.clone())?);
         commit.durable().await?;
         let own_address = Arc::new(OwnAddress::default());
         let services = Arc::new(RunServices {

@@ -36,12 +36,15 @@ pub struct WorkerStats {
     pub executed: AtomicU64,
     /// The leader and session this host works in, if any.
     session: Mutex<Option<(String, u64)>>,
+    /// Set once this host leaves: it joins no session again.
+    leaving: AtomicBool,
 }
 
 impl WorkerStats {
     /// Tells the leader this host leaves (it stops): the jobs it was
     /// executing go to other hosts at once, not after the ttl.
     pub async fn leave(&self, secret: &str) {
+        self.leaving.store(true, Ordering::SeqCst);
         let current = self
             .session
             .lock()
@@ -50,16 +53,26 @@ impl WorkerStats {
         let Some((leader, session)) = current else {
             return;
         };
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(2))
-            .build();
-        if let Ok(http) = http {
-            let _ = http
+        let left = async {
+            reqwest::Client::builder()
+                .timeout(Duration::from_secs(10))
+                .build()?
                 .post(format!("{leader}{}", wire::LEAVE))
                 .header(FORWARDING_KEY, secret)
                 .json(&InSession { session })
                 .send()
-                .await;
+                .await?
+                .error_for_status()
+        };
+        match left.await {
+            Ok(_) => tracing::info!(
+                leader,
+                session,
+                "left the leader's session: its jobs go to other hosts now"
+            ),
+            Err(error) => {
+                tracing::warn!(leader, session, %error, "could not leave the leader's session: its jobs go to other hosts once it expires")
+            }
         }
     }
 }
@@ -297,16 +310,7 @@ pub async fn work(
         .clone()
         .context("a worker host needs the database's URL (--store)")?;
     let journal: Arc<dyn Journal> = Arc::new(PgJournal::open(&url)?);
-    let compiled_dir = config
-        .compiled_dir
-        .clone()
-        .unwrap_or_else(|| config.data_dir.join("compiled"));
-    let executor = Arc::new(Executor::new(
-        &compiled_dir,
-        config.compiled_dir.is_none(),
-        journal.clone(),
-        config.limits.clone(),
-    )?);
+    let executor = Arc::new(Executor::for_host(&config, journal.clone())?);
     // Executions here ask the leader for their tenant's terms: these are
     // only for `RunServices`' memory reservations, which a job makes as it
     // leaves the leader's queue, not here. Only the leader makes the
@@ -335,6 +339,9 @@ pub async fn work(
         .build()
         .context("making the worker's HTTP client")?;
     loop {
+        if stats.leaving.load(Ordering::SeqCst) {
+            return Ok(());
+        }
         let leader = match &*role.borrow_and_update() {
             Role::Forward(leader) => leader.clone(),
             Role::Starting | Role::Lead(_) => return Ok(()),

@@ -611,6 +611,20 @@ impl Hosts {
     }
 }
 
+/// Two hosts whose leases last `ttl`, the second a worker of the first
+/// (whose API is returned), the probe app deployed, and a loopback server
+/// that holds each run's first call to step `slow` until released;
+/// `None` on sled.
+async fn two_hosts_holding_slow_once(ttl: &str) -> Option<(Hosts, Api, Loopback)> {
+    let set = Hosts::start(2, ttl)?;
+    let on_a = set.default_tenant(0);
+    on_a.deploy("probe", guests::PROBE).await.unwrap();
+    let loopback = Loopback::start().await.unwrap();
+    loopback.plan("slow", Plan::HoldFirst);
+    set.wait_workers(0).await;
+    Some((set, on_a, loopback))
+}
+
 /// What host `i` says it executes for the leader (a standby's `/health`).
 async fn executing_on(set: &Hosts, i: usize) -> (u64, u64) {
     let health = set.default_tenant(i).get("/health").await.unwrap();
@@ -707,14 +721,9 @@ async fn a_killed_workers_run_resumes_on_another_host_by_replay() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_paused_worker_cannot_write_once_its_run_moved() {
-    let Some(set) = Hosts::start(2, "2s") else {
+    let Some((set, on_a, loopback)) = two_hosts_holding_slow_once("2s").await else {
         return;
     };
-    let on_a = set.default_tenant(0);
-    on_a.deploy("probe", guests::PROBE).await.unwrap();
-    let loopback = Loopback::start().await.unwrap();
-    loopback.plan("slow", Plan::HoldFirst);
-    set.wait_workers(0).await;
     let ops = json!([{"run": "a"}, {"run": "slow"}, {"sleep": {"id": "nap", "duration": "4s"}}, {"run": "c"}]);
     let run = start_script(&on_a, json!({"url": loopback.url, "ops": ops})).await;
     assert!(loopback.wait_hits(&run, "slow", 1, PATIENCE).await);
@@ -760,14 +769,9 @@ async fn a_paused_worker_cannot_write_once_its_run_moved() {
 async fn a_stopped_worker_hands_its_jobs_back_at_once() {
     // A session that would take 60 s to be fenced off: only the worker's
     // leaving explains a quick resumption.
-    let Some(mut set) = Hosts::start(2, "60s") else {
+    let Some((mut set, on_a, loopback)) = two_hosts_holding_slow_once("60s").await else {
         return;
     };
-    let on_a = set.default_tenant(0);
-    on_a.deploy("probe", guests::PROBE).await.unwrap();
-    let loopback = Loopback::start().await.unwrap();
-    loopback.plan("slow", Plan::HoldFirst);
-    set.wait_workers(0).await;
     let ops = json!([{"run": "a"}, {"run": "slow"}, {"run": "c"}]);
     let run = start_script(&on_a, json!({"url": loopback.url, "ops": ops})).await;
     assert!(loopback.wait_hits(&run, "slow", 1, PATIENCE).await);
@@ -777,7 +781,10 @@ async fn a_stopped_worker_hands_its_jobs_back_at_once() {
     set.hosts[1].signal(libc::SIGTERM);
     let status = set.hosts[1].wait_exit(PATIENCE).expect("the worker stops");
     assert!(status.success(), "{status:?}: {}", set.hosts[1].log());
-    let done = on_a.wait_status(&run, "completed", PATIENCE).await.unwrap();
+    let done = on_a
+        .wait_status(&run, "completed", PATIENCE)
+        .await
+        .unwrap_or_else(|e| panic!("{e}\nthe worker's log:\n{}", set.hosts[1].log()));
     let took = stopped_at.elapsed();
     assert!(
         took < Duration::from_secs(30),
