@@ -459,3 +459,178 @@ impl Dispatch for SharedDispatch {
         self.local.reserve(job)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::Catalog;
+    use crate::journal::{GroupCommit, Journal, SledJournal};
+    use crate::model::FixedClock;
+    use crate::scheduler::{SchedulerLoops, SlotPolicy};
+
+    /// A run state machine on a temp dir (nothing executes: the
+    /// scheduler's loops are never started), and its worker sessions.
+    struct Leader {
+        _dir: tempfile::TempDir,
+        _loops: SchedulerLoops,
+        workers: Arc<Workers>,
+    }
+
+    fn leader(ttl: Duration, local_capacity: usize) -> Leader {
+        let dir = tempfile::tempdir().unwrap();
+        let journal: Arc<dyn Journal> = Arc::new(SledJournal::open(&dir.path().join("j")).unwrap());
+        let clock = FixedClock::at(1_767_225_600_000);
+        let (scheduler, loops) = Scheduler::new(SlotPolicy::default(), clock.clone());
+        let config = crate::config::HostConfig::new(dir.path().to_path_buf());
+        let tenants = Arc::new(
+            crate::tenants::Tenants::load(journal.clone(), &config, clock.clone()).unwrap(),
+        );
+        let runs = Arc::new(Runs::new(
+            journal.clone(),
+            GroupCommit::start(journal),
+            Arc::new(Catalog::default()),
+            scheduler.clone(),
+            tenants,
+            clock,
+        ));
+        Leader {
+            _dir: dir,
+            _loops: loops,
+            workers: Workers::start(runs, scheduler, ttl, local_capacity),
+        }
+    }
+
+    fn job(run: &str) -> Job {
+        Job::run(RunKey::new("t", run))
+    }
+
+    #[tokio::test]
+    async fn a_job_goes_to_the_least_loaded_host_and_workers_win_ties() {
+        let leader = leader(Duration::from_secs(60), 2);
+        let workers = &leader.workers;
+        assert!(
+            workers.assign(&job("r0"), false).is_none(),
+            "no workers: here"
+        );
+        workers.join("w".into(), 2);
+        let (_, _first) = workers
+            .assign(&job("r1"), false)
+            .expect("a tie: the worker");
+        // The worker is half busy, this host idle: here.
+        assert!(workers.assign(&job("r2"), false).is_none());
+        workers.local.fetch_add(1, Ordering::Relaxed);
+        let (_, _second) = workers.assign(&job("r3"), false).expect("a tie again");
+        // The worker is full: here, however busy this host is.
+        workers.local.fetch_add(5, Ordering::Relaxed);
+        assert!(workers.assign(&job("r4"), false).is_none());
+        assert!(!workers.has_spare());
+        assert_eq!(workers.view()[0].executing, 2);
+    }
+
+    #[tokio::test]
+    async fn with_its_memory_spoken_for_this_host_sends_a_job_to_any_worker_with_room() {
+        let leader = leader(Duration::from_secs(60), 100);
+        let workers = &leader.workers;
+        workers.join("w".into(), 4);
+        let (_, _a) = workers.assign(&job("a"), false).unwrap();
+        assert!(
+            workers.assign(&job("b"), false).is_none(),
+            "1/4 busy against 0/100"
+        );
+        assert!(
+            workers.assign(&job("b"), true).is_some(),
+            "this host is full"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_claim_takes_what_was_offered_and_a_fenced_session_gives_its_jobs_back() {
+        let leader = leader(Duration::from_secs(60), 1);
+        let workers = &leader.workers;
+        let session = workers.join("w".into(), 2).session;
+        let (assigned, ended) = workers.assign(&job("r1"), false).unwrap();
+        workers.offer(&assigned, job("r1")).await.unwrap();
+        assert_eq!(workers.claim(session).await.unwrap(), vec![job("r1")]);
+
+        workers.fence(session, "a test").await;
+        assert_eq!(
+            ended.await.unwrap(),
+            Some(Duration::ZERO),
+            "the job executes again at once"
+        );
+        assert!(workers.claim(session).await.is_err());
+        let refused = workers
+            .call(session, Ask::StorageUsed("t".into()))
+            .await
+            .unwrap_err();
+        assert!(
+            refused.downcast_ref::<SessionFenced>().is_some(),
+            "{refused:#}"
+        );
+        let refused = workers
+            .done(session, job("r1"), Vec::new(), None)
+            .await
+            .unwrap_err();
+        assert!(
+            refused.downcast_ref::<SessionFenced>().is_some(),
+            "{refused:#}"
+        );
+        assert!(workers.view().is_empty());
+    }
+
+    #[tokio::test]
+    async fn done_tells_the_scheduler_when_to_wake_the_run_again() {
+        let leader = leader(Duration::from_secs(60), 1);
+        let workers = &leader.workers;
+        let session = workers.join("w".into(), 1).session;
+        let (assigned, ended) = workers.assign(&job("r1"), false).unwrap();
+        workers.offer(&assigned, job("r1")).await.unwrap();
+        let answer = workers
+            .call(session, Ask::StorageUsed("t".into()))
+            .await
+            .unwrap();
+        assert!(matches!(answer, Answer::Bytes(_)), "{answer:?}");
+        workers
+            .done(session, job("r1"), Vec::new(), Some(Duration::from_secs(1)))
+            .await
+            .unwrap();
+        assert_eq!(ended.await.unwrap(), Some(Duration::from_secs(1)));
+        assert_eq!(workers.view()[0].executed, 1);
+        assert!(workers.has_spare(), "its slot is free again");
+    }
+
+    #[tokio::test]
+    async fn fencing_waits_for_a_call_in_progress() {
+        let leader = leader(Duration::from_secs(60), 1);
+        let workers = leader.workers.clone();
+        let session = workers.join("w".into(), 1).session;
+        let held = workers.session(session).unwrap();
+        let in_progress = held.fenced.read().await;
+        let fencing = tokio::spawn({
+            let workers = workers.clone();
+            async move { workers.fence(session, "a test").await }
+        });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(!fencing.is_finished(), "the fence waits for the call");
+        drop(in_progress);
+        tokio::time::timeout(Duration::from_secs(5), fencing)
+            .await
+            .expect("the fence goes on once the call is over")
+            .unwrap();
+        assert!(*held.fenced.read().await);
+    }
+
+    #[tokio::test]
+    async fn a_session_that_stops_claiming_for_the_ttl_is_fenced_off() {
+        let leader = leader(Duration::from_millis(200), 1);
+        let workers = &leader.workers;
+        let session = workers.join("w".into(), 1).session;
+        let (assigned, ended) = workers.assign(&job("r1"), false).unwrap();
+        workers.offer(&assigned, job("r1")).await.unwrap();
+        let back = tokio::time::timeout(Duration::from_secs(5), ended)
+            .await
+            .expect("fenced off within a few ttls");
+        assert_eq!(back.unwrap(), Some(Duration::ZERO));
+        assert!(workers.claim(session).await.is_err());
+    }
+}
