@@ -81,7 +81,8 @@ async fn serve_on_postgres(
     };
     let (role, role_seen) = tokio::sync::watch::channel(Role::Starting);
     let work = Arc::new(crate::work::WorkerStats::default());
-    let leases_secret = leases.forwarding_secret().to_string();
+    // Proves to the other hosts that a request comes from one of them.
+    let secret = leases.forwarding_secret().to_string();
     let router = match &standing_by {
         Err(_) => None,
         Ok((holder, at)) => {
@@ -96,7 +97,7 @@ async fn serve_on_postgres(
             Some(api::forward::router(
                 role_seen.clone(),
                 host_id.clone(),
-                leases.forwarding_secret().to_string(),
+                secret.clone(),
                 config.limits.max_component_bytes + 64 * 1024,
                 work.clone(),
             ))
@@ -107,7 +108,7 @@ async fn serve_on_postgres(
         tokio::spawn(crate::work::worker::work(
             role_seen,
             host_id.clone(),
-            leases.forwarding_secret().to_string(),
+            secret.clone(),
             config.clone(),
             Some(address),
             work.clone(),
@@ -138,7 +139,7 @@ async fn serve_on_postgres(
             // are over: this host replays their runs as it starts.
             worker.abort();
         }
-        config.forwarding_secret = Some(leases.forwarding_secret().to_string());
+        config.forwarding_secret = Some(secret.clone());
         config.share_work = Some(ttl);
         let leadership = Leadership::keep(leases, epoch, ttl);
         config.fence = Some(leadership.fence());
@@ -166,7 +167,7 @@ async fn serve_on_postgres(
             if let Some(worker) = &worker {
                 worker.abort();
             }
-            work.leave(leases_secret.as_str()).await;
+            work.leave(&secret).await;
             tracing::info!("stopped while standing by");
             return Ok(());
         }

@@ -54,15 +54,12 @@ impl WorkerStats {
             return;
         };
         let left = async {
-            reqwest::Client::builder()
+            let http = reqwest::Client::builder()
                 .timeout(Duration::from_secs(10))
-                .build()?
-                .post(format!("{leader}{}", wire::LEAVE))
-                .header(FORWARDING_KEY, secret)
-                .json(&InSession { session })
-                .send()
-                .await?
-                .error_for_status()
+                .build()?;
+            let response =
+                send(&http, &leader, secret, wire::LEAVE, &InSession { session }).await?;
+            answer::<serde_json::Value>(response, wire::LEAVE).await
         };
         match left.await {
             Ok(_) => tracing::info!(
@@ -97,28 +94,13 @@ pub struct Remote {
 
 impl Remote {
     async fn post<T: Serialize, R: DeserializeOwned>(&self, path: &str, body: &T) -> Result<R> {
-        let response = self
-            .http
-            .post(format!("{}{path}", self.leader))
-            .header(FORWARDING_KEY, &self.secret)
-            .json(body)
-            .send()
-            .await
-            .with_context(|| format!("reaching the leading host at {}", self.leader))?;
-        let status = response.status();
-        if status == reqwest::StatusCode::CONFLICT {
+        let response = send(&self.http, &self.leader, &self.secret, path, body).await?;
+        if response.status() == reqwest::StatusCode::CONFLICT {
             self.fenced.store(true, Ordering::SeqCst);
             self.fenced_now.notify_waiters();
             return Err(SessionFenced(self.session).into());
         }
-        if !status.is_success() {
-            let text = response.text().await.unwrap_or_default();
-            bail!("the leading host answered {path} with {status}: {text}");
-        }
-        response
-            .json()
-            .await
-            .with_context(|| format!("reading the leading host's answer to {path}"))
+        answer(response, path).await
     }
 
     async fn ask(&self, ask: Ask) -> Result<Answer> {
@@ -399,19 +381,37 @@ async fn join(
         host_id: host_id.to_string(),
         capacity: config.limits.max_executing.max(1) as usize,
     };
-    let response = http
-        .post(format!("{leader}{}", wire::JOIN))
+    let response = send(http, leader, secret, wire::JOIN, &join).await?;
+    answer(response, wire::JOIN).await
+}
+
+/// Posts `body` to the leader's `path`, with the hosts' secret.
+async fn send<T: Serialize>(
+    http: &reqwest::Client,
+    leader: &str,
+    secret: &str,
+    path: &str,
+    body: &T,
+) -> Result<reqwest::Response> {
+    http.post(format!("{leader}{path}"))
         .header(FORWARDING_KEY, secret)
-        .json(&join)
+        .json(body)
         .send()
         .await
-        .with_context(|| format!("reaching the leading host at {leader}"))?;
+        .with_context(|| format!("reaching the leading host at {leader}"))
+}
+
+/// The leader's answer to `path`, or why it refused.
+async fn answer<R: DeserializeOwned>(response: reqwest::Response, path: &str) -> Result<R> {
     let status = response.status();
     if !status.is_success() {
         let text = response.text().await.unwrap_or_default();
-        bail!("the leading host refused this worker ({status}): {text}");
+        bail!("the leading host answered {path} with {status}: {text}");
     }
-    Ok(response.json().await?)
+    response
+        .json()
+        .await
+        .with_context(|| format!("reading the leading host's answer to {path}"))
 }
 
 /// Claims and executes jobs in one session until the leader fences it off
