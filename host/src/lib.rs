@@ -21,6 +21,7 @@ pub mod executor;
 pub mod expr;
 pub mod journal;
 pub mod memory;
+pub mod metrics;
 pub mod model;
 pub mod registration;
 pub mod retry;

@@ -103,6 +103,33 @@ impl FromRequestParts<Arc<Stepwise>> for Admin {
     }
 }
 
+/// Someone allowed to read the host's metrics: anyone when the host has no
+/// admin key (a dev host), else only the operator.
+pub struct Scraper;
+
+impl FromRequestParts<Arc<Stepwise>> for Scraper {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        host: &Arc<Stepwise>,
+    ) -> Result<Self, Self::Rejection> {
+        if !host.tenants.admin_enabled() {
+            return Ok(Scraper);
+        }
+        let gate = Gate::of(parts);
+        match bearer(parts)? {
+            Some(key) if gate.check().map(|()| host.tenants.is_admin(key))? => Ok(Scraper),
+            Some(_) => Err(gate.failed(unauthorized(
+                "the key is not the admin key; /metrics needs the key the host was started with (--admin-key), or scrape the --metrics-listen address instead",
+            ))),
+            None => Err(unauthorized(
+                "/metrics needs the admin key on a host that has one: send `Authorization: Bearer <admin key>` (Prometheus: `authorization: {credentials: ...}`), or scrape the --metrics-listen address instead",
+            )),
+        }
+    }
+}
+
 /// The throttle on wrong keys, as it applies to one request: every key
 /// check asks it first and reports a wrong key to it.
 pub(crate) struct Gate {

@@ -32,6 +32,11 @@ impl ApiError {
         self
     }
 
+    /// The status it is answered with.
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
     /// Tells the client when to try again (a `Retry-After` header).
     pub fn retry_after(mut self, seconds: u64) -> Self {
         self.retry_after_s = Some(seconds.max(1));

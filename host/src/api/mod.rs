@@ -31,6 +31,7 @@ pub use error::ApiError;
 pub(crate) use query::Query;
 
 use crate::journal::RunFilter;
+use crate::metrics::{LimitHit, Refusal};
 use crate::model::{EventError, parse_events};
 use crate::model::{KeyKind, RunKey, RunStatus};
 use crate::runtime::{CancelError, SendError, Stepwise};
@@ -39,6 +40,7 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
+use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
@@ -60,6 +62,7 @@ pub fn router(host: Arc<Stepwise>, auth: Arc<AuthThrottle>) -> Router {
     let forwarding_secret = host.config.forwarding_secret.clone();
     let routes = Router::new()
         .route("/health", get(health))
+        .route("/metrics", get(metrics))
         .route("/e/{event_key}", post(send_with_key))
         .route("/v1/events", get(list_events).post(send_event))
         .merge(apps::routes(component_limit))
@@ -107,6 +110,37 @@ async fn health(State(host): Host) -> Json<Value> {
     Json(health)
 }
 
+/// The host's metrics in the Prometheus text format (see
+/// [`crate::metrics`]).
+async fn metrics(_: auth::Scraper, State(host): Host) -> axum::response::Response {
+    metrics_text(&host)
+}
+
+/// `host`'s metrics as a response.
+pub fn metrics_text(host: &Stepwise) -> axum::response::Response {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            crate::metrics::CONTENT_TYPE,
+        )],
+        host.metrics.render(),
+    )
+        .into_response()
+}
+
+/// A router with only `GET /metrics`, open to anyone who reaches it: for
+/// `--metrics-listen`, an address the operator keeps private.
+pub fn metrics_router(host: Arc<Stepwise>) -> Router {
+    Router::new()
+        .route(
+            "/metrics",
+            get(|State(host): Host| async move { metrics_text(&host) }),
+        )
+        .fallback(|| async { ApiError::not_found("this address serves only GET /metrics") })
+        .layer(axum::middleware::map_response(error::json_errors))
+        .with_state(host)
+}
+
 /// The cause of a failed body read that says how the client failed: a body
 /// too slow (`408`), if it was one.
 fn too_slow(error: &(dyn std::error::Error + 'static)) -> Option<ApiError> {
@@ -139,26 +173,59 @@ pub(crate) fn body(body: Result<Bytes, BytesRejection>, what: &str) -> ApiResult
     })
 }
 
+/// Counts a refused request sending events; returns its error.
+fn refused(host: &Stepwise, reason: Refusal, error: ApiError) -> ApiError {
+    host.metrics.event_request_refused(reason);
+    error
+}
+
 async fn ingest(host: &Stepwise, tenant: &str, bytes: &[u8]) -> ApiResult<Json<Value>> {
     let max_event_bytes = host.tenants.limits(tenant).max_event_bytes;
     let events = parse_events(bytes, max_event_bytes).map_err(|e| match e {
-        EventError::TooLarge { .. } => ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, e.to_string()),
-        other => ApiError::bad_request(other.to_string()),
+        EventError::TooLarge { .. } => refused(
+            host,
+            Refusal::size,
+            ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, e.to_string()),
+        ),
+        other => refused(
+            host,
+            Refusal::malformed,
+            ApiError::bad_request(other.to_string()),
+        ),
     })?;
-    let accepted = host.send(tenant, events).await.map_err(|e| match e {
-        SendError::TooFast { retry_after_ms, .. } => {
-            ApiError::new(StatusCode::TOO_MANY_REQUESTS, e.to_string())
-                .retry_after(retry_after_ms.div_ceil(1_000))
+    let count = events.len();
+    let accepted = host.send(tenant, events).await.map_err(|e| {
+        let limit = match &e {
+            SendError::TooFast { .. } | SendError::BatchOverRate { .. } => {
+                Some((Refusal::rate, LimitHit::events_per_second))
+            }
+            SendError::QueueFull { .. } => Some((Refusal::queue, LimitHit::queued_runs)),
+            SendError::StorageQuotaExceeded { .. } => Some((Refusal::quota, LimitHit::storage)),
+            SendError::Internal(_) => None,
+        };
+        match limit {
+            Some((reason, limit)) => {
+                host.metrics.limit_hit(tenant, limit);
+                host.metrics.event_request_refused(reason);
+            }
+            None => host.metrics.event_request_refused(Refusal::unavailable),
         }
-        SendError::QueueFull { .. } => {
-            ApiError::new(StatusCode::TOO_MANY_REQUESTS, e.to_string()).retry_after(1)
+        match e {
+            SendError::TooFast { retry_after_ms, .. } => {
+                ApiError::new(StatusCode::TOO_MANY_REQUESTS, e.to_string())
+                    .retry_after(retry_after_ms.div_ceil(1_000))
+            }
+            SendError::QueueFull { .. } => {
+                ApiError::new(StatusCode::TOO_MANY_REQUESTS, e.to_string()).retry_after(1)
+            }
+            SendError::BatchOverRate { .. } => ApiError::bad_request(e.to_string()),
+            SendError::StorageQuotaExceeded { .. } => {
+                ApiError::new(StatusCode::TOO_MANY_REQUESTS, e.to_string())
+            }
+            SendError::Internal(error) => ApiError::internal(error),
         }
-        SendError::BatchOverRate { .. } => ApiError::bad_request(e.to_string()),
-        SendError::StorageQuotaExceeded { .. } => {
-            ApiError::new(StatusCode::TOO_MANY_REQUESTS, e.to_string())
-        }
-        SendError::Internal(error) => ApiError::internal(error),
     })?;
+    host.metrics.events_accepted(tenant, count);
     Ok(Json(json!({ "ids": accepted.ids, "status": 200 })))
 }
 
@@ -205,23 +272,36 @@ async fn send_with_key(
 ) -> ApiResult<Json<Value>> {
     let (parts, body) = request.into_parts();
     let gate = auth::Gate::of(&parts);
-    gate.check()?;
+    gate.check().map_err(|e| refused(&host, Refusal::key, e))?;
     let tenant = match host.tenants.authenticate(&event_key) {
         Some(identity) if identity.kind == KeyKind::Event => identity.tenant,
         Some(_) => {
-            return Err(ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "that is a management key; POST /e/{key} takes the tenant's event key (keep management keys out of apps)",
+            return Err(refused(
+                &host,
+                Refusal::key,
+                ApiError::new(
+                    StatusCode::UNAUTHORIZED,
+                    "that is a management key; POST /e/{key} takes the tenant's event key (keep management keys out of apps)",
+                ),
             ));
         }
         None => {
-            return Err(gate.failed(ApiError::new(
+            return Err(refused(&host, Refusal::key, gate.failed(ApiError::new(
                 StatusCode::UNAUTHORIZED,
                 "event key not found: send events to /e/{key} with the tenant's event key (the default tenant's is printed at start)",
-            )));
+            ))));
         }
     };
-    let bytes = read_body(&parts, body, MAX_EVENTS_BODY, "event payload").await?;
+    let bytes = read_body(&parts, body, MAX_EVENTS_BODY, "event payload")
+        .await
+        .map_err(|e| {
+            let reason = if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                Refusal::size
+            } else {
+                Refusal::malformed
+            };
+            refused(&host, reason, e)
+        })?;
     ingest(&host, &tenant, &bytes).await
 }
 
@@ -231,7 +311,14 @@ async fn send_event(
     State(host): Host,
     bytes: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Json<Value>> {
-    let bytes = body(bytes, "event payload")?;
+    let bytes = body(bytes, "event payload").map_err(|e| {
+        let reason = if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            Refusal::size
+        } else {
+            Refusal::malformed
+        };
+        refused(&host, reason, e)
+    })?;
     ingest(&host, &caller.tenant, &bytes).await
 }
 

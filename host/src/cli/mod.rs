@@ -187,6 +187,11 @@ pub struct ServeArgs {
     /// The HTTP address (port 0 picks a free one; the address is printed).
     #[arg(long, default_value = "127.0.0.1:8288")]
     listen: SocketAddr,
+    /// Also serve `GET /metrics` at this address, to anyone who reaches it
+    /// (keep it private); on the API's address it needs the admin key when
+    /// the host has one.
+    #[arg(long, value_name = "ADDR")]
+    metrics_listen: Option<SocketAddr>,
     /// The dev-mode default tenant's event key for `POST /e/{key}`
     /// (default: made once and kept in a 0600 file of the data directory).
     /// A new one retires the previous one; not allowed with

@@ -41,6 +41,7 @@ pub async fn serve(args: ServeArgs, examples: Option<PathBuf>) -> Result<()> {
     let listener = bind(&args).await?;
     let address = listener.local_addr()?;
     announce(&host, address, &args);
+    serve_metrics(&host, &args).await?;
     ready(&host, address, &built).await?;
     let router = api::router(host.clone(), args.intake.auth_throttle());
     api::conn::serve(listener, router, args.intake.limits(), shutdown_signal()).await;
@@ -151,6 +152,7 @@ async fn serve_on_postgres(
         // Leading from the start: as a lone host, with its own router.
         let (host, leadership) = lead.await?;
         announce(&host, address, &args);
+        serve_metrics(&host, &args).await?;
         println!(
             "  leading: host {host_id} holds the runs lease (epoch {})",
             leadership.epoch()
@@ -174,6 +176,7 @@ async fn serve_on_postgres(
         led = lead => led?,
     };
     host.own_address.set(address);
+    serve_metrics(&host, &args).await?;
     role.send_replace(Role::Lead(api::router(
         host.clone(),
         args.intake.auth_throttle(),
@@ -188,6 +191,28 @@ async fn serve_on_postgres(
     flush_stdout();
     serving.await;
     stop(&host, &leadership).await
+}
+
+/// Serves `GET /metrics` on `--metrics-listen`, if given, until the
+/// process ends.
+async fn serve_metrics(host: &Arc<Stepwise>, args: &ServeArgs) -> Result<()> {
+    let Some(at) = args.metrics_listen else {
+        return Ok(());
+    };
+    let listener = tokio::net::TcpListener::bind(at)
+        .await
+        .with_context(|| format!("listening on --metrics-listen {at}"))?;
+    println!(
+        "  metrics: http://{}/metrics (no key: keep this address private)",
+        listener.local_addr()?
+    );
+    let router = api::metrics_router(host.clone());
+    tokio::spawn(async move {
+        if let Err(error) = axum::serve(listener, router).await {
+            tracing::error!(%error, "the --metrics-listen server stopped");
+        }
+    });
+    Ok(())
 }
 
 /// Stops a leading host: what it applied is flushed, then its lease goes

@@ -198,6 +198,8 @@ pub struct Executor {
     /// Uploads in flight and the bytes each tenant has deployed, by
     /// (tenant, content hash): see [`Upload`].
     uploads: Mutex<HashMap<(String, String), TenantCopy>>,
+    /// Where it counts where executions found their code.
+    metrics: std::sync::OnceLock<Arc<crate::metrics::Metrics>>,
 }
 
 /// One tenant's uploads of one component.
@@ -298,7 +300,19 @@ impl Executor {
             prune_compiled,
             slots: CompileSlots::for_cores(),
             uploads: Mutex::new(HashMap::new()),
+            metrics: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Counts where executions find their code into `metrics` from now on.
+    pub fn report_to(&self, metrics: Arc<crate::metrics::Metrics>) {
+        let _ = self.metrics.set(metrics);
+    }
+
+    fn code_from(&self, source: crate::metrics::CodeSource) {
+        if let Some(metrics) = self.metrics.get() {
+            metrics.code_from(source);
+        }
     }
 
     fn compiled_path(&self, hash: &str) -> PathBuf {
@@ -315,7 +329,10 @@ impl Executor {
             // engine configuration (the name carries its compatibility hash)
             // into the host's own data directory.
             match unsafe { Component::deserialize_file(&self.engine, &path) } {
-                Ok(component) => return Ok(component),
+                Ok(component) => {
+                    self.code_from(crate::metrics::CodeSource::disk);
+                    return Ok(component);
+                }
                 Err(error) => {
                     tracing::warn!(path = %path.display(), %error, "cached code unusable; recompiling")
                 }
@@ -330,6 +347,7 @@ impl Executor {
                 InspectError::Internal(anyhow!("component {hash} is not in the journal"))
             })?;
         let component = self.compile_bytes(bytes).await?;
+        self.code_from(crate::metrics::CodeSource::compiled);
         self.write_compiled(hash, &component).await;
         Ok(component)
     }
@@ -451,6 +469,10 @@ impl Executor {
             .entry(hash.to_string())
             .or_default()
             .clone();
+        if let Some(version) = cell.get() {
+            self.code_from(crate::metrics::CodeSource::memory);
+            return Ok(version.clone());
+        }
         cell.get_or_try_init(|| async {
             let component = self.compile(hash).await?;
             Ok(Arc::new(self.link(&component)?))

@@ -10,8 +10,9 @@
 //! since only their writes are sure to be in it.
 
 use super::Journal;
+use crate::metrics::Metrics;
 use anyhow::{Result, anyhow};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use tokio::runtime::{Handle, RuntimeFlavor};
 use tokio::sync::watch;
 
@@ -28,6 +29,8 @@ struct Shared {
     /// The last ticket issued.
     issued: Mutex<u64>,
     progress: watch::Sender<Progress>,
+    /// Where each flush's time and size are counted.
+    metrics: OnceLock<Arc<Metrics>>,
 }
 
 /// Shared flushes; cheap to clone.
@@ -44,8 +47,14 @@ impl GroupCommit {
                 journal,
                 issued: Mutex::new(0),
                 progress: watch::channel(Progress::default()).0,
+                metrics: OnceLock::new(),
             }),
         }
+    }
+
+    /// Counts every flush from now on into `metrics`.
+    pub fn report_to(&self, metrics: Arc<Metrics>) {
+        let _ = self.shared.metrics.set(metrics);
     }
 
     /// Returns once every write applied before this call is on disk; at
@@ -94,9 +103,14 @@ impl GroupCommit {
                 shared,
                 covers: None,
             };
+            let began = std::time::Instant::now();
             let outcome = flush(shared.journal.clone()).await;
             if outcome.is_ok() {
                 leadership.covers = Some(covers);
+                if let Some(metrics) = shared.metrics.get() {
+                    let before = shared.progress.borrow().durable;
+                    metrics.flushed(began.elapsed(), covers.saturating_sub(before));
+                }
             }
             drop(leadership);
             return outcome;

@@ -12,6 +12,7 @@ use super::Tx;
 use super::ending;
 use crate::expr::{self, Scope};
 use crate::journal::Op;
+use crate::metrics::{FunctionLabels, Observation};
 use crate::model::ErrorName;
 use crate::model::{
     CancelListener, ConcurrencyKey, ConcurrencyScope, ErrorRecord, EventRecord, FunctionRecord,
@@ -304,6 +305,7 @@ pub fn launch(
     events: Vec<EventRecord>,
 ) -> Result<()> {
     let trigger = events.first().context("a run needs an event")?;
+    tx.observe(Observation::RunStarted(FunctionLabels::of(&run)));
     for (n, cancel) in function.flow.cancel_on.iter().enumerate() {
         let listener = CancelListener {
             run: run.key.run.clone(),

@@ -7,6 +7,7 @@
 
 use super::{Tx, admit};
 use crate::journal::Op;
+use crate::metrics::{FunctionLabels, Observation};
 use crate::model::ErrorName;
 use crate::model::{
     ErrorRecord, EventRecord, RUN_LEVEL_SEQ, RunKey, RunKind, RunRecord, RunState, RunStatus,
@@ -73,6 +74,11 @@ pub fn cancel(tx: &mut Tx<'_>, mut run: RunRecord, error: ErrorRecord) -> Result
 /// its record, which the caller writes.
 pub fn end(tx: &mut Tx<'_>, run: &RunRecord) -> Result<()> {
     tx.effects.ended.push(run.key.clone());
+    tx.observe(Observation::RunEnded {
+        labels: FunctionLabels::of(run),
+        status: run.status().as_str(),
+        lasted_ms: tx.now.saturating_sub(run.created_at),
+    });
     // Its `timeouts.finish` would otherwise stay armed (in memory too)
     // until due, up to a year on.
     if let (Some(started), Some(limit)) = (run.started_at, run.finish_timeout_ms) {

@@ -11,6 +11,7 @@
 
 use super::transition::apply;
 use super::{Recorded, Runs, Transition};
+use crate::metrics::FunctionLabels;
 use crate::model::{RunKey, RunRecord};
 use anyhow::Result;
 use std::collections::HashMap;
@@ -23,6 +24,8 @@ pub struct Executing(HashMap<RunKey, Live>);
 struct Live {
     /// Executions of the run in progress (the run, its branches).
     executions: usize,
+    /// Its function, which its steps are counted by.
+    labels: Arc<FunctionLabels>,
     /// Whether the run has ended since the first of them began.
     ended: bool,
 }
@@ -34,6 +37,11 @@ impl Executing {
         self.0.get(key).map(|live| live.ended)
     }
 
+    /// The function of run `key`, if an execution of it is registered.
+    pub fn labels(&self, key: &RunKey) -> Option<Arc<FunctionLabels>> {
+        self.0.get(key).map(|live| live.labels.clone())
+    }
+
     /// Notes that `key` ended, if it is being executed.
     pub fn mark_ended(&mut self, key: &RunKey) {
         if let Some(live) = self.0.get_mut(key) {
@@ -41,11 +49,12 @@ impl Executing {
         }
     }
 
-    fn enter(&mut self, key: &RunKey) {
+    fn enter(&mut self, key: &RunKey, labels: impl FnOnce() -> Arc<FunctionLabels>) {
         self.0
             .entry(key.clone())
-            .or_insert(Live {
+            .or_insert_with(|| Live {
                 executions: 0,
+                labels: labels(),
                 ended: false,
             })
             .executions += 1;
@@ -83,8 +92,8 @@ impl Runs {
         let (recorded, effects) = self.change_and(
             |tx| apply(tx, key, Transition::Start),
             |recorded, executing| {
-                if let Recorded::Run(_) = recorded {
-                    executing.enter(key);
+                if let Recorded::Run(run) = recorded {
+                    executing.enter(key, || FunctionLabels::of(run));
                 }
             },
         )?;
@@ -106,9 +115,16 @@ impl Runs {
     /// then `None`, and there is nothing to execute.
     pub fn enter(self: &Arc<Self>, key: &RunKey) -> Result<Option<Execution>> {
         let mut executing = self.executing();
-        match self.journal.run_status(key)? {
-            Some(status) if !status.is_terminal() => {
-                executing.enter(key);
+        if executing.ended(key) == Some(false) {
+            executing.enter(key, || unreachable!("registered already"));
+            return Ok(Some(Execution {
+                runs: self.clone(),
+                key: key.clone(),
+            }));
+        }
+        match self.journal.run(key)? {
+            Some(run) if !run.status().is_terminal() => {
+                executing.enter(key, || FunctionLabels::of(&run));
                 Ok(Some(Execution {
                     runs: self.clone(),
                     key: key.clone(),

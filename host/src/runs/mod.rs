@@ -34,6 +34,7 @@ pub use tx::{Effects, Tx};
 use crate::catalog::Catalog;
 use crate::cron::CronTable;
 use crate::journal::{GroupCommit, Journal, Op};
+use crate::metrics::{LimitHit, Metrics};
 use crate::model::ErrorName;
 use crate::model::IncomingEvent;
 use crate::model::{
@@ -92,6 +93,8 @@ pub struct Runs {
     /// The one order of changes, and what it guards: the runs being
     /// executed.
     order: Mutex<live::Executing>,
+    /// What every change counts, once durable.
+    metrics: Arc<Metrics>,
 }
 
 impl Runs {
@@ -104,6 +107,7 @@ impl Runs {
         scheduler: Scheduler,
         tenants: Arc<Tenants>,
         clock: Arc<dyn Clock>,
+        metrics: Arc<Metrics>,
     ) -> Self {
         Runs {
             journal,
@@ -115,7 +119,13 @@ impl Runs {
             ended: broadcast::channel(4096).0,
             crons: CronTable::default(),
             order: Mutex::new(live::Executing::default()),
+            metrics,
         }
+    }
+
+    /// The host's metrics, which changes count into.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
     }
 
     /// Runs that end from now on, as they end (before their end is
@@ -135,6 +145,7 @@ impl Runs {
         for run in effects.ended.drain(..) {
             let _ = self.ended.send(run);
         }
+        self.metrics.observe(effects.observed.drain(..));
         effects.apply(&self.scheduler);
     }
 
@@ -174,9 +185,14 @@ impl Runs {
             .limits(tenant)
             .queue_has_room(queued, self.scheduler.queued_total())
         {
+            self.metrics.limit_hit(tenant, LimitHit::queued_runs);
             return Some(1_000);
         }
-        self.tenants.take_events(tenant, count).err()
+        let wait = self.tenants.take_events(tenant, count).err();
+        if wait.is_some() {
+            self.metrics.limit_hit(tenant, LimitHit::events_per_second);
+        }
+        wait
     }
 
     /// Runs `f` in the one order of transitions, as one change: its writes

@@ -10,6 +10,8 @@
 
 use super::{Runs, Tx, admit, ending};
 use crate::journal::Op;
+use crate::metrics::{FunctionLabels, Observation, StepOutcome};
+use crate::model::StepStatus;
 use crate::model::{
     ErrorRecord, EventRecord, FunctionRecord, LogChunk, ParentStep, RUN_LEVEL_SEQ, RunKey,
     RunRecord, RunState, RunStatus, StepRecord, Timer, TimerKind, Waiter,
@@ -198,6 +200,7 @@ pub(super) fn apply(tx: &mut Tx<'_>, key: &RunKey, transition: Transition) -> Re
             if ended {
                 return Ok(Recorded::Ended);
             }
+            observe_step(tx, key, &transition)?;
             apply_to_entries(tx, key, transition);
             Ok(Recorded::Entries)
         }
@@ -212,6 +215,36 @@ pub(super) fn apply(tx: &mut Tx<'_>, key: &RunKey, transition: Transition) -> Re
             Ok(Recorded::Run(Box::new(run)))
         }
     }
+}
+
+/// Counts a step's outcome (once the change is durable).
+fn observe_step(tx: &mut Tx<'_>, key: &RunKey, transition: &Transition) -> Result<()> {
+    let (outcome, lasted_ms) = match transition {
+        Transition::StepDone(step) if step.status == StepStatus::Failed => (
+            StepOutcome::failed,
+            step.ended_at.map(|at| at.saturating_sub(step.started_at)),
+        ),
+        Transition::StepDone(step) => (
+            StepOutcome::completed,
+            step.ended_at.map(|at| at.saturating_sub(step.started_at)),
+        ),
+        Transition::StepRetry(_) => (StepOutcome::retried, None),
+        _ => return Ok(()),
+    };
+    // Known in memory while an execution of the run is registered.
+    let labels = match tx.executing.labels(key) {
+        Some(labels) => labels,
+        None => match tx.journal.run(key)? {
+            Some(run) => FunctionLabels::of(&run),
+            None => return Ok(()),
+        },
+    };
+    tx.observe(Observation::Step {
+        labels,
+        outcome,
+        lasted_ms,
+    });
+    Ok(())
 }
 
 /// A transition that leaves the run's record as it is.
@@ -264,6 +297,12 @@ fn apply_to_record(
     match transition {
         Transition::Start => {
             let first_start = run.started_at.is_none();
+            if first_start {
+                tx.observe(Observation::FirstStart {
+                    tenant: run.key.tenant.clone(),
+                    waited_ms: tx.now.saturating_sub(run.created_at),
+                });
+            }
             run.state = RunState::Running { retry_at: None };
             run.started_at.get_or_insert(tx.now);
             if first_start && let Some(limit) = run.finish_timeout_ms {

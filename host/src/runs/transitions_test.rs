@@ -169,6 +169,7 @@ fn machine(configure: impl FnOnce(&mut wit::FunctionConfig)) -> Machine {
         scheduler.clone(),
         tenants,
         clock.clone(),
+        Default::default(),
     ));
     Machine {
         _dir: dir,

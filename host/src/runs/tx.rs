@@ -5,6 +5,7 @@
 use super::live::Executing;
 use crate::catalog::Catalog;
 use crate::journal::{Batch, Journal, Op};
+use crate::metrics::Observation;
 use crate::model::{IndexKind, IndexRef, RunKey, RunRecord, Timer};
 use crate::scheduler::Scheduler;
 use anyhow::Result;
@@ -26,6 +27,8 @@ pub struct Effects {
     pub ended: Vec<RunKey>,
     /// Whether the change wrote anything (else there is nothing to flush).
     pub wrote: bool,
+    /// What to count once it is durable (see [`crate::metrics`]).
+    pub observed: Vec<Observation>,
 }
 
 impl Effects {
@@ -59,6 +62,7 @@ impl Effects {
         self.branches.extend(other.branches);
         self.ended.extend(other.ended);
         self.wrote |= other.wrote;
+        self.observed.extend(other.observed);
     }
 }
 
@@ -135,6 +139,11 @@ impl<'a> Tx<'a> {
             },
             value: value.into(),
         });
+    }
+
+    /// Counts `observation` once the change is durable.
+    pub fn observe(&mut self, observation: Observation) {
+        self.effects.observed.push(observation);
     }
 
     /// Removes an index entry.

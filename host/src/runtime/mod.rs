@@ -97,6 +97,50 @@ pub struct Stepwise {
     pub workers: Option<Arc<crate::work::Workers>>,
     /// What deploys wait for: no host-wide lock (see [`crate::deploys`]).
     pub(crate) deploys: crate::deploys::DeployLocks,
+    /// What `GET /metrics` shows.
+    pub metrics: Arc<crate::metrics::Metrics>,
+}
+
+/// A host's levels, read at scrape time (weakly: the metrics belong to
+/// the host).
+struct HostLevels(std::sync::Weak<Stepwise>);
+
+impl crate::metrics::LevelSource for HostLevels {
+    fn levels(&self) -> crate::metrics::Levels {
+        use crate::model::TimerKind;
+        let Some(host) = self.0.upgrade() else {
+            return crate::metrics::Levels::default();
+        };
+        let (mut sleeping, mut waiting) = (HashSet::new(), HashSet::new());
+        host.scheduler.for_each_timer(|timer| match timer.kind {
+            TimerKind::Sleep
+            | TimerKind::StepRetry
+            | TimerKind::RunRetry
+            | TimerKind::DelayedStart => {
+                sleeping.insert(timer.key.clone());
+            }
+            TimerKind::WaitTimeout | TimerKind::InvokeTimeout => {
+                waiting.insert(timer.key.clone());
+            }
+            TimerKind::StartTimeout | TimerKind::FinishTimeout => {}
+        });
+        let tenants: Vec<String> = host.tenants.list().into_iter().map(|t| t.name).collect();
+        let usage = host.journal.usage();
+        crate::metrics::Levels {
+            executing: host.scheduler.active_runs() as u64,
+            queued: tenants
+                .iter()
+                .map(|t| (t.clone(), host.scheduler.queued_of(t) as u64))
+                .collect(),
+            sleeping: sleeping.len() as u64,
+            waiting: waiting.len() as u64,
+            timers: host.scheduler.armed_timers() as u64,
+            instance_memory: host.executor.memory_budget().used(),
+            instance_memory_budget: host.config.limits.guest_memory_budget,
+            workers: host.workers.as_ref().map(|w| w.view().len() as u64),
+            stored: tenants.iter().map(|t| (t.clone(), usage.used(t))).collect(),
+        }
+    }
 }
 
 /// Why events were refused (nothing of the request was accepted).
@@ -182,7 +226,9 @@ impl Stepwise {
             format!("preparing the data directory {}", config.data_dir.display())
         })?;
         let journal = open_journal(&config)?;
+        let metrics = Arc::new(crate::metrics::Metrics::new());
         let commit = GroupCommit::start(journal.clone());
+        commit.report_to(metrics.clone());
         let catalog = Arc::new(Catalog::load(journal.as_ref())?);
         let slots = SlotPolicy {
             slots: config.limits.max_executing.max(1),
@@ -198,8 +244,10 @@ impl Stepwise {
             scheduler.clone(),
             tenants.clone(),
             clock,
+            metrics.clone(),
         ));
         let executor = Arc::new(Executor::for_host(&config, journal.clone())?);
+        executor.report_to(metrics.clone());
         commit.durable().await?;
         let own_address = Arc::new(OwnAddress::default());
         let services = Arc::new(RunServices {
@@ -245,7 +293,10 @@ impl Stepwise {
             driver,
             workers,
             deploys: crate::deploys::DeployLocks::default(),
+            metrics,
         });
+        host.metrics
+            .read_levels_from(Arc::new(HostLevels(Arc::downgrade(&host))));
         host.recover()?;
         tokio::spawn(host.runs.clone().run_crons());
         tokio::spawn(housekeeping(Arc::downgrade(&host)));

@@ -268,6 +268,14 @@ impl Scheduler {
     pub fn armed_timers(&self) -> usize {
         self.shared.timers().len()
     }
+
+    /// Calls `f` with every armed timer, holding the timers' lock: for a
+    /// census (metrics), not for anything on a hot path.
+    pub fn for_each_timer(&self, mut f: impl FnMut(&Timer)) {
+        for timer in self.shared.timers().iter() {
+            f(timer);
+        }
+    }
 }
 
 impl SchedulerLoops {

@@ -492,6 +492,7 @@ mod tests {
             scheduler.clone(),
             tenants,
             clock,
+            Default::default(),
         ));
         Leader {
             _dir: dir,

@@ -14,6 +14,7 @@ mod function_model;
 mod heavy;
 mod intake;
 mod keys;
+mod operations;
 mod postgres;
 mod process_order;
 mod retries;

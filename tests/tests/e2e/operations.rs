@@ -1,0 +1,178 @@
+//! What an operator sees and does: `/metrics` (with the admin key, or on
+//! `--metrics-listen`), counted from a real host's real runs.
+
+use crate::tenants::{ADMIN, admin_host};
+use crate::{PATIENCE, start_script};
+use reqwest::StatusCode;
+use serde_json::json;
+use std::collections::HashMap;
+use stepwise_tests::{Loopback, Plan, free_port, guests};
+
+/// A scrape, as `series{labels}` → value.
+fn parse_metrics(text: &str) -> HashMap<String, f64> {
+    text.lines()
+        .filter(|line| !line.starts_with('#') && !line.trim().is_empty())
+        .filter_map(|line| {
+            let (series, value) = line.rsplit_once(' ')?;
+            Some((series.to_string(), value.parse().ok()?))
+        })
+        .collect()
+}
+
+/// The value of `series`, which must be in the scrape.
+fn value(metrics: &HashMap<String, f64>, series: &str) -> f64 {
+    *metrics.get(series).unwrap_or_else(|| {
+        let mut known: Vec<_> = metrics.keys().collect();
+        known.sort();
+        panic!("{series} is not in the scrape; it has {known:#?}")
+    })
+}
+
+async fn scrape(url: &str, key: Option<&str>) -> (StatusCode, String) {
+    let mut request = reqwest::Client::new().get(format!("{url}/metrics"));
+    if let Some(key) = key {
+        request = request.bearer_auth(key);
+    }
+    let response = request.send().await.expect("scraping");
+    let status = response.status();
+    if status.is_success() {
+        let kind = response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .to_string();
+        assert!(kind.starts_with("text/plain; version=0.0.4"), "{kind}");
+    }
+    (status, response.text().await.unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn metrics_count_runs_steps_and_refusals_for_the_operator_only() {
+    let metrics_port = free_port();
+    let metrics_address = format!("127.0.0.1:{metrics_port}");
+    let (_dir, host) = admin_host(&["--metrics-listen", &metrics_address]);
+    host.deploy("probe", guests::PROBE).await.unwrap();
+    let loopback = Loopback::start().await.unwrap();
+    loopback.plan("flaky", Plan::FailTimes(2));
+
+    let completed = start_script(
+        &host,
+        json!({"url": loopback.url, "ops": [{"run": "flaky"}, {"local": "after"}]}),
+    )
+    .await;
+    let sleeping = start_script(
+        &host,
+        json!({"url": loopback.url, "ops": [{"sleep": {"id": "nap", "duration": "1h"}}]}),
+    )
+    .await;
+    host.wait_status(&completed, "completed", PATIENCE)
+        .await
+        .unwrap();
+    host.wait_status(&sleeping, "sleeping", PATIENCE)
+        .await
+        .unwrap();
+    let wrong_key = reqwest::Client::new()
+        .post(format!("{}/e/not-a-key-of-anyone", host.url))
+        .json(&json!({"name": "probe/script", "data": {}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong_key.status(), StatusCode::UNAUTHORIZED);
+
+    let (status, body) = scrape(&host.url, None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    assert!(body.contains("admin key"), "says what is needed: {body}");
+    let (status, body) = scrape(&host.url, Some(&host.management_key)).await;
+    assert_eq!(
+        status,
+        StatusCode::UNAUTHORIZED,
+        "a tenant's key is not enough: {body}"
+    );
+    let (status, text) = scrape(&host.url, Some(ADMIN)).await;
+    assert_eq!(status, StatusCode::OK, "{text}");
+    let (status, private) = scrape(&format!("http://{metrics_address}"), None).await;
+    assert_eq!(status, StatusCode::OK, "--metrics-listen needs no key");
+    assert!(private.contains("stepwise_runs_started_total"), "{private}");
+
+    let metrics = parse_metrics(&text);
+    let function = r#"tenant="default",app="probe",function="script""#;
+    assert_eq!(
+        value(
+            &metrics,
+            &format!("stepwise_runs_started_total{{{function}}}")
+        ),
+        2.0
+    );
+    let steps = |outcome: &str| {
+        value(
+            &metrics,
+            &format!("stepwise_steps_total{{{function},outcome=\"{outcome}\"}}"),
+        )
+    };
+    assert_eq!(steps("retried"), 2.0, "two failed attempts of `flaky`");
+    assert_eq!(steps("completed"), 2.0, "`flaky` at last, and `after`");
+    assert_eq!(
+        value(
+            &metrics,
+            &format!("stepwise_runs_ended_total{{{function},status=\"completed\"}}")
+        ),
+        1.0
+    );
+    assert_eq!(
+        value(
+            &metrics,
+            &format!("stepwise_run_duration_seconds_count{{{function},status=\"completed\"}}")
+        ),
+        1.0
+    );
+    assert_eq!(value(&metrics, "stepwise_runs_sleeping"), 1.0);
+    assert_eq!(value(&metrics, "stepwise_runs_waiting"), 0.0);
+    assert_eq!(
+        value(
+            &metrics,
+            r#"stepwise_events_accepted_total{tenant="default"}"#
+        ),
+        2.0
+    );
+    assert_eq!(
+        value(
+            &metrics,
+            r#"stepwise_event_requests_refused_total{reason="key"}"#
+        ),
+        1.0
+    );
+    assert_eq!(
+        value(
+            &metrics,
+            r#"stepwise_queue_wait_seconds_count{tenant="default"}"#
+        ),
+        2.0
+    );
+    assert!(value(&metrics, "stepwise_journal_flush_duration_seconds_count") >= 1.0);
+    assert!(
+        value(&metrics, "stepwise_journal_flush_group_size_sum")
+            >= value(&metrics, "stepwise_journal_flush_group_size_count"),
+        "each flush covers at least one change"
+    );
+    let code: f64 = ["memory", "disk", "compiled"]
+        .iter()
+        .filter_map(|source| {
+            metrics
+                .get(&format!(
+                    "stepwise_compiled_code_total{{source=\"{source}\"}}"
+                ))
+                .copied()
+        })
+        .sum();
+    assert!(code >= 2.0, "each execution found its code: {code}");
+    assert!(
+        value(&metrics, "stepwise_instance_memory_budget_bytes") > 0.0,
+        "the budget is shown"
+    );
+    assert!(
+        value(&metrics, r#"stepwise_stored_bytes{tenant="default"}"#) > 0.0,
+        "the default tenant stores its events and runs"
+    );
+    for secret in [ADMIN, host.management_key.as_str(), host.event_key.as_str()] {
+        assert!(!text.contains(secret), "no key is ever in the metrics");
+    }
+}
