@@ -94,6 +94,13 @@ async fn answer(State(forwarding): State<Arc<Forwarding>>, request: Request) -> 
         Ok(Role::Forward(leader)) => leader,
         Ok(Role::Starting) | Err(()) => return not_ready(),
     };
+    if request.uri().path() == "/ready" {
+        // Ready to take requests: it forwards them to the leader.
+        return axum::Json(
+            serde_json::json!({"status": "ready", "role": "standby", "leader": leader}),
+        )
+        .into_response();
+    }
     if request.uri().path() == "/health" {
         // A standby is healthy when it can forward: it answers for itself.
         return axum::Json(serde_json::json!({

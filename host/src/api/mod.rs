@@ -63,6 +63,7 @@ pub fn router(host: Arc<Stepwise>, auth: Arc<AuthThrottle>) -> Router {
     let routes = Router::new()
         .route("/health", get(health))
         .route("/metrics", get(metrics))
+        .route("/ready", get(ready))
         .route("/e/{event_key}", post(send_with_key))
         .route("/v1/events", get(list_events).post(send_event))
         .merge(apps::routes(component_limit))
@@ -75,6 +76,10 @@ pub fn router(host: Arc<Stepwise>, auth: Arc<AuthThrottle>) -> Router {
         .merge(work::routes())
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_EVENTS_BODY))
+        .layer(axum::middleware::from_fn_with_state(
+            host.clone(),
+            refuse_while_stopping,
+        ))
         .layer(axum::middleware::map_response(error::json_errors))
         .layer(axum::Extension(auth))
         .with_state(host);
@@ -108,6 +113,49 @@ async fn health(State(host): Host) -> Json<Value> {
         health["workers"] = json!(workers.view());
     }
     Json(health)
+}
+
+/// Readiness (a load balancer's or Kubernetes' probe): 200 while the host
+/// takes requests; 503, saying why, while it stops or its store cannot be
+/// written. `/health` is liveness: it answers while the process runs.
+async fn ready(State(host): Host) -> ApiResult<Json<Value>> {
+    let mut reasons = Vec::new();
+    if host.stopping() {
+        reasons.push("the host is shutting down");
+    }
+    if !host.commit.writable() {
+        reasons.push("the store cannot be written (its last flush failed; see the host's log)");
+    }
+    if reasons.is_empty() {
+        return Ok(Json(json!({"status": "ready"})));
+    }
+    Err(ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        format!("not ready: {}", reasons.join("; ")),
+    )
+    .retry_after(5))
+}
+
+/// While the host stops, requests are answered 503 (with `Retry-After`),
+/// so that clients and load balancers go elsewhere or come back after the
+/// restart; probes, metrics and other hosts' calls for the runs executing
+/// on them are still answered.
+async fn refuse_while_stopping(
+    State(host): Host,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let path = request.uri().path();
+    let exempt = matches!(path, "/health" | "/ready" | "/metrics") || path.starts_with("/cluster/");
+    if host.stopping() && !exempt {
+        return ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "this host is shutting down: nothing of this request was taken; send it again in a few seconds (to another host, or to this one once it has restarted)",
+        )
+        .retry_after(5)
+        .into_response();
+    }
+    next.run(request).await
 }
 
 /// The host's metrics in the Prometheus text format (see

@@ -187,6 +187,11 @@ pub struct ServeArgs {
     /// The HTTP address (port 0 picks a free one; the address is printed).
     #[arg(long, default_value = "127.0.0.1:8288")]
     listen: SocketAddr,
+    /// On SIGTERM or Ctrl-C, how long step bodies in progress may take to
+    /// finish (and be journaled, so that they do not run again after the
+    /// restart) before the host exits anyway. A second signal exits at once.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    shutdown_timeout: std::time::Duration,
     /// Also serve `GET /metrics` at this address, to anyone who reaches it
     /// (keep it private); on the API's address it needs the admin key when
     /// the host has one.

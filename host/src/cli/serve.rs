@@ -11,7 +11,7 @@ use crate::runtime::Stepwise;
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use tracing_subscriber::EnvFilter;
 
@@ -44,7 +44,9 @@ pub async fn serve(args: ServeArgs, examples: Option<PathBuf>) -> Result<()> {
     serve_metrics(&host, &args).await?;
     ready(&host, address, &built).await?;
     let router = api::router(host.clone(), args.intake.auth_throttle());
-    api::conn::serve(listener, router, args.intake.limits(), shutdown_signal()).await;
+    let leading = Arc::new(OnceLock::from(host.clone()));
+    let stopped = graceful_stop(Signals::listen()?, leading, args.shutdown_timeout);
+    api::conn::serve(listener, router, args.intake.limits(), stopped).await;
     host.commit.durable().await?;
     tracing::info!("stopped");
     Ok(())
@@ -80,6 +82,9 @@ async fn serve_on_postgres(
             address: at,
         } => Ok((holder, at)),
     };
+    let signals = Signals::listen()?;
+    // The host, once this one leads: what a SIGTERM stops gracefully.
+    let leading: Arc<OnceLock<Arc<Stepwise>>> = Arc::default();
     let (role, role_seen) = tokio::sync::watch::channel(Role::Starting);
     let work = Arc::new(crate::work::WorkerStats::default());
     // Proves to the other hosts that a request comes from one of them.
@@ -159,10 +164,13 @@ async fn serve_on_postgres(
         );
         ready(&host, address, &built).await?;
         let router = api::router(host.clone(), args.intake.auth_throttle());
-        api::conn::serve(listener, router, args.intake.limits(), shutdown_signal()).await;
+        let leading = Arc::new(OnceLock::from(host.clone()));
+        let stopped = graceful_stop(signals, leading, args.shutdown_timeout);
+        api::conn::serve(listener, router, args.intake.limits(), stopped).await;
         return stop(&host, &leadership).await;
     };
-    let serving = api::conn::serve(listener, router, args.intake.limits(), shutdown_signal());
+    let stopped = graceful_stop(signals, leading.clone(), args.shutdown_timeout);
+    let serving = api::conn::serve(listener, router, args.intake.limits(), stopped);
     tokio::pin!(serving);
     let (host, leadership) = tokio::select! {
         _ = &mut serving => {
@@ -176,6 +184,7 @@ async fn serve_on_postgres(
         led = lead => led?,
     };
     host.own_address.set(address);
+    let _ = leading.set(host.clone());
     serve_metrics(&host, &args).await?;
     role.send_replace(Role::Lead(api::router(
         host.clone(),
@@ -351,25 +360,71 @@ fn check_operator_keys(args: &ServeArgs) -> Result<()> {
     Ok(())
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(term) => term,
-                Err(_) => {
-                    let _ = ctrl_c.await;
-                    return;
-                }
-            };
+/// SIGTERM and Ctrl-C (SIGINT), as they arrive.
+struct Signals {
+    interrupt: tokio::signal::unix::Signal,
+    terminate: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    /// Takes both signals over from now on (their default is to end the
+    /// process at once).
+    fn listen() -> Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Signals {
+            interrupt: signal(SignalKind::interrupt()).context("listening for Ctrl-C")?,
+            terminate: signal(SignalKind::terminate()).context("listening for SIGTERM")?,
+        })
+    }
+
+    /// The next of either.
+    async fn next(&mut self) {
         tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
+            _ = self.interrupt.recv() => {}
+            _ = self.terminate.recv() => {}
         }
     }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
+}
+
+/// Completes when the API should stop serving. On the first signal the
+/// leading host (if this one leads by then) begins stopping: requests are
+/// answered 503, step bodies in progress may finish (up to `patience`),
+/// none begins. A second signal ends the process at once, once what was
+/// applied is flushed: everything acknowledged was durable already.
+async fn graceful_stop(
+    mut signals: Signals,
+    leading: Arc<OnceLock<Arc<Stepwise>>>,
+    patience: Duration,
+) {
+    signals.next().await;
+    let Some(host) = leading.get().cloned() else {
+        tracing::info!("stopping (standing by)");
+        return;
+    };
+    tracing::info!(
+        step_bodies = host.drain.bodies(),
+        ?patience,
+        "stopping: requests are answered 503, step bodies in progress may finish (--shutdown-timeout), no new one begins; a second signal stops at once"
+    );
+    host.begin_stopping();
+    let forced = host.clone();
+    tokio::spawn(async move {
+        signals.next().await;
+        tracing::warn!("second signal: stopping at once");
+        if let Err(error) = forced.commit.durable().await {
+            tracing::error!(error = format!("{error:#}"), "flushing before exit failed");
+        }
+        flush_stdout();
+        std::process::exit(0);
+    });
+    if host.drained(patience).await {
+        tracing::info!("every step body in progress has finished and is journaled");
+    } else {
+        tracing::warn!(
+            step_bodies = host.drain.bodies(),
+            "--shutdown-timeout passed with step bodies still running: their runs resume after the restart, and those bodies run again"
+        );
+    }
 }
 
 async fn deploy_example(host: &Arc<Stepwise>, app: &str, path: &Path) -> Result<()> {

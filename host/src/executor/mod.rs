@@ -22,6 +22,7 @@
 //! fast. So how long an upload takes says nothing of other tenants'.
 
 mod budget;
+pub mod drain;
 mod egress;
 mod messages;
 mod outcome;
@@ -104,6 +105,8 @@ pub struct RunServices {
     pub dev_loopback: bool,
     /// What the default tenant may call besides its allowlist.
     pub default_http_allow: Vec<String>,
+    /// Step bodies in progress, held back while the host stops.
+    pub drain: Arc<drain::Drain>,
 }
 
 /// A component version, linked and ready to instantiate.

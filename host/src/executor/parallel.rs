@@ -105,6 +105,7 @@ impl RunState {
                 return Ok(memos);
             };
             memos[mine.index] = Memo::Execute;
+            self.begin_body().await?;
             self.open_group(vec![mine], BRANCH_SEGMENTS + target, now);
             return Ok(memos);
         }
@@ -127,7 +128,8 @@ impl RunState {
                 .map_err(host_fault)?
         {
             memos[only.index] = Memo::Execute;
-            let segment = session.replay.calls_made();
+            let segment = self.session()?.replay.calls_made();
+            self.begin_body().await?;
             self.open_group(todo, segment, now);
             return Ok(memos);
         }

@@ -236,6 +236,7 @@ impl RunDriver {
             events,
             replay: Replay::new(steps),
             open: None,
+            body: None,
             group: Vec::new(),
             role,
             limits,

@@ -56,6 +56,9 @@ pub struct Session {
     pub replay: Replay,
     /// The step body running now, if any.
     pub open: Option<OpenStep>,
+    /// Counts the body (or group of bodies) running now as in progress,
+    /// for a host that stops (see [`super::drain`]).
+    pub body: Option<super::drain::Body>,
     /// Steps of a parallel group answered `execute` and not yet completed,
     /// in the order the guest runs them.
     pub group: Vec<OpenStep>,

@@ -70,6 +70,17 @@ impl RunState {
         Ok(())
     }
 
+    /// A step body (or a group's) is about to run: counted while it does.
+    /// While the host stops, it never runs: the call waits until the
+    /// process exits, and the run resumes from its journal after the
+    /// restart.
+    pub(super) async fn begin_body(&mut self) -> Result<()> {
+        let drain = self.session()?.services.drain.clone();
+        let body = drain.begin().await;
+        self.session()?.body = Some(body);
+        Ok(())
+    }
+
     /// What every durable call does first: hand over the output written
     /// since the previous call, then place this call in the sequence.
     pub(super) fn enter_call(&mut self, id: &str, kind: StepKind) -> Result<Slot> {
@@ -323,6 +334,7 @@ impl step::Host for RunState {
             },
             Slot::New { seq, id } => (seq, id, 0),
         };
+        self.begin_body().await?;
         self.session()?.open = Some(OpenStep {
             seq,
             id: effective,
@@ -344,6 +356,9 @@ impl step::Host for RunState {
         let open = self.take_open(&id)?;
         let session = self.session()?;
         let more = !session.group.is_empty();
+        // Ends once this outcome is recorded (this function returns): a
+        // stopping host waits for it.
+        let _body = if more { None } else { session.body.take() };
         let branch = matches!(session.role, Role::Branch(_));
         let max_output = session.limits.max_step_output_bytes;
         self.flags.set_in_step(false);

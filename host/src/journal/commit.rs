@@ -12,6 +12,7 @@
 use super::Journal;
 use crate::metrics::Metrics;
 use anyhow::{Result, anyhow};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use tokio::runtime::{Handle, RuntimeFlavor};
 use tokio::sync::watch;
@@ -31,6 +32,8 @@ struct Shared {
     progress: watch::Sender<Progress>,
     /// Where each flush's time and size are counted.
     metrics: OnceLock<Arc<Metrics>>,
+    /// Whether the last flush failed (until one succeeds).
+    failing: AtomicBool,
 }
 
 /// Shared flushes; cheap to clone.
@@ -48,8 +51,15 @@ impl GroupCommit {
                 issued: Mutex::new(0),
                 progress: watch::channel(Progress::default()).0,
                 metrics: OnceLock::new(),
+                failing: AtomicBool::new(false),
             }),
         }
+    }
+
+    /// Whether the last flush succeeded (or none was needed yet): what a
+    /// readiness probe asks.
+    pub fn writable(&self) -> bool {
+        !self.shared.failing.load(Ordering::Acquire)
     }
 
     /// Counts every flush from now on into `metrics`.
@@ -105,6 +115,7 @@ impl GroupCommit {
             };
             let began = std::time::Instant::now();
             let outcome = flush(shared.journal.clone()).await;
+            shared.failing.store(outcome.is_err(), Ordering::Release);
             if outcome.is_ok() {
                 leadership.covers = Some(covers);
                 if let Some(metrics) = shared.metrics.get() {

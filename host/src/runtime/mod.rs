@@ -99,6 +99,8 @@ pub struct Stepwise {
     pub(crate) deploys: crate::deploys::DeployLocks,
     /// What `GET /metrics` shows.
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// Step bodies in progress; once stopping, no new one begins.
+    pub drain: Arc<crate::executor::drain::Drain>,
 }
 
 /// A host's levels, read at scrape time (weakly: the metrics belong to
@@ -250,6 +252,7 @@ impl Stepwise {
         executor.report_to(metrics.clone());
         commit.durable().await?;
         let own_address = Arc::new(OwnAddress::default());
+        let drain = Arc::new(crate::executor::drain::Drain::default());
         let services = Arc::new(RunServices {
             journal: journal.clone(),
             runs: Arc::new(runs.clone()),
@@ -258,6 +261,7 @@ impl Stepwise {
             own_address: own_address.clone(),
             dev_loopback: config.dev_loopback,
             default_http_allow: config.default_http_allow.clone(),
+            drain: drain.clone(),
         });
 
         let poke = scheduler.clone();
@@ -294,6 +298,7 @@ impl Stepwise {
             workers,
             deploys: crate::deploys::DeployLocks::default(),
             metrics,
+            drain,
         });
         host.metrics
             .read_levels_from(Arc::new(HostLevels(Arc::downgrade(&host))));
@@ -301,6 +306,26 @@ impl Stepwise {
         tokio::spawn(host.runs.clone().run_crons());
         tokio::spawn(housekeeping(Arc::downgrade(&host)));
         Ok(host)
+    }
+
+    /// Begins stopping (SIGTERM): the API answers 503 from now on, step
+    /// bodies in progress finish, and no new one begins. Then wait for
+    /// [`Stepwise::drained`] and flush.
+    pub fn begin_stopping(&self) {
+        self.drain.start();
+    }
+
+    /// Whether [`Stepwise::begin_stopping`] was called.
+    pub fn stopping(&self) -> bool {
+        self.drain.draining()
+    }
+
+    /// Returns once no step body is in progress, or after `patience`
+    /// (then the bodies left run again after the restart); says which.
+    pub async fn drained(&self, patience: std::time::Duration) -> bool {
+        tokio::time::timeout(patience, self.drain.idle())
+            .await
+            .is_ok()
     }
 
     /// Re-arms every timer and wakes every run that was executing or queued.

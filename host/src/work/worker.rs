@@ -431,6 +431,7 @@ async fn session(
         own_address: equipment.own_address.clone(),
         dev_loopback: config.dev_loopback,
         default_http_allow: config.default_http_allow.clone(),
+        drain: Default::default(),
     });
     let driver = Arc::new(RunDriver::new(equipment.executor.clone(), services));
     let mut executing = JoinSet::new();

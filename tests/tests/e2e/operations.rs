@@ -1,12 +1,14 @@
 //! What an operator sees and does: `/metrics` (with the admin key, or on
-//! `--metrics-listen`), counted from a real host's real runs.
+//! `--metrics-listen`), counted from a real host's real runs; `/ready`; and
+//! SIGTERM, which lets step bodies in progress finish.
 
 use crate::tenants::{ADMIN, admin_host};
-use crate::{PATIENCE, start_script};
-use reqwest::StatusCode;
+use crate::{PATIENCE, deployed, start_script};
+use reqwest::{Method, StatusCode};
 use serde_json::json;
 use std::collections::HashMap;
-use stepwise_tests::{Loopback, Plan, free_port, guests};
+use std::time::Duration;
+use stepwise_tests::{HostProcess, Loopback, Plan, free_port, guests};
 
 /// A scrape, as `series{labels}` → value.
 fn parse_metrics(text: &str) -> HashMap<String, f64> {
@@ -175,4 +177,105 @@ async fn metrics_count_runs_steps_and_refusals_for_the_operator_only() {
     for secret in [ADMIN, host.management_key.as_str(), host.event_key.as_str()] {
         assert!(!text.contains(secret), "no key is ever in the metrics");
     }
+}
+
+/// Waits for the host to exit by itself, without holding up the runtime
+/// (the loopback server answers on it meanwhile).
+fn exited(host: &mut HostProcess, patience: Duration) -> Option<std::process::ExitStatus> {
+    tokio::task::block_in_place(|| host.wait_exit(patience))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_lets_a_running_step_finish_and_it_never_runs_again() {
+    let (_dir, mut host) = deployed("probe", guests::PROBE).await;
+    let loopback = Loopback::start().await.unwrap();
+    loopback.plan("slow", Plan::Delay(Duration::from_secs(2)));
+    let run = start_script(
+        &host,
+        json!({"url": loopback.url, "ops": [{"run": "slow"}, {"run": "after"}]}),
+    )
+    .await;
+    assert!(
+        loopback.wait_hits(&run, "slow", 1, PATIENCE).await,
+        "the slow step began"
+    );
+    host.signal(libc::SIGTERM);
+    // While it stops: alive, not ready, and nothing new is taken.
+    let refused = host
+        .request(Method::POST, "/v1/events")
+        .json(&json!({"name": "probe/script", "data": {}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(refused.headers().contains_key("retry-after"));
+    let said = refused.text().await.unwrap();
+    assert!(said.contains("shutting down"), "{said}");
+    let ready = host.request(Method::GET, "/ready").send().await.unwrap();
+    assert_eq!(ready.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let health = host.request(Method::GET, "/health").send().await.unwrap();
+    assert_eq!(
+        health.status(),
+        StatusCode::OK,
+        "still alive while it stops"
+    );
+
+    let status = exited(&mut host, PATIENCE).expect("the host exits by itself");
+    assert!(status.success(), "exit status {status}");
+    assert_eq!(
+        loopback.hits(&run, "after"),
+        0,
+        "no body began after SIGTERM"
+    );
+    let log = host.log();
+    assert!(
+        log.contains("every step body in progress has finished"),
+        "{log}"
+    );
+
+    host.restart().unwrap();
+    let ready = host.request(Method::GET, "/ready").send().await.unwrap();
+    assert_eq!(ready.status(), StatusCode::OK);
+    host.wait_status(&run, "completed", PATIENCE).await.unwrap();
+    assert_eq!(
+        loopback.hits(&run, "slow"),
+        1,
+        "the step that finished before the exit did not run again"
+    );
+    assert_eq!(loopback.hits(&run, "after"), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_second_signal_stops_at_once_and_the_run_resumes_after_restart() {
+    let (_dir, mut host) = deployed("probe", guests::PROBE).await;
+    let loopback = Loopback::start().await.unwrap();
+    loopback.plan("held", Plan::HoldFirst);
+    let run = start_script(
+        &host,
+        json!({"url": loopback.url, "ops": [{"local": "first"}, {"run": "held"}]}),
+    )
+    .await;
+    assert!(loopback.wait_hits(&run, "held", 1, PATIENCE).await);
+    host.signal(libc::SIGTERM);
+    assert!(
+        exited(&mut host, Duration::from_secs(2)).is_none(),
+        "a held step body keeps the first signal waiting"
+    );
+    host.signal(libc::SIGTERM);
+    let status = exited(&mut host, Duration::from_secs(10)).expect("the second signal stops it");
+    assert!(status.success(), "exit status {status}");
+    assert!(host.log().contains("second signal"), "{}", host.log());
+
+    host.restart().unwrap();
+    let done = host.wait_status(&run, "completed", PATIENCE).await.unwrap();
+    assert_eq!(
+        done.steps[0].status, "completed",
+        "journaled before the stop"
+    );
+    assert_eq!(
+        loopback.hits(&run, "held"),
+        2,
+        "the body cut off by the forced stop ran again"
+    );
+    loopback.release();
 }
