@@ -187,6 +187,10 @@ pub struct ServeArgs {
     /// The HTTP address (port 0 picks a free one; the address is printed).
     #[arg(long, default_value = "127.0.0.1:8288")]
     listen: SocketAddr,
+    /// How logs (on stderr) are written: `text`, or `json` (one object per
+    /// line). Keys and event payloads are never logged.
+    #[arg(long, value_enum, default_value = "text")]
+    log_format: serve::LogFormat,
     /// On SIGTERM or Ctrl-C, how long step bodies in progress may take to
     /// finish (and be journaled, so that they do not run again after the
     /// restart) before the host exits anyway. A second signal exits at once.

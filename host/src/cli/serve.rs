@@ -15,19 +15,39 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use tracing_subscriber::EnvFilter;
 
-fn init_logging() {
+/// Logs to stderr, as text for people or as one JSON object per line for
+/// a log pipeline (`--log-format json`); `STEPWISE_LOG` filters them.
+fn init_logging(format: LogFormat) {
     let filter = EnvFilter::try_from_env("STEPWISE_LOG")
         .unwrap_or_else(|_| EnvFilter::new("info,cranelift=warn,wasmtime=warn,sled=warn"));
-    let _ = tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => logs.try_init(),
+        LogFormat::Json => logs
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .try_init(),
+    };
+}
+
+/// How the host writes its logs.
+#[derive(Debug, Clone, Copy, Default, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Lines for people.
+    #[default]
+    Text,
+    /// One JSON object per line: `timestamp`, `level`, `target`, `message`
+    /// and the event's fields.
+    Json,
 }
 
 /// Runs a host until Ctrl-C or SIGTERM; with `examples`, builds and deploys
 /// them first (`dev`).
 pub async fn serve(args: ServeArgs, examples: Option<PathBuf>) -> Result<()> {
-    init_logging();
+    init_logging(args.log_format);
     check_operator_keys(&args)?;
     let config = host_config(&args, examples.is_some());
     let built = match &examples {

@@ -279,3 +279,65 @@ async fn a_second_signal_stops_at_once_and_the_run_resumes_after_restart() {
     );
     loopback.release();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn json_logs_are_one_object_per_line_and_hold_no_key_or_payload() {
+    let (_dir, host) = admin_host(&["--log-format", "json"]);
+    host.deploy("probe", guests::PROBE).await.unwrap();
+    let tenant = crate::tenants::create_tenant(&host, "acme");
+    tenant.deploy("probe", guests::PROBE).await.unwrap();
+    crate::egress::allow(&host.as_tenant(ADMIN, ""), "acme", json!(["127.0.0.1"])).await;
+    let loopback = Loopback::start().await.unwrap();
+    loopback.plan("flaky", Plan::FailTimes(1));
+    let secret = "payload-secret-7f3a91";
+    for api in [&*host, &tenant] {
+        let run = start_script(
+            api,
+            json!({"url": loopback.url, "secret": secret, "ops": [{"run": "flaky"}, {"print": "done"}]}),
+        )
+        .await;
+        api.wait_status(&run, "completed", PATIENCE).await.unwrap();
+    }
+    let wrong = reqwest::Client::new()
+        .post(format!("{}/e/{}x", host.url, host.event_key))
+        .json(&json!({"name": "probe/script", "data": {"secret": secret}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status(), StatusCode::UNAUTHORIZED);
+    let malformed = host
+        .request(Method::POST, "/v1/events")
+        .body(format!("{{\"name\": 7, \"data\": \"{secret}\"}}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(malformed.status(), StatusCode::BAD_REQUEST);
+
+    let log = host.log();
+    let lines: Vec<&str> = log.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert!(
+        lines.len() >= 3,
+        "the host logged its start and runs: {log}"
+    );
+    for line in &lines {
+        let entry: serde_json::Value = serde_json::from_str(line)
+            .unwrap_or_else(|e| panic!("not a JSON object ({e}): {line}"));
+        for field in ["timestamp", "level", "target", "message"] {
+            assert!(entry.get(field).is_some(), "no {field} in {line}");
+        }
+    }
+    assert!(
+        log.contains(r#""message":"run ended""#),
+        "runs' ends are logged: {log}"
+    );
+    for (what, secret) in [
+        ("the payload", secret),
+        ("the admin key", ADMIN),
+        ("the default management key", host.management_key.as_str()),
+        ("the default event key", host.event_key.as_str()),
+        ("acme's management key", tenant.key.as_deref().unwrap()),
+        ("acme's event key", tenant.event_key.as_str()),
+    ] {
+        assert!(!log.contains(secret), "{what} is in the log:\n{log}");
+    }
+}
