@@ -194,6 +194,10 @@ pub struct HostConfig {
     /// Where the journal (unless `store`) and the compiled-code cache
     /// live.
     pub data_dir: PathBuf,
+    /// Whether sled's flushes are synced to the disk itself (fdatasync),
+    /// so that an acknowledged step survives a power cut; off, only a
+    /// process kill (see [`crate::journal::disk_sync`]).
+    pub journal_fsync: bool,
     /// A PostgreSQL URL to keep the journal in, instead of sled in
     /// `data_dir`.
     pub store: Option<String>,
@@ -247,6 +251,7 @@ impl HostConfig {
             fence: None,
             forwarding_secret: None,
             share_work: None,
+            journal_fsync: true,
             compiled_dir: None,
             event_key: None,
             keep_old_event_key: false,

@@ -16,7 +16,7 @@ use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{
     DescriptorEncoder, EncodeLabelSet, EncodeLabelValue, EncodeMetric,
 };
-use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
@@ -202,6 +202,9 @@ pub struct Levels {
     pub workers: Option<u64>,
     /// Bytes of events and run journals each tenant stores.
     pub stored: Vec<(String, u64)>,
+    /// Syncs of the journal to the disk itself so far (sled, unless
+    /// `--unsafe-no-fsync`).
+    pub disk_syncs: Option<u64>,
 }
 
 /// Every metric of a host.
@@ -488,6 +491,16 @@ impl Collector for LevelsCollector {
                 "Worker hosts with a session on this leader",
                 workers,
             )?;
+        }
+        if let Some(syncs) = levels.disk_syncs {
+            let counter = ConstCounter::new(syncs);
+            let metric = encoder.encode_descriptor(
+                "stepwise_journal_fsyncs",
+                "Syncs of the sled journal to the disk itself (fdatasync), one per group flush",
+                None,
+                counter.metric_type(),
+            )?;
+            counter.encode(metric)?;
         }
         let mut by_tenant = |name: &str, help: &str, values: &[(String, u64)]| {
             let metric = encoder.encode_descriptor(

@@ -96,6 +96,9 @@ async fn bench_host_configured(
         config.fence = Some(lead(url).await?);
     }
     config.backoff = Backoff::scaled(0.001);
+    // `STEPWISE_BENCH_NO_FSYNC=1`: sled as before its flushes were synced
+    // to the disk (what the sync costs, back to back).
+    config.journal_fsync = std::env::var("STEPWISE_BENCH_NO_FSYNC").is_err();
     configure(&mut config);
     let host = Stepwise::start(config).await?;
     let bytes = std::fs::read(component)?;

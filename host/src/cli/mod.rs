@@ -187,6 +187,12 @@ pub struct ServeArgs {
     /// The HTTP address (port 0 picks a free one; the address is printed).
     #[arg(long, default_value = "127.0.0.1:8288")]
     listen: SocketAddr,
+    /// Do not sync the sled journal to the disk after each flush: faster,
+    /// and an acknowledged step still survives the process being killed,
+    /// but not a power cut or a kernel crash. (PostgreSQL's own settings
+    /// decide this for --store.)
+    #[arg(long)]
+    unsafe_no_fsync: bool,
     /// How logs (on stderr) are written: `text`, or `json` (one object per
     /// line). Keys and event payloads are never logged.
     #[arg(long, value_enum, default_value = "text")]

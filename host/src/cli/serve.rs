@@ -274,6 +274,7 @@ fn host_config(args: &ServeArgs, dev: bool) -> HostConfig {
         fence: None,
         forwarding_secret: None,
         share_work: None,
+        journal_fsync: !args.unsafe_no_fsync,
         compiled_dir: args.compiled_dir.clone(),
         event_key: args.event_key.clone(),
         keep_old_event_key: args.keep_old,

@@ -16,6 +16,7 @@
 //! ([`PgJournal`], `--store postgres://...`).
 
 mod commit;
+pub mod disk_sync;
 mod files;
 mod keys;
 pub mod postgres;
@@ -132,6 +133,12 @@ pub trait Journal: RunJournal + QueryJournal + Send + Sync + 'static {
 
     /// Logical bytes each tenant stores, counted as batches are applied.
     fn usage(&self) -> &usage::StorageUsage;
+
+    /// Syncs to the disk itself (fdatasync) so far, for a backend that
+    /// makes them after its flushes (see [`disk_sync`]).
+    fn disk_syncs(&self) -> Option<u64> {
+        None
+    }
 }
 
 /// Reads of the run state machine, the executor and the host's start; the

@@ -11,6 +11,7 @@
 //! active runs) is written as two inserts in an order that is safe without
 //! one (see `SledJournal::prepare`).
 
+use super::disk_sync::DiskSync;
 use super::keys;
 use super::records::{self, Prepared, TREE_NAMES, TreeId, Write, WriteCounts, decode, index_key};
 use super::usage::StorageUsage;
@@ -32,6 +33,8 @@ pub struct SledJournal {
     trees: Vec<sled::Tree>,
     usage: StorageUsage,
     writes: WriteCounts,
+    /// Makes flushes survive power loss (`None`: `--unsafe-no-fsync`).
+    disk: Option<DiskSync>,
 }
 
 /// How long opening waits for the journal's file lock when it is held: a
@@ -150,12 +153,22 @@ impl SledJournal {
             .context("reading the storage usage")?
             .and_then(|bytes| String::from_utf8(bytes.to_vec()).ok());
         let usage = StorageUsage::restore(saved.as_deref());
+        let disk = Some(DiskSync::open(dir)?);
         Ok(SledJournal {
             db,
             trees,
             usage,
             writes: WriteCounts::default(),
+            disk,
         })
+    }
+
+    /// Flushes as sled alone does: a process kill loses nothing flushed,
+    /// a power cut may (see [`DiskSync`]). For measuring what the sync
+    /// costs, and for hosts whose disk is not worth it.
+    pub fn without_fsync(mut self) -> Self {
+        self.disk = None;
+        self
     }
 
     /// Rewrites the (closed) journal in `dir` into a fresh copy holding only
@@ -233,8 +246,16 @@ impl Journal for SledJournal {
             self.db
                 .flush()
                 .map(drop)
-                .context("flushing the journal to disk")
+                .context("flushing the journal to disk")?;
+            match &self.disk {
+                Some(disk) => disk.sync(),
+                None => Ok(()),
+            }
         })
+    }
+
+    fn disk_syncs(&self) -> Option<u64> {
+        self.disk.as_ref().map(DiskSync::syncs)
     }
 }
 

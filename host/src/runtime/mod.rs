@@ -141,6 +141,7 @@ impl crate::metrics::LevelSource for HostLevels {
             instance_memory_budget: host.config.limits.guest_memory_budget,
             workers: host.workers.as_ref().map(|w| w.view().len() as u64),
             stored: tenants.iter().map(|t| (t.clone(), usage.used(t))).collect(),
+            disk_syncs: host.journal.disk_syncs(),
         }
     }
 }
@@ -205,6 +206,9 @@ fn open_journal(config: &HostConfig) -> Result<Arc<dyn Journal>> {
         drop(opened);
         crate::tenants::migrate_clear_keys(&journal_dir, &config.data_dir)?;
         opened = SledJournal::open(&journal_dir)?;
+    }
+    if !config.journal_fsync {
+        opened = opened.without_fsync();
     }
     Ok(Arc::new(opened))
 }

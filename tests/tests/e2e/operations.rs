@@ -79,6 +79,23 @@ async fn metrics_count_runs_steps_and_refusals_for_the_operator_only() {
         .await
         .unwrap();
     assert_eq!(wrong_key.status(), StatusCode::UNAUTHORIZED);
+    // A tenant over its events per second.
+    let admin = host.as_tenant(ADMIN, "");
+    let (code, body) = crate::tenants::status(
+        &admin,
+        Method::PUT,
+        "/v1/tenants/default/limits",
+        Some(json!({"events_per_second": 1})),
+    )
+    .await;
+    assert_eq!(code, StatusCode::OK, "{body}");
+    let over = host
+        .send_batch(vec![
+            json!({"name": "other/event", "data": {}}),
+            json!({"name": "other/event", "data": {}}),
+        ])
+        .await;
+    assert!(over.is_err(), "two events in one request are over 1/s");
 
     let (status, body) = scrape(&host.url, None).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
@@ -149,7 +166,31 @@ async fn metrics_count_runs_steps_and_refusals_for_the_operator_only() {
         ),
         2.0
     );
+    assert_eq!(
+        value(
+            &metrics,
+            r#"stepwise_event_requests_refused_total{reason="rate"}"#
+        ),
+        1.0
+    );
+    assert_eq!(
+        value(
+            &metrics,
+            r#"stepwise_tenant_limit_hits_total{tenant="default",limit="events_per_second"}"#
+        ),
+        1.0
+    );
     assert!(value(&metrics, "stepwise_journal_flush_duration_seconds_count") >= 1.0);
+    let fsyncs = metrics.get("stepwise_journal_fsyncs_total").copied();
+    if stepwise_tests::host::on_postgres() {
+        assert_eq!(fsyncs, None, "PostgreSQL syncs by its own settings");
+    } else {
+        assert!(
+            fsyncs.unwrap_or(0.0)
+                >= value(&metrics, "stepwise_journal_flush_duration_seconds_count"),
+            "sled's every flush is synced to the disk: {fsyncs:?}"
+        );
+    }
     assert!(
         value(&metrics, "stepwise_journal_flush_group_size_sum")
             >= value(&metrics, "stepwise_journal_flush_group_size_count"),
@@ -177,6 +218,45 @@ async fn metrics_count_runs_steps_and_refusals_for_the_operator_only() {
     for secret in [ADMIN, host.management_key.as_str(), host.event_key.as_str()] {
         assert!(!text.contains(secret), "no key is ever in the metrics");
     }
+    dashboard_names_metrics_the_host_has(&text);
+}
+
+/// Every metric the shipped Grafana dashboard queries is one a host
+/// exports (bar those only some hosts have).
+fn dashboard_names_metrics_the_host_has(scrape: &str) {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../docs/grafana-dashboard.json"
+    );
+    let dashboard = std::fs::read_to_string(path).expect("docs/grafana-dashboard.json");
+    let _: serde_json::Value = serde_json::from_str(&dashboard).expect("the dashboard is JSON");
+    let mut names: Vec<&str> = dashboard
+        .match_indices("stepwise_")
+        .map(|(at, _)| {
+            let rest = &dashboard[at..];
+            let end = rest
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .unwrap_or(rest.len());
+            &rest[..end]
+        })
+        .collect();
+    names.sort();
+    names.dedup();
+    assert!(names.len() >= 10, "{names:?}");
+    let conditional = ["stepwise_workers", "stepwise_journal_fsyncs_total"];
+    for name in names {
+        let family = ["_bucket", "_sum", "_count"]
+            .iter()
+            .find_map(|suffix| name.strip_suffix(suffix))
+            .unwrap_or(name);
+        if conditional.contains(&family) {
+            continue;
+        }
+        assert!(
+            scrape.contains(&format!("# TYPE {family} ")),
+            "the dashboard queries {name}, which the host does not export"
+        );
+    }
 }
 
 /// Waits for the host to exit by itself, without holding up the runtime
@@ -200,7 +280,18 @@ async fn sigterm_lets_a_running_step_finish_and_it_never_runs_again() {
         "the slow step began"
     );
     host.signal(libc::SIGTERM);
-    // While it stops: alive, not ready, and nothing new is taken.
+    // While it stops: not ready, alive, and nothing new is taken.
+    let deadline = std::time::Instant::now() + PATIENCE;
+    loop {
+        let ready = host.request(Method::GET, "/ready").send().await.unwrap();
+        if ready.status() == StatusCode::SERVICE_UNAVAILABLE {
+            let said = ready.text().await.unwrap();
+            assert!(said.contains("shutting down"), "{said}");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "never stopped being ready");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let refused = host
         .request(Method::POST, "/v1/events")
         .json(&json!({"name": "probe/script", "data": {}}))
@@ -211,8 +302,6 @@ async fn sigterm_lets_a_running_step_finish_and_it_never_runs_again() {
     assert!(refused.headers().contains_key("retry-after"));
     let said = refused.text().await.unwrap();
     assert!(said.contains("shutting down"), "{said}");
-    let ready = host.request(Method::GET, "/ready").send().await.unwrap();
-    assert_eq!(ready.status(), StatusCode::SERVICE_UNAVAILABLE);
     let health = host.request(Method::GET, "/health").send().await.unwrap();
     assert_eq!(
         health.status(),
