@@ -51,6 +51,9 @@ pub struct Limits {
     /// Logical bytes a tenant may store (its events and run journals);
     /// past it its events are refused with `StorageQuotaExceeded`.
     pub storage_bytes: u64,
+    /// How long ended runs (with their journals and output) and accepted
+    /// events are kept before retention deletes them, ms.
+    pub retention_ms: u64,
     /// Runs waiting in the queue per tenant.
     pub max_queued_runs: u32,
     /// Runs waiting in the queue host-wide (host-wide setting; default
@@ -91,6 +94,7 @@ impl Default for Limits {
             step_timeout_ms: 5 * 60 * 1_000,
             guest_memory_budget: default_budget(),
             storage_bytes: 10 << 30,
+            retention_ms: 7 * 24 * 60 * 60 * 1_000,
             max_queued_runs: 100_000,
             host_queued_runs: default_host_queued_runs(),
             events_per_second: 0,
@@ -167,6 +171,7 @@ impl Limits {
                 .unwrap_or(self.max_tenant_executing)
                 .max(1),
             storage_bytes: overrides.storage_bytes.unwrap_or(self.storage_bytes),
+            retention_ms: overrides.retention_ms.unwrap_or(self.retention_ms),
             step_timeout_ms: overrides
                 .step_timeout_ms
                 .unwrap_or(self.step_timeout_ms)

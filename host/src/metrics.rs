@@ -222,7 +222,13 @@ pub struct Metrics {
     flush_seconds: Histogram,
     flush_group: Histogram,
     code: Family<CodeLabel, Counter>,
+    retention_deleted: Family<SweptLabel, Counter>,
     levels: Arc<LevelsCollector>,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SweptLabel {
+    kind: &'static str,
 }
 
 /// Durations from a millisecond to a week.
@@ -258,6 +264,7 @@ impl Metrics {
             // 1 to 4,096 changes.
             flush_group: Histogram::new(exponential_buckets(1.0, 2.0, 13)),
             code: Family::default(),
+            retention_deleted: Family::default(),
             levels: Arc::new(LevelsCollector::default()),
         };
         metrics.registry.register(
@@ -319,6 +326,11 @@ impl Metrics {
             "stepwise_compiled_code",
             "Times an execution needed a version's code, by where it came from (memory, disk, compiled)",
             metrics.code.clone(),
+        );
+        metrics.registry.register(
+            "stepwise_retention_deleted",
+            "Records retention deleted, by kind (runs: an ended run with its steps, output and events; events; event_ids; idempotency_keys)",
+            metrics.retention_deleted.clone(),
         );
         metrics
             .registry
@@ -420,6 +432,13 @@ impl Metrics {
     pub fn flushed(&self, elapsed: std::time::Duration, changes: u64) {
         self.flush_seconds.observe(elapsed.as_secs_f64());
         self.flush_group.observe(changes as f64);
+    }
+
+    /// Retention deleted `count` records of `kind`.
+    pub fn retention_deleted(&self, kind: &'static str, count: u64) {
+        self.retention_deleted
+            .get_or_create(&SweptLabel { kind })
+            .inc_by(count);
     }
 
     /// An execution found a version's code at `source`.

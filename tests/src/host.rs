@@ -500,6 +500,30 @@ pub fn database_contents(data_dir: &Path) -> Result<Option<String>> {
     crate::postgres::cluster()?.contents(&url).map(Some)
 }
 
+/// How much the journal of a host on `data_dir` keeps: on sled, the bytes
+/// of its files; on PostgreSQL, its rows (PostgreSQL reuses a deleted
+/// row's space only after a vacuum, which it runs when it chooses).
+pub fn store_footprint(data_dir: &Path) -> Result<u64> {
+    match test_store(data_dir)? {
+        Some(url) => crate::postgres::cluster()?.rows(&url),
+        None => bytes_under(&data_dir.join("journal")),
+    }
+}
+
+/// Bytes of the files under `dir`.
+fn bytes_under(dir: &Path) -> Result<u64> {
+    let mut total = 0;
+    for entry in std::fs::read_dir(dir).with_context(|| format!("listing {}", dir.display()))? {
+        let entry = entry?;
+        let meta = entry.metadata()?;
+        total += match meta.is_dir() {
+            true => bytes_under(&entry.path())?,
+            false => meta.len(),
+        };
+    }
+    Ok(total)
+}
+
 /// The `--store` URL of a host on `data_dir` when the tests run on
 /// PostgreSQL: a new database for a new data directory, the same one again
 /// for a host started again on it (a restart is the same host).

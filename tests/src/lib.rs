@@ -7,7 +7,7 @@ pub mod loopback;
 pub mod polyglot;
 pub mod postgres;
 
-pub use host::{Api, HostOptions, HostProcess};
+pub use host::{Api, HostOptions, HostProcess, store_footprint};
 pub use loopback::{Loopback, Plan};
 pub use polyglot::guest_app;
 

@@ -260,6 +260,26 @@ impl Cluster {
     }
 }
 
+impl Cluster {
+    /// How many rows the journal in the database of `url` holds, across
+    /// its tables.
+    pub fn rows(&self, url: &str) -> Result<u64> {
+        let database = database_of(url)?;
+        let tables = self.sql_in(
+            database,
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = 'stepwise'",
+        )?;
+        let mut rows = 0;
+        for table in tables.lines() {
+            let count = self.sql_in(database, &format!("SELECT count(*) FROM stepwise.{table}"))?;
+            rows += count
+                .parse::<u64>()
+                .with_context(|| format!("counting the rows of {table}: {count:?}"))?;
+        }
+        Ok(rows)
+    }
+}
+
 impl Drop for Cluster {
     fn drop(&mut self) {
         if self.private {

@@ -193,6 +193,12 @@ pub struct ServeArgs {
     /// decide this for --store.)
     #[arg(long)]
     unsafe_no_fsync: bool,
+    /// How long ended runs (with their steps and output) and accepted
+    /// events are kept; a background sweep deletes older ones, a bounded
+    /// amount at a time. A tenant's own limit (`tenant limits NAME
+    /// --retention`) overrides it.
+    #[arg(long, default_value = "7d", value_parser = humantime::parse_duration)]
+    retention: std::time::Duration,
     /// How logs (on stderr) are written: `text`, or `json` (one object per
     /// line). Keys and event payloads are never logged.
     #[arg(long, value_enum, default_value = "text")]

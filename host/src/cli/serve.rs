@@ -294,6 +294,7 @@ fn host_config(args: &ServeArgs, dev: bool) -> HostConfig {
                 .guest_memory
                 .unwrap_or_else(crate::config::default_budget),
             storage_bytes: args.storage_quota,
+            retention_ms: (args.retention.as_millis() as u64).max(1),
             created_tenant_events_per_second: args.tenant_events_per_second,
             host_queued_runs: args
                 .max_queued

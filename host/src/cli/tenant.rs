@@ -102,6 +102,9 @@ pub enum TenantCommand {
         /// Events and run journals it may store, e.g. 10GiB.
         #[arg(long, value_parser = parse_size)]
         storage: Option<u64>,
+        /// How long its ended runs and its events are kept, e.g. 30d.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        retention: Option<std::time::Duration>,
     },
     /// Set the hosts a tenant's step bodies may call over HTTP
     /// (`api.example.com`, `api.example.com:8443`, `*.example.com`, `*`).
@@ -181,6 +184,7 @@ pub async fn run(command: TenantCommand, admin: &AdminArgs) -> Result<()> {
             cpu,
             step_timeout,
             storage,
+            retention,
         } => {
             let limits = TenantLimits {
                 memory_bytes: *memory,
@@ -196,6 +200,7 @@ pub async fn run(command: TenantCommand, admin: &AdminArgs) -> Result<()> {
                 cpu_ms: cpu.map(|d| d.as_millis() as u64),
                 step_timeout_ms: step_timeout.map(|d| d.as_millis() as u64),
                 storage_bytes: *storage,
+                retention_ms: retention.map(|d| d.as_millis() as u64),
             };
             client
                 .put(url(&format!("/v1/tenants/{name}/limits")))

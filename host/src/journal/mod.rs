@@ -21,12 +21,14 @@ mod files;
 mod keys;
 pub mod postgres;
 mod records;
+pub mod retention;
 mod sled_backend;
 pub mod usage;
 
 pub use commit::GroupCommit;
 pub use files::{make_private, restrict_new_files};
 pub use postgres::PgJournal;
+pub use records::{Row, TreeId};
 pub use sled_backend::SledJournal;
 
 use crate::model::{
@@ -96,6 +98,17 @@ pub enum Op {
     DeleteIndex(IndexRef),
     /// Create or replace a tenant.
     PutTenant(TenantRecord),
+    /// Remove rows retention found expired (see [`retention`]): an ended
+    /// run with its steps, output and events, old events, old
+    /// de-duplication entries. `freed` bytes come off `tenant`'s storage.
+    DeleteRows {
+        /// The tenant whose data they are.
+        tenant: String,
+        /// Which rows, in the order they are removed.
+        rows: Vec<(TreeId, Vec<u8>)>,
+        /// Bytes they count for in the tenant's storage.
+        freed: u64,
+    },
     /// Remove a stored component (a version no run needs any more).
     DeleteComponent {
         /// Hex SHA-256 of its bytes.
@@ -133,6 +146,14 @@ pub trait Journal: RunJournal + QueryJournal + Send + Sync + 'static {
 
     /// Logical bytes each tenant stores, counted as batches are applied.
     fn usage(&self) -> &usage::StorageUsage;
+
+    /// Up to `limit` rows of `tree` whose keys come after `after`, in key
+    /// order: retention's walk through a table, a page at a time. (Writes
+    /// not flushed yet may be missing: the next walk finds them.)
+    fn rows_after(&self, tree: TreeId, after: &[u8], limit: usize) -> Result<Vec<Row>>;
+
+    /// Every row of `tree` whose key starts with `prefix`, in key order.
+    fn rows_with_prefix(&self, tree: TreeId, prefix: &[u8]) -> Result<Vec<Row>>;
 
     /// Syncs to the disk itself (fdatasync) so far, for a backend that
     /// makes them after its flushes (see [`disk_sync`]).

@@ -99,14 +99,27 @@ pub struct Prepared {
     /// Whether the batch is one run record: its two writes are safe in
     /// order without a transaction (see `prepare`).
     pub one_run: bool,
+    /// Bytes deleted per tenant by these writes (retention).
+    pub freed: Vec<(String, u64)>,
 }
 
 /// Encodes `batch` (outside any transaction: a backend may retry one).
 pub fn prepare_batch(batch: Batch) -> Result<Prepared> {
     let mut writes = Vec::with_capacity(batch.len() + 1);
     let mut stored: Vec<(String, u64)> = Vec::new();
+    let mut freed: Vec<(String, u64)> = Vec::new();
     let one_run = matches!(batch.as_slice(), [Op::PutRun(_)]);
     for op in batch {
+        if let Op::DeleteRows {
+            tenant,
+            rows,
+            freed: bytes,
+        } = op
+        {
+            writes.extend(rows.into_iter().map(|(tree, key)| Write::Delete(tree, key)));
+            freed.push((tenant, bytes));
+            continue;
+        }
         let tenant = counted_tenant(&op).map(str::to_string);
         let before = writes.len();
         writes.extend(prepare(op)?);
@@ -125,6 +138,7 @@ pub fn prepare_batch(batch: Batch) -> Result<Prepared> {
         writes,
         stored,
         one_run,
+        freed,
     })
 }
 
@@ -217,6 +231,10 @@ fn prepare(op: Op) -> Result<Vec<Write>> {
             vec![Write::Put(Settings, name.into_bytes(), value.into_bytes())]
         }
         Op::DeleteSetting { name } => vec![Write::Delete(Settings, name.into_bytes())],
+        Op::DeleteRows { rows, .. } => rows
+            .into_iter()
+            .map(|(tree, key)| Write::Delete(tree, key))
+            .collect(),
     })
 }
 

@@ -81,10 +81,14 @@ impl SledJournal {
             writes,
             stored,
             one_run,
+            freed,
         } = records::prepare_batch(batch)?;
         let count = |usage: &StorageUsage| {
             for (tenant, bytes) in &stored {
                 usage.add(tenant, *bytes);
+            }
+            for (tenant, bytes) in &freed {
+                usage.remove(tenant, *bytes);
             }
         };
         if writes.len() == 1 || one_run {
@@ -252,6 +256,28 @@ impl Journal for SledJournal {
                 None => Ok(()),
             }
         })
+    }
+
+    fn rows_after(&self, tree: TreeId, after: &[u8], limit: usize) -> Result<Vec<records::Row>> {
+        use std::ops::Bound;
+        self.tree(tree)
+            .range::<&[u8], _>((Bound::Excluded(after), Bound::Unbounded))
+            .take(limit)
+            .map(|entry| {
+                let (key, value) = entry?;
+                Ok((key.to_vec(), value.to_vec()))
+            })
+            .collect()
+    }
+
+    fn rows_with_prefix(&self, tree: TreeId, prefix: &[u8]) -> Result<Vec<records::Row>> {
+        self.tree(tree)
+            .scan_prefix(prefix)
+            .map(|entry| {
+                let (key, value) = entry?;
+                Ok((key.to_vec(), value.to_vec()))
+            })
+            .collect()
     }
 
     fn disk_syncs(&self) -> Option<u64> {

@@ -99,6 +99,9 @@ pub struct TenantLimits {
     /// Logical bytes of events and run journals it may store.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub storage_bytes: Option<u64>,
+    /// How long ended runs and accepted events are kept, ms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention_ms: Option<u64>,
 }
 
 impl TenantLimits {
@@ -118,6 +121,7 @@ impl TenantLimits {
             cpu_ms: newer.cpu_ms.or(self.cpu_ms),
             step_timeout_ms: newer.step_timeout_ms.or(self.step_timeout_ms),
             storage_bytes: newer.storage_bytes.or(self.storage_bytes),
+            retention_ms: newer.retention_ms.or(self.retention_ms),
         }
     }
 }

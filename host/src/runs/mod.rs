@@ -17,6 +17,7 @@ mod admit;
 mod crons;
 mod ending;
 mod live;
+mod retention;
 mod timers;
 mod transition;
 mod tx;
@@ -25,9 +26,10 @@ mod tx;
 mod transitions_test;
 
 pub use access::{ExecutionGuard, RunAccess, TenantTerms};
-pub use admit::delayed_start;
+pub use admit::{IDEMPOTENCY_WINDOW_MS, delayed_start};
 pub use ending::FUNCTION_FAILED;
 pub use live::Execution;
+pub use retention::Sweeper;
 pub use transition::{Recorded, Suspended, Transition};
 pub use tx::{Effects, Tx};
 

@@ -12,7 +12,7 @@ use super::{
 use crate::catalog::Catalog;
 use crate::journal::usage::StorageUsage;
 use crate::journal::{
-    Batch, GroupCommit, Journal, QueryJournal, RunFilter, RunJournal, SledJournal,
+    Batch, GroupCommit, Journal, QueryJournal, Row, RunFilter, RunJournal, SledJournal, TreeId,
 };
 use crate::model::{
     AppRecord, ErrorName, ErrorRecord, EventRecord, FixedClock, FunctionRecord, IncomingEvent,
@@ -51,6 +51,12 @@ impl Journal for Counted {
     }
     fn usage(&self) -> &StorageUsage {
         self.sled.usage()
+    }
+    fn rows_after(&self, tree: TreeId, after: &[u8], limit: usize) -> Result<Vec<Row>> {
+        self.sled.rows_after(tree, after, limit)
+    }
+    fn rows_with_prefix(&self, tree: TreeId, prefix: &[u8]) -> Result<Vec<Row>> {
+        self.sled.rows_with_prefix(tree, prefix)
     }
 }
 
@@ -1755,4 +1761,96 @@ async fn start_runs_the_run_and_registers_its_execution_at_once() {
         "an ended run does not start"
     );
     assert!(m.journal.steps(&key).unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn retention_deletes_ended_runs_and_old_events_and_nothing_a_live_run_needs() {
+    let m = machine(|_| {});
+    let retention = m.runs.tenants.limits("t").retention_ms;
+    let ended = m.started_run().await;
+    m.record(
+        &ended,
+        Transition::StepDone(entry(0, StepKind::Run, StepStatus::Completed)),
+    )
+    .await;
+    m.record(
+        &ended,
+        Transition::Output(vec![LogChunk {
+            segment: 0,
+            run_attempt: 0,
+            attempt: 0,
+            offset: 0,
+            stream: "stdout".into(),
+            text: "hello".into(),
+        }]),
+    )
+    .await;
+    m.record(
+        &ended,
+        Transition::End {
+            status: RunStatus::Completed,
+            output: Some(json!(1)),
+            error: None,
+        },
+    )
+    .await;
+    let sleeping_run = m.started_run().await;
+    m.record(
+        &sleeping_run,
+        Transition::Sleep(sleeping(0, T0 + 30 * 24 * 60 * MINUTE)),
+    )
+    .await;
+    m.runs.settled().await.unwrap();
+    let used = m.runs.storage_used("t");
+    assert!(used > 0);
+
+    let mut sweeper = super::Sweeper::default();
+    let nothing = m.runs.sweep(&mut sweeper).await.unwrap();
+    assert!(
+        nothing.iter().all(|(_, n)| *n == 0),
+        "nothing has expired yet: {nothing:?}"
+    );
+    m.clock.advance(retention + SECOND);
+    let deleted = m.runs.sweep(&mut sweeper).await.unwrap();
+    let count = |kind| deleted.iter().find(|(k, _)| *k == kind).unwrap().1;
+    assert_eq!(
+        count(crate::journal::retention::Swept::Runs),
+        1,
+        "{deleted:?}"
+    );
+    assert_eq!(
+        count(crate::journal::retention::Swept::Events),
+        2,
+        "{deleted:?}"
+    );
+    assert!(
+        m.journal.run(&ended).unwrap().is_none(),
+        "the ended run is gone"
+    );
+    assert!(
+        m.journal.steps(&ended).unwrap().is_empty(),
+        "with its steps"
+    );
+    assert!(m.journal.logs(&ended).unwrap().is_empty(), "its output");
+    assert!(
+        m.journal.run_events(&ended).unwrap().is_empty(),
+        "its events"
+    );
+    assert!(m.events().is_empty(), "old events are gone");
+    assert_eq!(
+        m.run(&sleeping_run).status(),
+        RunStatus::Sleeping,
+        "a live run stays, however old"
+    );
+    assert_eq!(
+        m.journal.run_events(&sleeping_run).unwrap().len(),
+        1,
+        "and so do the events it was triggered by"
+    );
+    assert!(
+        m.runs.storage_used("t") < used,
+        "the tenant's storage went down"
+    );
+    let again = m.runs.sweep(&mut sweeper).await.unwrap();
+    assert!(again.iter().all(|(_, n)| *n == 0), "{again:?}");
 }

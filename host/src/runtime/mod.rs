@@ -563,6 +563,7 @@ impl Stepwise {
 async fn housekeeping(host: std::sync::Weak<Stepwise>) {
     const COLLECT_EVERY: u32 = 300;
     let mut trimmed_at = 0;
+    let mut sweeper = crate::runs::Sweeper::default();
     let mut ticks = 0u32;
     loop {
         tokio::time::sleep(std::time::Duration::from_secs(2)).await;
@@ -579,6 +580,23 @@ async fn housekeeping(host: std::sync::Weak<Stepwise>) {
             };
             if let Err(error) = host.journal.apply(vec![save]) {
                 tracing::warn!(error = format!("{error:#}"), "could not save storage usage");
+            }
+        }
+        match host.runs.sweep(&mut sweeper).await {
+            Ok(deleted) if deleted.iter().any(|(_, n)| *n > 0) => {
+                let deleted: Vec<String> = deleted
+                    .iter()
+                    .filter(|(_, n)| *n > 0)
+                    .map(|(kind, n)| format!("{n} {}", kind.name()))
+                    .collect();
+                tracing::debug!(deleted = deleted.join(", "), "retention");
+            }
+            Ok(_) => {}
+            Err(error) => {
+                tracing::warn!(
+                    error = format!("{error:#}"),
+                    "retention could not delete old records; it tries again"
+                )
             }
         }
         ticks += 1;

@@ -289,7 +289,10 @@ async fn sigterm_lets_a_running_step_finish_and_it_never_runs_again() {
             assert!(said.contains("shutting down"), "{said}");
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "never stopped being ready");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never stopped being ready"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let refused = host
@@ -429,4 +432,110 @@ async fn json_logs_are_one_object_per_line_and_hold_no_key_or_payload() {
     ] {
         assert!(!log.contains(secret), "{what} is in the log:\n{log}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn retention_keeps_a_steady_host_bounded_and_spares_live_runs() {
+    let (dir, host) = crate::start_host_with(stepwise_tests::HostOptions {
+        extra_args: vec!["--retention".into(), "2s".into()],
+        ..Default::default()
+    });
+    host.deploy("probe", guests::PROBE).await.unwrap();
+    // Live runs older than the retention: one sleeping past the load, one
+    // waiting for an event sent after it. (Once they end, they too are
+    // deleted 2 s later, so each is read as soon as it ends.)
+    let sleeper = start_script(
+        &host,
+        json!({"ops": [{"local": "before"}, {"sleep": {"id": "nap", "duration": "40s"}}, {"local": "after"}]}),
+    )
+    .await;
+    let waiter = start_script(
+        &host,
+        json!({"ops": [{"local": "before"}, {"wait": {"id": "go", "event": "probe/go", "timeout": "1m"}}]}),
+    )
+    .await;
+    host.wait_status(&waiter, "waiting", PATIENCE)
+        .await
+        .unwrap();
+
+    // Steady load: 40 short runs a second for 20 seconds, each event
+    // padded to 1 KiB, so that sled's log fills segments it must reuse.
+    let pad = "x".repeat(1024);
+    let mut sent = 0;
+    let mut samples = Vec::new();
+    for second in 0..20 {
+        for _ in 0..4 {
+            let batch = (0..10)
+                .map(|_| json!({"name": "probe/script", "data": {"ops": [{"local": "quick"}], "pad": pad}}))
+                .collect();
+            sent += host.send_batch(batch).await.unwrap().len();
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        let runs: Vec<serde_json::Value> = host.get_as("/v1/runs?limit=1000").await.unwrap();
+        let events: Vec<serde_json::Value> = host.get_as("/v1/events?limit=1000").await.unwrap();
+        let kept = stepwise_tests::store_footprint(dir.path()).unwrap();
+        samples.push((second, runs.len(), events.len(), kept));
+    }
+    let sleeping = host.run(&sleeper).await.unwrap();
+    assert_eq!(
+        (sleeping.run.status.as_str(), sleeping.steps.len()),
+        ("sleeping", 2),
+        "the sleeper, older than the retention, is kept whole while it sleeps"
+    );
+    host.send("probe/go", json!({"ok": true})).await.unwrap();
+    let waited = host
+        .wait_status(&waiter, "completed", PATIENCE)
+        .await
+        .unwrap();
+    assert_eq!(
+        waited.steps.len(),
+        2,
+        "its first step outlived the retention"
+    );
+    let slept = host
+        .wait_status(&sleeper, "completed", PATIENCE)
+        .await
+        .unwrap();
+    assert_eq!(
+        slept
+            .steps
+            .iter()
+            .map(|s| s.status.as_str())
+            .collect::<Vec<_>>(),
+        ["completed", "completed", "completed"],
+        "a live run's journal is kept whole"
+    );
+
+    let (_, runs_now, events_now, _) = *samples.last().unwrap();
+    let most_runs = samples.iter().map(|s| s.1).max().unwrap();
+    assert!(
+        runs_now < sent / 2 && most_runs < sent * 3 / 4,
+        "ended runs are deleted as they age: {sent} sent, counts {samples:?}"
+    );
+    assert!(
+        events_now < sent / 2,
+        "old events are deleted: {sent} sent, counts {samples:?}"
+    );
+    let text = reqwest::get(format!("{}/metrics", host.url))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let metrics = parse_metrics(&text);
+    assert!(
+        value(&metrics, r#"stepwise_retention_deleted_total{kind="runs"}"#) >= (sent / 2) as f64,
+        "{text}"
+    );
+    // The store stops growing: the most it held in the second half of the
+    // load is about the most it held in the first (growing steadily, it
+    // would be twice that). sled reuses the segments of its log that
+    // deletes emptied; 800 runs of 1 KiB each would be well over 1 MB.
+    let most = |half: &[(usize, usize, usize, u64)]| half.iter().map(|s| s.3).max().unwrap();
+    let (first, second) = (most(&samples[..10]), most(&samples[10..]));
+    println!("(second, runs, events, store) over the load: {samples:?}");
+    assert!(
+        second as f64 <= first as f64 * 1.25,
+        "the store keeps growing: {samples:?}"
+    );
 }

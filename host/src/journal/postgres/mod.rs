@@ -456,7 +456,12 @@ fn parse_url(url: &str) -> Result<Target> {
 
 impl Journal for PgJournal {
     fn apply(&self, batch: Batch) -> Result<()> {
-        let Prepared { writes, stored, .. } = records::prepare_batch(batch)?;
+        let Prepared {
+            writes,
+            stored,
+            freed,
+            ..
+        } = records::prepare_batch(batch)?;
         if let Some(own) = &self.shared.own {
             own.note(&writes);
         }
@@ -464,7 +469,32 @@ impl Journal for PgJournal {
         for (tenant, bytes) in &stored {
             self.usage.add(tenant, *bytes);
         }
+        for (tenant, bytes) in &freed {
+            self.usage.remove(tenant, *bytes);
+        }
         Ok(())
+    }
+
+    fn rows_after(&self, tree: TreeId, after: &[u8], limit: usize) -> Result<Vec<Row>> {
+        let sql = self.shared.sql.clone();
+        let after = after.to_vec();
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.shared
+            .pool
+            .run(move |c: &mut Connection| -> BoxFuture<'_, _> {
+                Box::pin(async move {
+                    let (s, client) = c.statement(&sql[tree as usize].after).await?;
+                    let rows = client
+                        .query(&s, &[&after, &limit])
+                        .await
+                        .with_context(|| format!("reading {}", tree.name()))?;
+                    Ok(rows.into_iter().map(|r| (r.get(0), r.get(1))).collect())
+                })
+            })
+    }
+
+    fn rows_with_prefix(&self, tree: TreeId, prefix: &[u8]) -> Result<Vec<Row>> {
+        self.scan_raw(tree, prefix.to_vec())
     }
 
     fn flush(&self) -> Result<()> {

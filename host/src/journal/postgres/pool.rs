@@ -272,6 +272,8 @@ pub struct TreeSql {
     pub range_rev: String,
     /// Up to `$2` rows from `$1`, last key first.
     pub from_rev: String,
+    /// Up to `$2` rows after `$1`, in key order.
+    pub after: String,
 }
 
 impl TreeSql {
@@ -295,6 +297,7 @@ impl TreeSql {
             from_rev: format!(
                 "SELECT key, value FROM {t} WHERE key >= $1 ORDER BY key DESC LIMIT $2"
             ),
+            after: format!("SELECT key, value FROM {t} WHERE key > $1 ORDER BY key LIMIT $2"),
         }
     }
 }
