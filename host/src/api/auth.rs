@@ -103,6 +103,33 @@ impl FromRequestParts<Arc<Stepwise>> for Admin {
     }
 }
 
+/// The operator taking a backup, which writes files on the host's own
+/// machine: with the admin key when the host has one; on a host without
+/// one, only from that machine itself (a loopback address).
+pub struct BackupTaker;
+
+impl FromRequestParts<Arc<Stepwise>> for BackupTaker {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        host: &Arc<Stepwise>,
+    ) -> Result<Self, Self::Rejection> {
+        if host.tenants.admin_enabled() {
+            return Admin::from_request_parts(parts, host)
+                .await
+                .map(|Admin| BackupTaker);
+        }
+        match parts.extensions.get::<ClientAddr>() {
+            Some(ClientAddr(peer)) if !peer.ip().is_loopback() => Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "this host has no admin key, so backups are taken only from its own machine (run `stepwise backup` there, or start the host with --admin-key)",
+            )),
+            _ => Ok(BackupTaker),
+        }
+    }
+}
+
 /// Someone allowed to read the host's metrics: anyone when the host has no
 /// admin key (a dev host), else only the operator.
 pub struct Scraper;

@@ -16,6 +16,7 @@
 
 mod apps;
 mod auth;
+mod backup;
 pub mod body_rate;
 pub mod conn;
 mod error;
@@ -72,6 +73,7 @@ pub fn router(host: Arc<Stepwise>, auth: Arc<AuthThrottle>) -> Router {
         .route("/v1/runs/cancel", post(cancel_runs))
         .route("/v1/runs/{id}", get(get_run))
         .route("/v1/runs/{id}/cancel", post(cancel_run))
+        .route("/v1/backup", post(backup::backup))
         .merge(tenants::routes())
         .merge(work::routes())
         .fallback(not_found)

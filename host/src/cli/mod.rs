@@ -3,6 +3,7 @@
 //! `versions`, `rollback`, `send`, `runs`, `run`, `cancel`, `functions`,
 //! `events`), or manage its tenants (`tenant`).
 
+mod backup;
 mod build;
 mod client;
 mod serve;
@@ -135,6 +136,16 @@ enum Command {
     Functions {
         #[command(flatten)]
         server: ServerArgs,
+    },
+    /// Copy a running host's journal, consistently and without stopping
+    /// it, into DEST on the host's machine (a new or empty directory);
+    /// `serve --data DEST` serves the copy. sled only: a PostgreSQL
+    /// journal is backed up with pg_dump.
+    Backup {
+        /// The directory to make.
+        dest: PathBuf,
+        #[command(flatten)]
+        admin: tenant::AdminArgs,
     },
     /// Manage tenants on a running host (needs its admin key).
     Tenant {
@@ -418,5 +429,6 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Functions { server } => client::functions(&server).await,
         Command::Events { limit, server } => client::events(&server, limit).await,
         Command::Tenant { command, admin } => tenant::run(command, &admin).await,
+        Command::Backup { dest, admin } => backup::backup(&dest, &admin).await,
     }
 }

@@ -17,7 +17,7 @@ pub struct AdminArgs {
         env = "STEPWISE_SERVER",
         default_value = "http://127.0.0.1:8288"
     )]
-    server: String,
+    pub(super) server: String,
     /// The admin key the host was started with (`serve --admin-key`).
     #[arg(
         long,
@@ -25,10 +25,10 @@ pub struct AdminArgs {
         env = "STEPWISE_ADMIN_KEY",
         hide_env_values = true
     )]
-    admin_key: Option<String>,
+    pub(super) admin_key: Option<String>,
     /// Print JSON instead of text.
     #[arg(long, global = true)]
-    json: bool,
+    pub(super) json: bool,
 }
 
 /// What to do with tenants.

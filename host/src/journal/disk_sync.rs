@@ -137,7 +137,7 @@ impl DiskSync {
 }
 
 /// Makes the names in `dir` durable (fsync of the directory).
-fn sync_dir(dir: &Path) -> Result<()> {
+pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
     File::open(dir)
         .and_then(|d| d.sync_all())
         .with_context(|| format!("syncing the directory {}", dir.display()))

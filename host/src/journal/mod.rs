@@ -15,6 +15,7 @@
 //! data directory ([`SledJournal`], the embedded default) and PostgreSQL
 //! ([`PgJournal`], `--store postgres://...`).
 
+pub mod backup;
 mod commit;
 pub mod disk_sync;
 mod files;
@@ -160,7 +161,23 @@ pub trait Journal: RunJournal + QueryJournal + Send + Sync + 'static {
     fn disk_syncs(&self) -> Option<u64> {
         None
     }
+
+    /// Writes a consistent copy of the journal, taken while the host runs,
+    /// as a new data directory `dest` (see [`backup`]). Only a journal on
+    /// local disk makes its own: a database has its own tools.
+    fn backup_to(&self, dest: &std::path::Path) -> Result<backup::BackupReport> {
+        let _ = dest;
+        Err(BackupUnsupported.into())
+    }
 }
+
+/// The journal cannot copy itself: it lives in PostgreSQL, whose own tools
+/// back it up.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "this host's journal is in PostgreSQL: back it up with PostgreSQL's own tools (pg_dump, or a base backup with WAL archiving; see the README's Operating section)"
+)]
+pub struct BackupUnsupported;
 
 /// Reads of the run state machine, the executor and the host's start; the
 /// API reads single runs here too.

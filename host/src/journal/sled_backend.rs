@@ -11,6 +11,7 @@
 //! active runs) is written as two inserts in an order that is safe without
 //! one (see `SledJournal::prepare`).
 
+use super::backup;
 use super::disk_sync::DiskSync;
 use super::keys;
 use super::records::{self, Prepared, TREE_NAMES, TreeId, Write, WriteCounts, decode, index_key};
@@ -25,6 +26,7 @@ use serde::de::DeserializeOwned;
 use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 use std::path::Path;
+use std::sync::RwLock;
 use std::time::Duration;
 
 /// The journal in a sled database on local disk.
@@ -35,6 +37,9 @@ pub struct SledJournal {
     writes: WriteCounts,
     /// Makes flushes survive power loss (`None`: `--unsafe-no-fsync`).
     disk: Option<DiskSync>,
+    /// Held shared by every apply, and alone by a backup's copy, so that
+    /// the copy holds every batch wholly or not at all.
+    write_gate: RwLock<()>,
 }
 
 /// How long opening waits for the journal's file lock when it is held: a
@@ -77,6 +82,7 @@ fn open_db(dir: &Path) -> Result<sled::Db> {
 impl SledJournal {
     /// Applies `batch` atomically (see [`Journal::apply`]).
     fn apply_batch(&self, batch: Batch) -> Result<()> {
+        let _writing = self.write_gate.read().unwrap_or_else(|p| p.into_inner());
         let Prepared {
             writes,
             stored,
@@ -164,6 +170,7 @@ impl SledJournal {
             usage,
             writes: WriteCounts::default(),
             disk,
+            write_gate: RwLock::new(()),
         })
     }
 
@@ -282,6 +289,32 @@ impl Journal for SledJournal {
 
     fn disk_syncs(&self) -> Option<u64> {
         self.disk.as_ref().map(DiskSync::syncs)
+    }
+
+    fn backup_to(&self, dest: &Path) -> Result<backup::BackupReport> {
+        backup::check_destination(dest)?;
+        super::make_private(dest)?;
+        let partial = backup::partial_of(dest);
+        let copied = (|| -> Result<_> {
+            let (rows, bytes, paused) = {
+                let _paused = self.write_gate.write().unwrap_or_else(|p| p.into_inner());
+                let began = std::time::Instant::now();
+                let (rows, bytes) = backup::copy_trees(&self.db, &partial)?;
+                (rows, bytes, began.elapsed())
+            };
+            backup::put_in_place(&partial, dest)?;
+            Ok((rows, bytes, paused))
+        })();
+        let (rows, bytes, paused) = copied.inspect_err(|_| {
+            // A copy that is not whole is no backup.
+            let _ = std::fs::remove_dir_all(&partial);
+        })?;
+        Ok(backup::BackupReport {
+            dest: dest.to_path_buf(),
+            rows,
+            bytes,
+            paused_ms: paused.as_millis() as u64,
+        })
     }
 }
 

@@ -539,3 +539,136 @@ async fn retention_keeps_a_steady_host_bounded_and_spares_live_runs() {
         "the store keeps growing: {samples:?}"
     );
 }
+
+/// `stepwise backup DEST` against `host`, with `admin_key`: whether it
+/// succeeded, and what it printed (stdout, then stderr).
+fn backup(host: &HostProcess, dest: &std::path::Path, admin_key: Option<&str>) -> (bool, String) {
+    let mut command = std::process::Command::new(crate::STEPWISE);
+    command
+        .arg("backup")
+        .arg(dest)
+        .env("STEPWISE_SERVER", &host.url);
+    if let Some(key) = admin_key {
+        command.env("STEPWISE_ADMIN_KEY", key);
+    }
+    let output = command.output().expect("running stepwise backup");
+    (
+        output.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        ),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_backup_of_a_live_host_serves_its_ended_runs_and_resumes_the_in_flight_ones() {
+    let (dir, host) = admin_host(&[]);
+    host.deploy("probe", guests::PROBE).await.unwrap();
+    let dest = dir.path().join("backup");
+    if stepwise_tests::host::on_postgres() {
+        let (ok, said) = backup(&host, &dest, Some(ADMIN));
+        assert!(!ok && said.contains("pg_dump"), "{said}");
+        assert!(!dest.exists(), "a refused backup made {}", dest.display());
+        return;
+    }
+
+    let mut ended = Vec::new();
+    for n in 0..20 {
+        ended.push(start_script(&host, json!({"ops": [{"local": format!("done-{n}")}]})).await);
+    }
+    for run in &ended {
+        host.wait_status(run, "completed", PATIENCE).await.unwrap();
+    }
+    let sleeper = start_script(
+        &host,
+        json!({"ops": [{"local": "before"}, {"sleep": {"id": "nap", "duration": "4s"}}, {"local": "after"}]}),
+    )
+    .await;
+    let waiter = start_script(
+        &host,
+        json!({"ops": [{"local": "before"}, {"wait": {"id": "go", "event": "probe/go", "timeout": "5m"}}]}),
+    )
+    .await;
+    host.wait_status(&sleeper, "sleeping", PATIENCE)
+        .await
+        .unwrap();
+    host.wait_status(&waiter, "waiting", PATIENCE)
+        .await
+        .unwrap();
+
+    // Runs keep starting and stepping while the copy is taken.
+    let busy = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let load = {
+        let (api, busy) = ((*host).clone(), busy.clone());
+        tokio::spawn(async move {
+            let mut sent = 0;
+            while busy.load(std::sync::atomic::Ordering::Relaxed) {
+                let script = json!({"ops": [{"local": "a"}, {"local": "b"}, {"local": "c"}]});
+                api.send("probe/script", script).await.unwrap();
+                sent += 1;
+            }
+            sent
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (wrong_key, said) = backup(&host, &dest, Some("not-the-admin-key"));
+    assert!(!wrong_key && said.contains("admin key"), "{said}");
+    let (ok, said) = backup(&host, &dest, Some(ADMIN));
+    assert!(ok, "the backup failed: {said}");
+    assert!(
+        said.contains("backed up") && said.contains("serve --data"),
+        "{said}"
+    );
+    busy.store(false, std::sync::atomic::Ordering::Relaxed);
+    let sent = load.await.unwrap();
+    assert!(sent > 0, "no load ran during the backup");
+    println!("{said}({sent} events sent during the backup)");
+    let (again, said) = backup(&host, &dest, Some(ADMIN));
+    assert!(!again && said.contains("not empty"), "{said}");
+
+    // The original host goes away; a host on the copy carries on.
+    let (management_key, event_key) = (host.management_key.clone(), host.event_key.clone());
+    drop(host);
+    let copy = HostProcess::start(
+        crate::STEPWISE,
+        &dest,
+        stepwise_tests::HostOptions {
+            extra_args: vec![
+                "--admin-key".into(),
+                ADMIN.into(),
+                "--compiled-dir".into(),
+                crate::compiled_cache(),
+            ],
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let copy_api = copy.as_tenant(&management_key, &event_key);
+    for run in &ended {
+        let detail = copy_api.run(run).await.unwrap();
+        assert_eq!(detail.run.status, "completed", "{run} in the copy");
+        assert_eq!(detail.steps.len(), 1, "{run}'s journal in the copy");
+    }
+    let slept = copy_api
+        .wait_status(&sleeper, "completed", PATIENCE)
+        .await
+        .unwrap();
+    assert_eq!(slept.steps.len(), 3, "the sleeper resumed from the copy");
+    copy_api.send("probe/go", json!({})).await.unwrap();
+    let waited = copy_api
+        .wait_status(&waiter, "completed", PATIENCE)
+        .await
+        .unwrap();
+    assert_eq!(waited.steps.len(), 2, "the waiter resumed from the copy");
+    // Every run the copy holds finishes there: none is half-copied.
+    let runs: Vec<serde_json::Value> = copy_api.get_as("/v1/runs?limit=1000").await.unwrap();
+    for run in &runs {
+        let id = run["id"].as_str().unwrap();
+        copy_api
+            .wait_status(id, "completed", PATIENCE)
+            .await
+            .unwrap();
+    }
+}

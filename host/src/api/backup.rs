@@ -1,0 +1,59 @@
+//! `POST /v1/backup`: a consistent copy of the live host's journal, written
+//! on the host's machine as a new data directory (see
+//! [`crate::journal::backup`]).
+
+use super::auth::BackupTaker;
+use super::{ApiError, ApiResult, Host};
+use crate::journal::BackupUnsupported;
+use crate::journal::backup::{self, BackupReport};
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use serde::Deserialize;
+use std::path::PathBuf;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BackupRequest {
+    /// An absolute path on the host's machine: a new or empty directory.
+    dest: PathBuf,
+}
+
+pub(super) async fn backup(
+    _: BackupTaker,
+    State(host): Host,
+    body: axum::body::Bytes,
+) -> ApiResult<Json<BackupReport>> {
+    let request: BackupRequest = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::bad_request(format!(
+            r#"the body must be {{"dest": "/absolute/path/on/the/host"}}: {e}"#
+        ))
+    })?;
+    backup::check_destination(&request.dest)
+        .map_err(|e| ApiError::bad_request(format!("{e:#}")))?;
+    let journal = host.journal.clone();
+    let copied = tokio::task::spawn_blocking(move || journal.backup_to(&request.dest))
+        .await
+        .map_err(|e| ApiError::internal(anyhow::anyhow!("the backup task failed: {e}")))?;
+    match copied {
+        Ok(report) => {
+            tracing::info!(
+                dest = %report.dest.display(),
+                rows = report.rows,
+                bytes = report.bytes,
+                paused_ms = report.paused_ms,
+                "backup written"
+            );
+            Ok(Json(report))
+        }
+        Err(error) if error.is::<BackupUnsupported>() => {
+            Err(ApiError::bad_request(error.to_string()))
+        }
+        Err(error) => Err(ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!(
+                "the backup failed, and left no copy behind; fix the cause and run it again: {error:#}"
+            ),
+        )),
+    }
+}
