@@ -7,7 +7,7 @@
 //! dev mode's ([`dev_keys`]): under `--require-keys` it is not made, and
 //! the keys dev mode made for it open nothing.
 
-mod dev_keys;
+pub mod dev_keys;
 
 pub use dev_keys::{DevKey, DevKeys, KEY_FILE, has_clear_keys, key_file, migrate_clear_keys};
 

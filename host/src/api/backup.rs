@@ -32,9 +32,14 @@ pub(super) async fn backup(
     backup::check_destination(&request.dest)
         .map_err(|e| ApiError::bad_request(format!("{e:#}")))?;
     let journal = host.journal.clone();
-    let copied = tokio::task::spawn_blocking(move || journal.backup_to(&request.dest))
-        .await
-        .map_err(|e| ApiError::internal(anyhow::anyhow!("the backup task failed: {e}")))?;
+    let data_dir = host.config.data_dir.clone();
+    let copied = tokio::task::spawn_blocking(move || {
+        let report = journal.backup_to(&request.dest)?;
+        copy_dev_keys(&data_dir, &request.dest)?;
+        Ok::<_, anyhow::Error>(report)
+    })
+    .await
+    .map_err(|e| ApiError::internal(anyhow::anyhow!("the backup task failed: {e}")))?;
     match copied {
         Ok(report) => {
             tracing::info!(
@@ -56,4 +61,20 @@ pub(super) async fn backup(
             ),
         )),
     }
+}
+
+/// Copies the dev-mode default tenant's clear keys beside the journal's
+/// copy, so that a host on the copy prints (and keeps) the same keys
+/// instead of making new ones.
+fn copy_dev_keys(data_dir: &std::path::Path, dest: &std::path::Path) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let from = crate::tenants::dev_keys::key_file(data_dir);
+    if !from.exists() {
+        return Ok(());
+    }
+    let to = crate::tenants::dev_keys::key_file(dest);
+    std::fs::copy(&from, &to)
+        .with_context(|| format!("copying {} to {}", from.display(), to.display()))?;
+    crate::journal::make_private(dest)?;
+    Ok(())
 }

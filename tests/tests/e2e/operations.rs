@@ -630,6 +630,7 @@ async fn a_backup_of_a_live_host_serves_its_ended_runs_and_resumes_the_in_flight
 
     // The original host goes away; a host on the copy carries on.
     let (management_key, event_key) = (host.management_key.clone(), host.event_key.clone());
+    assert!(!event_key.is_empty(), "the dev host printed its event key");
     drop(host);
     let copy = HostProcess::start(
         crate::STEPWISE,
@@ -645,7 +646,12 @@ async fn a_backup_of_a_live_host_serves_its_ended_runs_and_resumes_the_in_flight
         },
     )
     .unwrap();
-    let copy_api = copy.as_tenant(&management_key, &event_key);
+    assert_eq!(
+        (copy.management_key.as_str(), copy.event_key.as_str()),
+        (management_key.as_str(), event_key.as_str()),
+        "the copy keeps the dev keys"
+    );
+    let copy_api: &stepwise_tests::Api = &copy;
     for run in &ended {
         let detail = copy_api.run(run).await.unwrap();
         assert_eq!(detail.run.status, "completed", "{run} in the copy");
