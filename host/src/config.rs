@@ -203,6 +203,9 @@ pub struct HostConfig {
     /// so that an acknowledged step survives a power cut; off, only a
     /// process kill (see [`crate::journal::disk_sync`]).
     pub journal_fsync: bool,
+    /// The OTLP/HTTP collector to export run traces to (its base URL), if
+    /// any (see [`crate::traces`]).
+    pub otlp_endpoint: Option<String>,
     /// A PostgreSQL URL to keep the journal in, instead of sled in
     /// `data_dir`.
     pub store: Option<String>,
@@ -257,6 +260,7 @@ impl HostConfig {
             forwarding_secret: None,
             share_work: None,
             journal_fsync: true,
+            otlp_endpoint: None,
             compiled_dir: None,
             event_key: None,
             keep_old_event_key: false,

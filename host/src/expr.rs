@@ -249,6 +249,7 @@ mod tests {
             ts: 5,
             v: None,
             received_at: 5,
+            trace: None,
         }
     }
 
@@ -316,6 +317,7 @@ mod properties {
                 ts: 1,
                 v: None,
                 received_at: 1,
+                trace: None,
             };
             match compile(&source) {
                 Ok(_) => {
@@ -339,6 +341,7 @@ mod properties {
                 ts: 1,
                 v: None,
                 received_at: 1,
+                trace: None,
             };
             let source = format!("event.data.a == {b}");
             prop_assert_eq!(condition(&source, Scope::event(&event)).unwrap(), a == b);

@@ -31,5 +31,6 @@ pub mod scheduler;
 pub mod tenants;
 #[cfg(test)]
 mod testing;
+pub mod traces;
 pub mod wit;
 pub mod work;

@@ -156,6 +156,8 @@ pub enum Observation {
     },
     /// A run ended.
     RunEnded {
+        /// The run (for its trace).
+        run: crate::model::RunKey,
         /// Its function.
         labels: Arc<FunctionLabels>,
         /// `completed`, `failed` or `cancelled`.
@@ -173,6 +175,9 @@ pub enum Observation {
         /// ms; `None` for a retried attempt.
         lasted_ms: Option<u64>,
     },
+    /// A span to export (only on a host with `--otlp-endpoint`; see
+    /// [`crate::traces`]).
+    Span(Box<opentelemetry_sdk::trace::SpanData>),
 }
 
 /// Where [`Levels`] are read from at scrape time.
@@ -367,6 +372,7 @@ impl Metrics {
                     labels,
                     status,
                     lasted_ms,
+                    ..
                 } => {
                     let labels = RunEndLabels {
                         tenant: labels.tenant.clone(),
@@ -398,6 +404,7 @@ impl Metrics {
                             .observe(seconds(ms));
                     }
                 }
+                Observation::Span(_) => {}
             }
         }
     }
@@ -579,6 +586,10 @@ mod tests {
                 lasted_ms: Some(250),
             },
             Observation::RunEnded {
+                run: crate::model::RunKey {
+                    tenant: "acme".into(),
+                    run: "01M9948E5TS4E8Y8B76D1R5Q5C".into(),
+                },
                 labels: labels(),
                 status: "completed",
                 lasted_ms: 2_000,

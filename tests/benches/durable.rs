@@ -196,6 +196,7 @@ fn event(name: &str, data: Value) -> IncomingEvent {
         ts: None,
         v: None,
         user: None,
+        trace: None,
     }
 }
 

@@ -4,6 +4,7 @@
 
 pub mod host;
 pub mod loopback;
+pub mod otlp;
 pub mod polyglot;
 pub mod postgres;
 

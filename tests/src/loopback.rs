@@ -39,6 +39,9 @@ struct Shared {
     arrivals: Mutex<Vec<(String, u64)>>,
     /// Calls in flight now, and the most seen at once.
     in_flight: Mutex<(u32, u32)>,
+    /// The `traceparent` header of each call, by `run/step`, in arrival
+    /// order (`None`: the call had none).
+    traceparents: Mutex<HashMap<String, Vec<Option<String>>>>,
 }
 
 /// The server; it stops when the test's runtime ends.
@@ -50,6 +53,18 @@ pub struct Loopback {
 }
 
 impl Loopback {
+    /// The `traceparent` header of each call of `run`'s step `step`, in
+    /// arrival order.
+    pub fn traceparents(&self, run: &str, step: &str) -> Vec<Option<String>> {
+        self.shared
+            .traceparents
+            .lock()
+            .unwrap()
+            .get(&format!("{run}/{step}"))
+            .cloned()
+            .unwrap_or_default()
+    }
+
     /// Starts a server on a free loopback port.
     pub async fn start() -> anyhow::Result<Self> {
         let shared = Arc::new(Shared::default());
@@ -162,9 +177,10 @@ type LoopState = (Arc<Shared>, watch::Receiver<bool>);
 /// `/crm/c-1`, `/fetch/a`: counted as run `crm`, step `c-1`.
 async fn other(
     state: State<LoopState>,
-    Path((kind, key)): Path<(String, String)>,
+    path: Path<(String, String)>,
+    headers: axum::http::HeaderMap,
 ) -> (StatusCode, String) {
-    step(state, Path((kind, key))).await
+    step(state, path, headers).await
 }
 
 /// Counts a call in flight for as long as it lives.
@@ -188,8 +204,20 @@ impl Drop for InFlight {
 async fn step(
     State((shared, mut released)): State<LoopState>,
     Path((run, step)): Path<(String, String)>,
+    headers: axum::http::HeaderMap,
 ) -> (StatusCode, String) {
     let _in_flight = InFlight::enter(&shared);
+    let traceparent = headers
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    shared
+        .traceparents
+        .lock()
+        .unwrap()
+        .entry(format!("{run}/{step}"))
+        .or_default()
+        .push(traceparent);
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)

@@ -229,9 +229,14 @@ fn refused(host: &Stepwise, reason: Refusal, error: ApiError) -> ApiError {
     error
 }
 
-async fn ingest(host: &Stepwise, tenant: &str, bytes: &[u8]) -> ApiResult<Json<Value>> {
+async fn ingest(
+    host: &Stepwise,
+    tenant: &str,
+    bytes: &[u8],
+    headers: &axum::http::HeaderMap,
+) -> ApiResult<Json<Value>> {
     let max_event_bytes = host.tenants.limits(tenant).max_event_bytes;
-    let events = parse_events(bytes, max_event_bytes).map_err(|e| match e {
+    let mut events = parse_events(bytes, max_event_bytes).map_err(|e| match e {
         EventError::TooLarge { .. } => refused(
             host,
             Refusal::size,
@@ -243,6 +248,14 @@ async fn ingest(host: &Stepwise, tenant: &str, bytes: &[u8]) -> ApiResult<Json<V
             ApiError::bad_request(other.to_string()),
         ),
     })?;
+    // A W3C trace context the sender is in: each event's span continues it.
+    let trace = headers
+        .get("traceparent")
+        .and_then(|value| value.to_str().ok())
+        .map(str::to_string);
+    for event in &mut events {
+        event.trace.clone_from(&trace);
+    }
     let count = events.len();
     let accepted = host.send(tenant, events).await.map_err(|e| {
         let limit = match &e {
@@ -352,13 +365,14 @@ async fn send_with_key(
             };
             refused(&host, reason, e)
         })?;
-    ingest(&host, &tenant, &bytes).await
+    ingest(&host, &tenant, &bytes, &parts.headers).await
 }
 
 /// The management API's way to send events (used by `stepwise send`).
 async fn send_event(
     caller: Caller,
     State(host): Host,
+    headers: axum::http::HeaderMap,
     bytes: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Json<Value>> {
     let bytes = body(bytes, "event payload").map_err(|e| {
@@ -369,7 +383,7 @@ async fn send_event(
         };
         refused(&host, reason, e)
     })?;
-    ingest(&host, &caller.tenant, &bytes).await
+    ingest(&host, &caller.tenant, &bytes, &headers).await
 }
 
 #[derive(Deserialize)]

@@ -224,6 +224,12 @@ pub struct ServeArgs {
     /// the host has one.
     #[arg(long, value_name = "ADDR")]
     metrics_listen: Option<SocketAddr>,
+    /// Export a trace of every run (a span per step attempt, sleep and
+    /// wait, linked to the span of the event that started it) to this
+    /// OpenTelemetry collector over OTLP/HTTP: its base URL, e.g.
+    /// `http://localhost:4318` (spans go to `/v1/traces`).
+    #[arg(long, value_name = "URL", env = "STEPWISE_OTLP_ENDPOINT")]
+    otlp_endpoint: Option<String>,
     /// The dev-mode default tenant's event key for `POST /e/{key}`
     /// (default: made once and kept in a 0600 file of the data directory).
     /// A new one retires the previous one; not allowed with

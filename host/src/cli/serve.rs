@@ -275,6 +275,7 @@ fn host_config(args: &ServeArgs, dev: bool) -> HostConfig {
         forwarding_secret: None,
         share_work: None,
         journal_fsync: !args.unsafe_no_fsync,
+        otlp_endpoint: args.otlp_endpoint.clone(),
         compiled_dir: args.compiled_dir.clone(),
         event_key: args.event_key.clone(),
         keep_old_event_key: args.keep_old,

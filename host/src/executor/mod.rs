@@ -107,6 +107,9 @@ pub struct RunServices {
     pub default_http_allow: Vec<String>,
     /// Step bodies in progress, held back while the host stops.
     pub drain: Arc<drain::Drain>,
+    /// Whether the host exports traces: a step body's outgoing HTTP then
+    /// carries its attempt's `traceparent` (see [`crate::traces`]).
+    pub traced: bool,
 }
 
 /// A component version, linked and ready to instantiate.

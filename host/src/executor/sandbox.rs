@@ -34,6 +34,9 @@ pub struct RunFlags {
     monotonic_floor_ns: AtomicU64,
     /// Epoch ticks the guest has run since its last host call.
     cpu_ticks: AtomicU64,
+    /// The `traceparent` of the step attempt running now, on a host that
+    /// exports traces: its outgoing HTTP carries it.
+    traceparent: Mutex<Option<http::HeaderValue>>,
 }
 
 impl RunFlags {
@@ -46,7 +49,22 @@ impl RunFlags {
             step_started_ns: AtomicU64::new(0),
             monotonic_floor_ns: AtomicU64::new(0),
             cpu_ticks: AtomicU64::new(0),
+            traceparent: Mutex::new(None),
         })
+    }
+
+    /// The step attempt running from now on is in the trace span
+    /// `traceparent` (`None`: the host does not export traces).
+    pub fn set_traceparent(&self, traceparent: Option<String>) {
+        let value = traceparent.and_then(|t| http::HeaderValue::from_str(&t).ok());
+        *self.traceparent.lock().unwrap_or_else(|p| p.into_inner()) = value;
+    }
+
+    fn traceparent(&self) -> Option<http::HeaderValue> {
+        self.traceparent
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// The guest called the host: its CPU budget starts again.
@@ -433,6 +451,15 @@ impl WasiHttpHooks for StepHttpHooks {
             return Box::new(async move {
                 Err(wasmtime_wasi_http::Error::InternalError(Some(message)))
             });
+        }
+        // The user's services join the run's trace, under the attempt's span
+        // (unless the body set a traceparent of its own).
+        let mut request = request;
+        if let Some(traceparent) = self.flags.traceparent() {
+            request
+                .headers_mut()
+                .entry("traceparent")
+                .or_insert(traceparent);
         }
         let egress = self.egress.clone();
         Box::new(async move {

@@ -342,6 +342,12 @@ impl step::Host for RunState {
             started_at: now,
             attempts,
         });
+        let session = self.session()?;
+        let traceparent = session
+            .services
+            .traced
+            .then(|| crate::traces::attempt_traceparent(&session.run.key.run, seq, attempts));
+        self.flags.set_traceparent(traceparent);
         self.flags.set_in_step(true);
         Ok(Memo::Execute)
     }

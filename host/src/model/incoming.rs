@@ -27,6 +27,8 @@ pub struct IncomingEvent {
     pub v: Option<String>,
     /// The `user` object, if any.
     pub user: Option<Value>,
+    /// The W3C `traceparent` of the request that sent it, if any.
+    pub trace: Option<String>,
 }
 
 /// Why a payload was refused.
@@ -200,6 +202,7 @@ pub fn parse_event(index: usize, item: Value, max: usize) -> Result<IncomingEven
         ts,
         v,
         user,
+        trace: None,
     })
 }
 

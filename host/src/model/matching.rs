@@ -57,6 +57,7 @@ mod tests {
             ts: 1,
             v: None,
             received_at: 1,
+            trace: None,
         }
     }
 

@@ -115,6 +115,10 @@ pub struct EventRecord {
     pub v: Option<String>,
     /// When the host accepted it, in ms.
     pub received_at: u64,
+    /// The W3C `traceparent` of its span, on a host exporting traces: the
+    /// runs it starts link to it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace: Option<String>,
 }
 
 /// Where a run is in its life. Shown as lower-case words by the API.

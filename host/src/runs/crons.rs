@@ -118,6 +118,7 @@ impl Runs {
                 ts: due.at,
                 v: None,
                 received_at: tx.now,
+                trace: None,
             };
             tracing::info!(tenant, function = id, schedule = text, "cron fired");
             admit::admit(tx, &function, &event)?;

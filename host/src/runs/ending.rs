@@ -75,6 +75,7 @@ pub fn cancel(tx: &mut Tx<'_>, mut run: RunRecord, error: ErrorRecord) -> Result
 pub fn end(tx: &mut Tx<'_>, run: &RunRecord) -> Result<()> {
     tx.effects.ended.push(run.key.clone());
     tx.observe(Observation::RunEnded {
+        run: run.key.clone(),
         labels: FunctionLabels::of(run),
         status: run.status().as_str(),
         lasted_ms: tx.now.saturating_sub(run.created_at),
@@ -233,6 +234,7 @@ fn failed(tx: &mut Tx<'_>, run: &RunRecord) -> Result<()> {
         ts: tx.now,
         v: None,
         received_at: tx.now,
+        trace: None,
     };
     if let Some(function) = tx.catalog.get(&run.key.tenant, &run.function)
         && function.on_failure

@@ -36,7 +36,7 @@ pub use tx::{Effects, Tx};
 use crate::catalog::Catalog;
 use crate::cron::CronTable;
 use crate::journal::{GroupCommit, Journal, Op};
-use crate::metrics::{LimitHit, Metrics};
+use crate::metrics::{LimitHit, Metrics, Observation};
 use crate::model::ErrorName;
 use crate::model::IncomingEvent;
 use crate::model::{
@@ -97,6 +97,8 @@ pub struct Runs {
     order: Mutex<live::Executing>,
     /// What every change counts, once durable.
     metrics: Arc<Metrics>,
+    /// Where spans go, on a host exporting traces.
+    traces: std::sync::OnceLock<Arc<crate::traces::Traces>>,
 }
 
 impl Runs {
@@ -122,7 +124,13 @@ impl Runs {
             crons: CronTable::default(),
             order: Mutex::new(live::Executing::default()),
             metrics,
+            traces: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Exports a trace of every run from now on (`--otlp-endpoint`).
+    pub fn trace_to(&self, traces: Arc<crate::traces::Traces>) {
+        let _ = self.traces.set(traces);
     }
 
     /// The host's metrics, which changes count into.
@@ -146,6 +154,9 @@ impl Runs {
     fn hand_over(&self, mut effects: Effects) {
         for run in effects.ended.drain(..) {
             let _ = self.ended.send(run);
+        }
+        if let Some(traces) = self.traces.get() {
+            traces.take_from(&mut effects.observed);
         }
         self.metrics.observe(effects.observed.drain(..));
         effects.apply(&self.scheduler);
@@ -218,6 +229,7 @@ impl Runs {
             &executing,
             self.clock.now_ms(),
         );
+        tx.traces = self.traces.get().map(Arc::as_ref);
         let result = f(&mut tx)?;
         let effects = tx.apply()?;
         for key in &effects.ended {
@@ -286,6 +298,12 @@ impl Runs {
                 return Ok(id);
             }
         }
+        let trace = tx.traces.map(|traces| {
+            let (span, traceparent) =
+                traces.event_span(&event.name, &id, tenant, event.trace.as_deref(), tx.now);
+            tx.observe(Observation::Span(Box::new(span)));
+            traceparent
+        });
         let record = EventRecord {
             id: id.clone(),
             name: event.name,
@@ -294,6 +312,7 @@ impl Runs {
             ts: event.ts.unwrap_or(tx.now),
             v: event.v,
             received_at: tx.now,
+            trace,
         };
         for function in self.catalog.triggered_by(tenant, &record.name) {
             if admit::triggered(&function, &record) {

@@ -244,6 +244,39 @@ fn observe_step(tx: &mut Tx<'_>, key: &RunKey, transition: &Transition) -> Resul
         outcome,
         lasted_ms,
     });
+    if let Some(traces) = tx.traces {
+        let (Transition::StepDone(step) | Transition::StepRetry(step)) = transition else {
+            return Ok(());
+        };
+        // `attempts` counts failed attempts, this one included if it failed.
+        let attempt = match outcome {
+            StepOutcome::completed => step.attempts,
+            StepOutcome::retried | StepOutcome::failed => step.attempts.saturating_sub(1),
+        };
+        // A later attempt began when the retry before it was due.
+        let started_ms = match attempt {
+            0 => step.started_at,
+            _ => tx
+                .journal
+                .step(key, step.seq)?
+                .and_then(|before| before.wake_at)
+                .unwrap_or(step.started_at),
+        };
+        let error = step
+            .error
+            .as_ref()
+            .map(|e| format!("{}: {}", e.name, e.message));
+        let span = traces.attempt_span(
+            key,
+            step,
+            attempt,
+            (started_ms, tx.now),
+            error
+                .as_deref()
+                .filter(|_| outcome != StepOutcome::completed),
+        );
+        tx.observe(Observation::Span(Box::new(span)));
+    }
     Ok(())
 }
 
@@ -413,6 +446,7 @@ fn invoke(
         ts: tx.now,
         v: None,
         received_at: tx.now,
+        trace: None,
     };
     let key = RunKey::new(&parent.key.tenant, crate::model::new_id());
     let mut child = admit::new_run(function, key, std::slice::from_ref(&event), tx.now);

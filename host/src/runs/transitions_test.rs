@@ -198,6 +198,7 @@ impl Machine {
             ts: None,
             v: None,
             user: None,
+            trace: None,
         };
         self.runs.ingest("t", vec![event]).await.unwrap()
     }

@@ -82,6 +82,9 @@ pub struct Tx<'a> {
     pub ops: Batch,
     /// What follows once they are durable.
     pub effects: Effects,
+    /// Where spans go, on a host exporting traces (spans ride in
+    /// `effects.observed` until the change is durable).
+    pub traces: Option<&'a crate::traces::Traces>,
 }
 
 impl<'a> Tx<'a> {
@@ -99,6 +102,7 @@ impl<'a> Tx<'a> {
             now,
             ops: Vec::new(),
             effects: Effects::default(),
+            traces: None,
         }
     }
 

@@ -252,6 +252,9 @@ impl Stepwise {
             clock,
             metrics.clone(),
         ));
+        if let Some(endpoint) = &config.otlp_endpoint {
+            runs.trace_to(crate::traces::Traces::start(endpoint, journal.clone())?);
+        }
         let executor = Arc::new(Executor::for_host(&config, journal.clone())?);
         executor.report_to(metrics.clone());
         commit.durable().await?;
@@ -266,6 +269,7 @@ impl Stepwise {
             dev_loopback: config.dev_loopback,
             default_http_allow: config.default_http_allow.clone(),
             drain: drain.clone(),
+            traced: config.otlp_endpoint.is_some(),
         });
 
         let poke = scheduler.clone();

@@ -432,6 +432,7 @@ async fn session(
         dev_loopback: config.dev_loopback,
         default_http_allow: config.default_http_allow.clone(),
         drain: Default::default(),
+        traced: config.otlp_endpoint.is_some(),
     });
     let driver = Arc::new(RunDriver::new(equipment.executor.clone(), services));
     let mut executing = JoinSet::new();

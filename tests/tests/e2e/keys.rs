@@ -438,6 +438,7 @@ async fn the_cli_prints_control_characters_users_sent_as_escapes() {
                     ts: 1,
                     v: None,
                     received_at: 1,
+                    trace: None,
                 },
                 dedupe: false,
             }])

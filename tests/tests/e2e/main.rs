@@ -20,6 +20,7 @@ mod process_order;
 mod retries;
 mod several_hosts;
 mod tenants;
+mod traces;
 mod uploads;
 mod versions;
 
