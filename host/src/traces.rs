@@ -25,16 +25,15 @@ use opentelemetry::trace::{
     SpanContext, SpanId, SpanKind, Status, TraceContextExt, TraceFlags, TraceId, TraceState,
 };
 use opentelemetry::{InstrumentationScope, KeyValue};
-use opentelemetry_otlp::{WithExportConfig, WithHttpConfig};
+use opentelemetry_otlp::WithExportConfig;
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::SpanExporter as _;
 use opentelemetry_sdk::trace::{IdGenerator, RandomIdGenerator, SpanData, SpanEvents, SpanLinks};
 use sha2::{Digest, Sha256};
-use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::mpsc;
 
@@ -51,7 +50,8 @@ pub struct Traces {
     spans: mpsc::Sender<SpanData>,
     journal: Arc<dyn Journal>,
     scope: InstrumentationScope,
-    dropped: AtomicU64,
+    /// Whether dropping spans was logged already (once is enough).
+    warned_behind: AtomicBool,
 }
 
 impl Traces {
@@ -60,16 +60,15 @@ impl Traces {
     /// reading ended runs from `journal`. Needs a tokio runtime.
     pub fn start(endpoint: &str, journal: Arc<dyn Journal>) -> Result<Arc<Self>> {
         let url = format!("{}/v1/traces", endpoint.trim_end_matches('/'));
-        url.parse::<http::Uri>()
-            .with_context(|| format!("--otlp-endpoint {endpoint:?} is not a URL"))?;
         let mut exporter = opentelemetry_otlp::SpanExporter::builder()
             .with_http()
             .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
             .with_endpoint(url.clone())
             .with_timeout(Duration::from_secs(10))
-            .with_headers(HashMap::new())
             .build()
-            .with_context(|| format!("making the OTLP exporter for {url}"))?;
+            .with_context(|| {
+                format!("--otlp-endpoint {endpoint:?}: making the OTLP exporter for {url}")
+            })?;
         exporter.set_resource(
             &Resource::builder()
                 .with_service_name("stepwise")
@@ -84,39 +83,42 @@ impl Traces {
             scope: InstrumentationScope::builder("stepwise")
                 .with_version(env!("CARGO_PKG_VERSION"))
                 .build(),
-            dropped: AtomicU64::new(0),
+            warned_behind: AtomicBool::new(false),
         }))
     }
 
     /// Queues `span` for export; drops it if the queue is full.
     fn send(&self, span: SpanData) {
-        if self.spans.try_send(span).is_err() && self.dropped.fetch_add(1, Ordering::Relaxed) == 0 {
+        if self.spans.try_send(span).is_err() && !self.warned_behind.swap(true, Ordering::Relaxed) {
             tracing::warn!(
                 "the trace exporter is behind (is the OTLP collector reachable?): spans are dropped"
             );
         }
     }
 
-    /// Exports the spans among `observed` (taking them out) and, for each
-    /// run that ended, its root span and its suspensions' spans.
-    pub fn take_from(self: &Arc<Self>, observed: &mut Vec<Observation>) {
-        observed.retain_mut(|observation| match observation {
-            Observation::Span(span) => {
-                let span = std::mem::replace(span, Box::new(empty_span(&self.scope)));
-                self.send(*span);
-                false
-            }
-            Observation::RunEnded { run, .. } => {
-                let (traces, run) = (self.clone(), run.clone());
-                tokio::task::spawn_blocking(move || {
-                    if let Err(error) = traces.export_run(&run) {
-                        tracing::warn!(run = %run.run, error = %format!("{error:#}"), "could not trace an ended run");
-                    }
-                });
-                true
-            }
-            _ => true,
-        });
+    /// Exports the spans among `observed` and, for each run that ended,
+    /// its root span and its suspensions' spans; returns the rest (for the
+    /// metrics).
+    pub fn take_from(self: &Arc<Self>, observed: Vec<Observation>) -> Vec<Observation> {
+        observed
+            .into_iter()
+            .filter_map(|observation| match observation {
+                Observation::Span(span) => {
+                    self.send(*span);
+                    None
+                }
+                Observation::RunEnded { ref run, .. } => {
+                    let (traces, run) = (self.clone(), run.clone());
+                    tokio::task::spawn_blocking(move || {
+                        if let Err(error) = traces.export_run(&run) {
+                            tracing::warn!(run = %run.run, error = %format!("{error:#}"), "could not trace an ended run");
+                        }
+                    });
+                    Some(observation)
+                }
+                other => Some(other),
+            })
+            .collect()
     }
 
     /// The span of an event accepted at `at_ms`, continuing the sender's
@@ -421,25 +423,6 @@ fn format_traceparent(context: &SpanContext) -> String {
 
 fn time(ms: u64) -> SystemTime {
     UNIX_EPOCH + Duration::from_millis(ms)
-}
-
-/// A placeholder left where a span was taken out of an observation.
-fn empty_span(scope: &InstrumentationScope) -> SpanData {
-    SpanData {
-        span_context: SpanContext::empty_context(),
-        parent_span_id: SpanId::INVALID,
-        parent_span_is_remote: false,
-        span_kind: SpanKind::Internal,
-        name: Cow::Borrowed(""),
-        start_time: UNIX_EPOCH,
-        end_time: UNIX_EPOCH,
-        attributes: Vec::new(),
-        dropped_attributes_count: 0,
-        events: SpanEvents::default(),
-        links: SpanLinks::default(),
-        status: Status::Unset,
-        instrumentation_scope: scope.clone(),
-    }
 }
 
 #[cfg(test)]

@@ -244,12 +244,8 @@ impl Cluster {
     /// is, one row a line.
     pub fn contents(&self, url: &str) -> Result<String> {
         let database = database_of(url)?;
-        let tables = self.sql_in(
-            database,
-            "SELECT table_name FROM information_schema.tables WHERE table_schema = 'stepwise'",
-        )?;
         let mut contents = String::new();
-        for table in tables.lines() {
+        for table in self.tables(database)? {
             contents.push_str(&self.sql_in(
                 database,
                 &format!("SET bytea_output = escape; SELECT * FROM stepwise.{table}"),
@@ -261,16 +257,21 @@ impl Cluster {
 }
 
 impl Cluster {
-    /// How many rows the journal in the database of `url` holds, across
-    /// its tables.
-    pub fn rows(&self, url: &str) -> Result<u64> {
-        let database = database_of(url)?;
+    /// The tables of the journal in `database`.
+    fn tables(&self, database: &str) -> Result<Vec<String>> {
         let tables = self.sql_in(
             database,
             "SELECT table_name FROM information_schema.tables WHERE table_schema = 'stepwise'",
         )?;
+        Ok(tables.lines().map(str::to_string).collect())
+    }
+
+    /// How many rows the journal in the database of `url` holds, across
+    /// its tables.
+    pub fn rows(&self, url: &str) -> Result<u64> {
+        let database = database_of(url)?;
         let mut rows = 0;
-        for table in tables.lines() {
+        for table in self.tables(database)? {
             let count = self.sql_in(database, &format!("SELECT count(*) FROM stepwise.{table}"))?;
             rows += count
                 .parse::<u64>()

@@ -5,7 +5,7 @@
 use super::auth::BackupTaker;
 use super::{ApiError, ApiResult, Host};
 use crate::journal::BackupUnsupported;
-use crate::journal::backup::{self, BackupReport};
+use crate::journal::backup::{BackupReport, BadDestination};
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -29,8 +29,6 @@ pub(super) async fn backup(
             r#"the body must be {{"dest": "/absolute/path/on/the/host"}}: {e}"#
         ))
     })?;
-    backup::check_destination(&request.dest)
-        .map_err(|e| ApiError::bad_request(format!("{e:#}")))?;
     let journal = host.journal.clone();
     let data_dir = host.config.data_dir.clone();
     let copied = tokio::task::spawn_blocking(move || {
@@ -51,13 +49,13 @@ pub(super) async fn backup(
             );
             Ok(Json(report))
         }
-        Err(error) if error.is::<BackupUnsupported>() => {
+        Err(error) if error.is::<BackupUnsupported>() || error.is::<BadDestination>() => {
             Err(ApiError::bad_request(error.to_string()))
         }
         Err(error) => Err(ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             format!(
-                "the backup failed, and left no copy behind; fix the cause and run it again: {error:#}"
+                "the backup failed (an incomplete journal copy is never left in place); fix the cause, empty the destination and run it again: {error:#}"
             ),
         )),
     }

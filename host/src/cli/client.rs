@@ -14,14 +14,25 @@ use std::path::Path;
 use std::time::{Duration, UNIX_EPOCH};
 
 pub(super) async fn call(request: reqwest::RequestBuilder, server: &ServerArgs) -> Result<Value> {
-    let request = match &server.key {
+    answer(request, &server.server, server.key.as_deref()).await
+}
+
+/// Sends `request` to the host at `server` with `key` (a tenant's or the
+/// admin's), if any: the host's JSON answer, or an error with the host's
+/// message and status (and its JSON as [`Refused`]).
+pub(super) async fn answer(
+    request: reqwest::RequestBuilder,
+    server: &str,
+    key: Option<&str>,
+) -> Result<Value> {
+    let request = match key {
         Some(key) => request.bearer_auth(key),
         None => request,
     };
     let response = request
         .send()
         .await
-        .with_context(|| format!("could not reach the host at {} (is `stepwise serve` running? set --server or STEPWISE_SERVER)", server.server))?;
+        .with_context(|| format!("could not reach the host at {server} (is `stepwise serve` running? set --server or STEPWISE_SERVER)"))?;
     let status = response.status();
     let text = response.text().await.context("reading the host's answer")?;
     let body: Value = serde_json::from_str(&text).unwrap_or(Value::String(text));

@@ -3,9 +3,9 @@
 
 use super::client::{print_json, shown, table};
 use crate::model::TenantLimits;
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use clap::{Args, Subcommand};
-use serde_json::{Value, json};
+use serde_json::json;
 
 /// Which host, and the operator's key.
 #[derive(Debug, Args, Clone)]
@@ -210,20 +210,7 @@ pub async fn run(command: TenantCommand, admin: &AdminArgs) -> Result<()> {
             .put(url(&format!("/v1/tenants/{name}/http-allow")))
             .json(hosts),
     };
-    let response = request
-        .bearer_auth(admin_key)
-        .send()
-        .await
-        .with_context(|| format!("could not reach the host at {} (is `stepwise serve` running? set --server or STEPWISE_SERVER)", admin.server))?;
-    let status = response.status();
-    let body: Value = response.json().await.unwrap_or(Value::Null);
-    if !status.is_success() {
-        let message = body["error"]
-            .as_str()
-            .map(str::to_string)
-            .unwrap_or_else(|| body.to_string());
-        bail!("{} (HTTP {})", shown(&message), status.as_u16());
-    }
+    let body = super::client::answer(request, &admin.server, Some(admin_key)).await?;
     if admin.json {
         return print_json(&body);
     }

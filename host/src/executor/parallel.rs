@@ -146,20 +146,10 @@ impl RunState {
         let attempt = todo.first().map(|t| t.attempts).unwrap_or(0);
         // The bodies of a group run in one instance: their outgoing HTTP
         // carries the first one's span.
-        let traceparent = self
-            .session
-            .as_ref()
-            .zip(todo.first())
-            .and_then(|(session, first)| {
-                session.services.traced.then(|| {
-                    crate::traces::attempt_traceparent(
-                        &session.run.key.run,
-                        first.seq,
-                        first.attempts,
-                    )
-                })
-            });
-        self.flags.set_traceparent(traceparent);
+        match todo.first() {
+            Some(first) => self.trace_attempt(first.seq, first.attempts),
+            None => self.flags.set_traceparent(None),
+        }
         if let Some(session) = self.session.as_mut() {
             session.group = todo
                 .into_iter()

@@ -30,6 +30,19 @@ pub enum AttemptOutcome {
 }
 
 impl RunState {
+    /// Puts the step bodies running from now on in the trace span of
+    /// attempt `attempts` of step `seq`, on a host that exports traces:
+    /// their outgoing HTTP carries its `traceparent`.
+    pub(super) fn trace_attempt(&self, seq: u32, attempts: u32) {
+        let traceparent = self.session.as_ref().and_then(|session| {
+            session
+                .services
+                .traced
+                .then(|| crate::traces::attempt_traceparent(&session.run.key.run, seq, attempts))
+        });
+        self.flags.set_traceparent(traceparent);
+    }
+
     pub(super) fn session(&mut self) -> Result<&mut Session> {
         self.session.as_mut().ok_or_else(|| {
             fault(
@@ -342,12 +355,7 @@ impl step::Host for RunState {
             started_at: now,
             attempts,
         });
-        let session = self.session()?;
-        let traceparent = session
-            .services
-            .traced
-            .then(|| crate::traces::attempt_traceparent(&session.run.key.run, seq, attempts));
-        self.flags.set_traceparent(traceparent);
+        self.trace_attempt(seq, attempts);
         self.flags.set_in_step(true);
         Ok(Memo::Execute)
     }

@@ -5,11 +5,12 @@
 //! So the journal pauses its writes ([`super::SledJournal`]'s write gate)
 //! for the copy: every batch is either wholly in it or not at all, as
 //! after a crash. Reads and step bodies go on; a write waits for the copy
-//! to end, and the backup reports how long that was (`paused_ms`). The copy is written beside its
-//! destination and renamed into place once it is flushed and synced, so a
-//! destination that exists is always a whole copy.
+//! to end, and the backup reports how long that was (`paused_ms`). The
+//! copy is written beside its destination and renamed into place once it
+//! is flushed and synced, so a destination that exists is always a whole
+//! copy.
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 
@@ -29,20 +30,28 @@ pub struct BackupReport {
     pub paused_ms: u64,
 }
 
+/// A destination a backup may not go to (the caller's mistake, not the
+/// host's failure).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct BadDestination(String);
+
 /// Checks that `dest` can receive a backup: an absolute path that does not
 /// exist or is an empty directory (a backup never overwrites anything).
 pub fn check_destination(dest: &Path) -> Result<()> {
     if !dest.is_absolute() {
-        bail!(
+        return Err(BadDestination(format!(
             "the backup destination must be an absolute path on the host's machine, not {}",
             dest.display()
-        );
+        ))
+        .into());
     }
     match std::fs::read_dir(dest).map(|mut entries| entries.next().is_some()) {
-        Ok(true) => bail!(
+        Ok(true) => Err(BadDestination(format!(
             "{} is not empty: a backup goes to a new or empty directory, and overwrites nothing",
             dest.display()
-        ),
+        ))
+        .into()),
         Ok(false) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(e).with_context(|| format!("reading {}", dest.display())),

@@ -5,7 +5,7 @@
 //! they store and flush.
 
 use super::keys;
-use super::usage::counted_tenant;
+use super::usage::{StorageUsage, counted_tenant};
 use super::{Batch, Op};
 use crate::model::{IndexRef, RunStatus, Waiter};
 use anyhow::{Context, Result};
@@ -103,6 +103,17 @@ pub struct Prepared {
     pub freed: Vec<(String, u64)>,
 }
 
+/// Counts into `usage` what an applied batch stored and freed (its
+/// [`Prepared`] `stored` and `freed`).
+pub fn count_usage(usage: &StorageUsage, stored: &[(String, u64)], freed: &[(String, u64)]) {
+    for (tenant, bytes) in stored {
+        usage.add(tenant, *bytes);
+    }
+    for (tenant, bytes) in freed {
+        usage.remove(tenant, *bytes);
+    }
+}
+
 /// Encodes `batch` (outside any transaction: a backend may retry one).
 pub fn prepare_batch(batch: Batch) -> Result<Prepared> {
     let mut writes = Vec::with_capacity(batch.len() + 1);
@@ -112,13 +123,11 @@ pub fn prepare_batch(batch: Batch) -> Result<Prepared> {
     for op in batch {
         if let Op::DeleteRows {
             tenant,
-            rows,
             freed: bytes,
-        } = op
+            ..
+        } = &op
         {
-            writes.extend(rows.into_iter().map(|(tree, key)| Write::Delete(tree, key)));
-            freed.push((tenant, bytes));
-            continue;
+            freed.push((tenant.clone(), *bytes));
         }
         let tenant = counted_tenant(&op).map(str::to_string);
         let before = writes.len();

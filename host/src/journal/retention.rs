@@ -48,6 +48,24 @@ impl Swept {
         }
     }
 
+    /// The key a walk starts after: the tree's first, or for idempotency
+    /// keys their own index's (the other indexes of the tree are not
+    /// walked).
+    fn start(self) -> Vec<u8> {
+        match self {
+            Swept::Idempotency => vec![IndexKind::Idempotency.tag()],
+            _ => Vec::new(),
+        }
+    }
+
+    /// Whether a key of the tree is of this kind.
+    fn holds(self, key: &[u8]) -> bool {
+        match self {
+            Swept::Idempotency => key.first() == Some(&IndexKind::Idempotency.tag()),
+            _ => true,
+        }
+    }
+
     fn tree(self) -> TreeId {
         match self {
             Swept::Runs => TreeId::Runs,
@@ -92,7 +110,11 @@ pub fn page(
     limit: usize,
     cutoffs: &Cutoffs<'_>,
 ) -> Result<Page> {
-    let rows = journal.rows_after(kind.tree(), cursor, limit)?;
+    let start = match cursor.is_empty() {
+        true => kind.start(),
+        false => cursor.to_vec(),
+    };
+    let rows = journal.rows_after(kind.tree(), &start, limit)?;
     let mut page = Page {
         cursor: match rows.len() < limit {
             true => Vec::new(),
@@ -101,6 +123,11 @@ pub fn page(
         ..Page::default()
     };
     for (key, value) in rows {
+        if !kind.holds(&key) {
+            // Past this kind's rows: the walk is over.
+            page.cursor.clear();
+            break;
+        }
         let delete = match kind {
             Swept::Runs => expired_run(journal, &key, &value, cutoffs)?,
             Swept::Events => {
@@ -121,9 +148,6 @@ pub fn page(
                     .then(|| one_row(tenant_of(&key), kind, key, value.len()))
             }
             Swept::Idempotency => {
-                if key.first() != Some(&IndexKind::Idempotency.tag()) {
-                    continue;
-                }
                 let seen_at: u64 = std::str::from_utf8(&value)
                     .ok()
                     .and_then(|v| v.parse().ok())
@@ -202,4 +226,74 @@ fn expired_run(
         rows,
         freed,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::journal::SledJournal;
+    use crate::model::IndexRef;
+
+    fn put(journal: &SledJournal, kind: IndexKind, key: &str, value: &str) {
+        journal
+            .apply(vec![Op::PutIndex {
+                at: IndexRef {
+                    kind,
+                    key: key.into(),
+                },
+                value: value.into(),
+            }])
+            .unwrap();
+    }
+
+    #[test]
+    fn the_idempotency_walk_reads_only_its_own_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let journal = SledJournal::open(dir.path()).unwrap();
+        let window = crate::runs::IDEMPOTENCY_WINDOW_MS;
+        // Tags below and above the idempotency index's, which the walk
+        // must neither delete nor read.
+        put(&journal, IndexKind::Singleton, "t\0f\0k", "run");
+        put(&journal, IndexKind::Cron, "t\0f\0* * * * *", "0");
+        for n in 0..5 {
+            put(
+                &journal,
+                IndexKind::Idempotency,
+                &format!("t\0f\0old-{n}"),
+                "1000",
+            );
+        }
+        put(
+            &journal,
+            IndexKind::Idempotency,
+            "t\0f\0new",
+            &window.to_string(),
+        );
+        let cutoffs = Cutoffs {
+            now: window + 2_000,
+            retention_ms: &|_| u64::MAX,
+            is_active: &|_| Ok(false),
+        };
+        let mut deleted = Vec::new();
+        let mut cursor = Vec::new();
+        let mut pages = 0;
+        loop {
+            let page = page(&journal, Swept::Idempotency, &cursor, 2, &cutoffs).unwrap();
+            deleted.extend(page.deletes);
+            pages += 1;
+            cursor = page.cursor;
+            if cursor.is_empty() {
+                break;
+            }
+        }
+        assert_eq!(deleted.len(), 5, "{deleted:?}");
+        assert!(pages <= 4, "the walk went past its index: {pages} pages");
+        for op in &deleted {
+            let Op::DeleteRows { rows, tenant, .. } = op else {
+                panic!("{op:?}")
+            };
+            assert_eq!(tenant, "t");
+            assert_eq!(rows[0].1[0], IndexKind::Idempotency.tag(), "{op:?}");
+        }
+    }
 }

@@ -89,14 +89,7 @@ impl SledJournal {
             one_run,
             freed,
         } = records::prepare_batch(batch)?;
-        let count = |usage: &StorageUsage| {
-            for (tenant, bytes) in &stored {
-                usage.add(tenant, *bytes);
-            }
-            for (tenant, bytes) in &freed {
-                usage.remove(tenant, *bytes);
-            }
-        };
+        let count = |usage: &StorageUsage| records::count_usage(usage, &stored, &freed);
         if writes.len() == 1 || one_run {
             // In order: sled recovers its log as a prefix, so a crash keeps
             // the first of these writes whenever it keeps a later one.

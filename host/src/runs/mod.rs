@@ -155,10 +155,11 @@ impl Runs {
         for run in effects.ended.drain(..) {
             let _ = self.ended.send(run);
         }
+        let mut observed = std::mem::take(&mut effects.observed);
         if let Some(traces) = self.traces.get() {
-            traces.take_from(&mut effects.observed);
+            observed = traces.take_from(observed);
         }
-        self.metrics.observe(effects.observed.drain(..));
+        self.metrics.observe(observed);
         effects.apply(&self.scheduler);
     }
 

@@ -45,13 +45,18 @@ pub fn compiled_cache() -> String {
 }
 
 /// A fresh host with `options`.
-pub fn start_host_with(mut options: HostOptions) -> (tempfile::TempDir, HostProcess) {
+pub fn start_host_with(options: HostOptions) -> (tempfile::TempDir, HostProcess) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let host = start_host_on(dir.path(), options);
+    (dir, host)
+}
+
+/// A host on the data directory `dir` with `options`.
+pub fn start_host_on(dir: &std::path::Path, mut options: HostOptions) -> HostProcess {
     options
         .extra_args
         .extend(["--compiled-dir".to_string(), compiled_cache()]);
-    let dir = tempfile::tempdir().expect("temp dir");
-    let host = HostProcess::start(STEPWISE, dir.path(), options).expect("starting the host");
-    (dir, host)
+    HostProcess::start(STEPWISE, dir, options).expect("starting the host")
 }
 
 /// A run's output, for a test to read into; a run without one fails the

@@ -434,6 +434,28 @@ async fn json_logs_are_one_object_per_line_and_hold_no_key_or_payload() {
     }
 }
 
+/// Two live runs, each with a first step done: one sleeping for `sleep`
+/// (then a last step), one waiting up to 5 minutes for `probe/go`.
+async fn sleeper_and_waiter(host: &stepwise_tests::Api, sleep: &str) -> (String, String) {
+    let sleeper = start_script(
+        host,
+        json!({"ops": [{"local": "before"}, {"sleep": {"id": "nap", "duration": sleep}}, {"local": "after"}]}),
+    )
+    .await;
+    let waiter = start_script(
+        host,
+        json!({"ops": [{"local": "before"}, {"wait": {"id": "go", "event": "probe/go", "timeout": "5m"}}]}),
+    )
+    .await;
+    host.wait_status(&sleeper, "sleeping", PATIENCE)
+        .await
+        .unwrap();
+    host.wait_status(&waiter, "waiting", PATIENCE)
+        .await
+        .unwrap();
+    (sleeper, waiter)
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn retention_keeps_a_steady_host_bounded_and_spares_live_runs() {
     let (dir, host) = crate::start_host_with(stepwise_tests::HostOptions {
@@ -444,19 +466,7 @@ async fn retention_keeps_a_steady_host_bounded_and_spares_live_runs() {
     // Live runs older than the retention: one sleeping past the load, one
     // waiting for an event sent after it. (Once they end, they too are
     // deleted 2 s later, so each is read as soon as it ends.)
-    let sleeper = start_script(
-        &host,
-        json!({"ops": [{"local": "before"}, {"sleep": {"id": "nap", "duration": "40s"}}, {"local": "after"}]}),
-    )
-    .await;
-    let waiter = start_script(
-        &host,
-        json!({"ops": [{"local": "before"}, {"wait": {"id": "go", "event": "probe/go", "timeout": "1m"}}]}),
-    )
-    .await;
-    host.wait_status(&waiter, "waiting", PATIENCE)
-        .await
-        .unwrap();
+    let (sleeper, waiter) = sleeper_and_waiter(&host, "40s").await;
 
     // Steady load: 40 short runs a second for 20 seconds, each event
     // padded to 1 KiB, so that sled's log fills segments it must reuse.
@@ -581,22 +591,7 @@ async fn a_backup_of_a_live_host_serves_its_ended_runs_and_resumes_the_in_flight
     for run in &ended {
         host.wait_status(run, "completed", PATIENCE).await.unwrap();
     }
-    let sleeper = start_script(
-        &host,
-        json!({"ops": [{"local": "before"}, {"sleep": {"id": "nap", "duration": "4s"}}, {"local": "after"}]}),
-    )
-    .await;
-    let waiter = start_script(
-        &host,
-        json!({"ops": [{"local": "before"}, {"wait": {"id": "go", "event": "probe/go", "timeout": "5m"}}]}),
-    )
-    .await;
-    host.wait_status(&sleeper, "sleeping", PATIENCE)
-        .await
-        .unwrap();
-    host.wait_status(&waiter, "waiting", PATIENCE)
-        .await
-        .unwrap();
+    let (sleeper, waiter) = sleeper_and_waiter(&host, "4s").await;
 
     // Runs keep starting and stepping while the copy is taken.
     let busy = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
@@ -632,20 +627,13 @@ async fn a_backup_of_a_live_host_serves_its_ended_runs_and_resumes_the_in_flight
     let (management_key, event_key) = (host.management_key.clone(), host.event_key.clone());
     assert!(!event_key.is_empty(), "the dev host printed its event key");
     drop(host);
-    let copy = HostProcess::start(
-        crate::STEPWISE,
+    let copy = crate::start_host_on(
         &dest,
         stepwise_tests::HostOptions {
-            extra_args: vec![
-                "--admin-key".into(),
-                ADMIN.into(),
-                "--compiled-dir".into(),
-                crate::compiled_cache(),
-            ],
+            extra_args: vec!["--admin-key".into(), ADMIN.into()],
             ..Default::default()
         },
-    )
-    .unwrap();
+    );
     assert_eq!(
         (copy.management_key.as_str(), copy.event_key.as_str()),
         (management_key.as_str(), event_key.as_str()),

@@ -466,12 +466,7 @@ impl Journal for PgJournal {
             own.note(&writes);
         }
         self.shared.writes.applying(|| self.pending().apply(writes));
-        for (tenant, bytes) in &stored {
-            self.usage.add(tenant, *bytes);
-        }
-        for (tenant, bytes) in &freed {
-            self.usage.remove(tenant, *bytes);
-        }
+        records::count_usage(&self.usage, &stored, &freed);
         Ok(())
     }
 
